@@ -1,0 +1,237 @@
+"""image: an OCI image (layout directory, manifest digest, optional docker/podman tarball)."""
+
+load(":providers.bzl", "ImageInfo", "LayerInfo")
+load(":stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
+
+def _port(target, value):
+    num, sep, proto = value.partition("/")
+    if not sep:
+        proto = "tcp"
+    if proto not in ("tcp", "udp") or not num.isdigit() or int(num) < 1 or int(num) > 65535:
+        fail("%s: attribute 'exposed_ports': %r: a port must be N, N/tcp or N/udp with 1 <= N <= 65535" %
+             (target, value))
+    return "%d/%s" % (int(num), proto)
+
+def _check_env(target, env):
+    for k in env:
+        if k == "" or "=" in k:
+            fail("%s: attribute 'env': %r: an environment variable name must be non-empty and contain no '='" %
+                 (target, k))
+
+def _check_abs(target, attr_name, values):
+    for v in values:
+        if not v.startswith("/"):
+            fail("%s: attribute '%s': %r: must be an absolute path" % (target, attr_name, v))
+
+def _base_layout(ctx):
+    """Returns (layout directory path, inputs, ImageInfo or None) of the `base` attribute."""
+    base = ctx.attr.base
+    if base == None:
+        return None, [], None
+    if ImageInfo in base:
+        info = base[ImageInfo]
+        return info.layout.path, [info.layout], info
+    files = base[DefaultInfo].files.to_list()
+    if len(files) == 1 and files[0].is_directory:
+        return files[0].path, files, None
+    for f in files:
+        if f.basename == "oci-layout":
+            return f.dirname, files, None
+    fail(("%s: attribute 'base': %r: is neither an image target nor an OCI image layout " +
+          "(a directory, or files including oci-layout and index.json); it gives %s") %
+         (str(ctx.label), str(base.label), [f.short_path for f in files[:5]]))
+
+def _platform(ctx, base_info):
+    arch = ctx.attr.architecture
+    if not arch:
+        if base_info != None and base_info.platform.architecture:
+            arch = base_info.platform.architecture
+        elif ctx.target_platform_has_constraint(ctx.attr._arm64[platform_common.ConstraintValueInfo]):
+            arch = "arm64"
+        else:
+            arch = "amd64"
+    variant = ctx.attr.variant
+    if not variant and arch == "arm64" and not ctx.attr.architecture:
+        variant = "v8"
+    return struct(os = ctx.attr.os, architecture = arch, variant = variant)
+
+def _image_impl(ctx):
+    target = str(ctx.label)
+    _check_env(target, ctx.attr.env)
+    ports = [_port(target, p) for p in ctx.attr.exposed_ports]
+    _check_abs(target, "volumes", ctx.attr.volumes)
+    if ctx.attr.workdir:
+        _check_abs(target, "workdir", [ctx.attr.workdir])
+
+    base_path, base_inputs, base_info = _base_layout(ctx)
+    platform = _platform(ctx, base_info)
+    stamp_files = stamp_inputs(ctx)
+
+    layers = []
+    layer_inputs = []
+    for dep in ctx.attr.layers:
+        info = dep[LayerInfo]
+        layers.append({"blob": info.blob.path, "descriptor": info.descriptor.path, "label": str(info.label)})
+        layer_inputs += [info.blob, info.descriptor]
+
+    manifest = {
+        "target": target,
+        "base": None if base_path == None else {"layout": base_path, "label": str(ctx.attr.base.label)},
+        "platform": {"os": platform.os, "architecture": platform.architecture, "variant": platform.variant},
+        "layers": layers,
+        "config": {
+            "entrypoint": ctx.attr.entrypoint if ctx.attr.entrypoint_set else None,
+            "cmd": ctx.attr.cmd if ctx.attr.cmd_set else None,
+            "env": ctx.attr.env,
+            "user": ctx.attr.user or None,
+            "workdir": ctx.attr.workdir or None,
+            "labels": ctx.attr.labels,
+            "exposed_ports": ports,
+            "volumes": ctx.attr.volumes,
+            "stop_signal": ctx.attr.stop_signal or None,
+            "created": ctx.attr.created or None,
+        },
+        "annotations": ctx.attr.annotations,
+        "stamp": stamp_manifest(stamp_files),
+    }
+    manifest_file = ctx.actions.declare_file(ctx.label.name + ".image_manifest.json")
+    ctx.actions.write(manifest_file, json.encode(manifest))
+
+    layout = ctx.actions.declare_directory(ctx.label.name)
+    digest = ctx.actions.declare_file(ctx.label.name + ".digest")
+    config = ctx.actions.declare_file(ctx.label.name + ".config.json")
+    image_manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
+
+    args = ctx.actions.args()
+    args.add("--manifest", manifest_file)
+    args.add("--output_layout", layout.path)
+    args.add("--output_digest", digest)
+    args.add("--output_config", config)
+    args.add("--output_manifest", image_manifest)
+    ctx.actions.run(
+        executable = ctx.executable._image_tool,
+        arguments = [args],
+        inputs = depset([manifest_file] + base_inputs + layer_inputs + stamp_files),
+        outputs = [layout, digest, config, image_manifest],
+        mnemonic = "ShikoImage",
+        progress_message = "Assembling image %s (%d layers on %s)" % (
+            ctx.label,
+            len(layers),
+            "scratch" if base_path == None else ctx.attr.base.label,
+        ),
+    )
+
+    # The docker/podman tarball is built only when its output group is requested.
+    tarball = ctx.actions.declare_file(ctx.label.name + ".tar")
+    tar_manifest = ctx.actions.declare_file(ctx.label.name + ".tarball_manifest.json")
+    ctx.actions.write(tar_manifest, json.encode({
+        "target": target,
+        "layout": layout.path,
+        "repo_tags": ctx.attr.repo_tags,
+        "stamp": stamp_manifest(stamp_files),
+    }))
+    targs = ctx.actions.args()
+    targs.add("--manifest", tar_manifest)
+    targs.add("--output", tarball)
+    ctx.actions.run(
+        executable = ctx.executable._tarball_tool,
+        arguments = [targs],
+        inputs = depset([tar_manifest, layout] + stamp_files),
+        outputs = [tarball],
+        mnemonic = "ShikoTarball",
+        progress_message = "Writing docker/podman tarball of %s" % ctx.label,
+    )
+
+    return [
+        DefaultInfo(files = depset([layout, digest])),
+        ImageInfo(
+            layout = layout,
+            digest = digest,
+            config = config,
+            manifest = image_manifest,
+            layers = [dep[LayerInfo] for dep in ctx.attr.layers],
+            base = base_info,
+            platform = platform,
+        ),
+        OutputGroupInfo(
+            tarball = depset([tarball]),
+            digest = depset([digest]),
+            config = depset([config, image_manifest]),
+        ),
+    ]
+
+_ATTRS = {
+    "base": attr.label(
+        allow_files = True,
+        doc = "Base image: an `image` target, or an OCI image layout (directory or its files, e.g. from image_pull). None: scratch.",
+    ),
+    "layers": attr.label_list(
+        providers = [LayerInfo],
+        doc = "image_layer targets, in order (bottom first), added on top of the base's layers.",
+    ),
+    "entrypoint": attr.string_list(doc = "ENTRYPOINT; replaces the base's (and then resets CMD, as Docker does)."),
+    "entrypoint_set": attr.bool(doc = "Set by the `image` macro: whether `entrypoint` was given."),
+    "cmd": attr.string_list(doc = "CMD; replaces the base's."),
+    "cmd_set": attr.bool(doc = "Set by the `image` macro: whether `cmd` was given."),
+    "env": attr.string_dict(doc = "Environment, merged over the base's. Values may use ${NAME} of the base's environment."),
+    "user": attr.string(doc = "USER (name or uid[:gid]); empty: the base's."),
+    "workdir": attr.string(doc = "Working directory (absolute); empty: the base's."),
+    "labels": attr.string_dict(doc = "Config labels, merged over the base's. Values may hold {STAMP_KEY} placeholders."),
+    "annotations": attr.string_dict(doc = "Manifest annotations. Values may hold {STAMP_KEY} placeholders."),
+    "exposed_ports": attr.string_list(doc = "Ports: N, N/tcp or N/udp; added to the base's."),
+    "volumes": attr.string_list(doc = "Volume mount points (absolute); added to the base's."),
+    "stop_signal": attr.string(doc = "STOPSIGNAL, e.g. SIGTERM; empty: the base's."),
+    "os": attr.string(default = "linux", doc = "Config os."),
+    "architecture": attr.string(doc = "Config architecture (amd64, arm64, ...). Default: the target platform's."),
+    "variant": attr.string(doc = "Config variant (e.g. v8 for arm64)."),
+    "created": attr.string(doc = "Creation time, RFC 3339, or {BUILD_TIMESTAMP} (stamped). Default: 1970-01-01T00:00:00Z."),
+    "repo_tags": attr.string_list(doc = "Names for the tarball output group (docker/podman load), e.g. [\"app:latest\"]. May hold {STAMP_KEY}."),
+    "_image_tool": attr.label(
+        default = "//python_tools:image",
+        executable = True,
+        cfg = "exec",
+        doc = "Writes config, manifest and layout.",
+    ),
+    "_tarball_tool": attr.label(
+        default = "//python_tools:tarball",
+        executable = True,
+        cfg = "exec",
+        doc = "Writes the docker/podman loadable tarball.",
+    ),
+    "_arm64": attr.label(
+        default = "@platforms//cpu:arm64",
+        doc = "To detect an arm64 target platform.",
+    ),
+}
+
+_ATTRS.update(STAMP_ATTRS)
+
+image_rule = rule(
+    implementation = _image_impl,
+    doc = "An OCI image. Use the `image` macro.",
+    attrs = _ATTRS,
+)
+
+def image(name, entrypoint = None, cmd = None, **kwargs):
+    """An OCI image: base layers, then `layers`, with the given config.
+
+    Outputs for //pkg:name: `bazel-bin/pkg/name` (OCI layout directory), `name.digest`
+    (`sha256:<hex>` of the manifest), and the output group `tarball` (`name.tar`, loadable by
+    `docker load` and `podman load`, named by `repo_tags`).
+
+    Args:
+      name: target name.
+      entrypoint: list of strings; None keeps the base's. Setting it resets CMD (Docker semantics).
+      cmd: list of strings; None keeps the base's (unless entrypoint is set).
+      **kwargs: every other attribute of image_rule (base, layers, env, user, workdir, labels,
+        annotations, exposed_ports, volumes, stop_signal, os, architecture, variant, created,
+        repo_tags, stamp) and the common ones.
+    """
+    image_rule(
+        name = name,
+        entrypoint = entrypoint or [],
+        entrypoint_set = entrypoint != None,
+        cmd = cmd or [],
+        cmd_set = cmd != None,
+        **kwargs
+    )

@@ -1,0 +1,311 @@
+"""image_layer: files, directories, runfiles trees, symlinks and tars as one reproducible layer."""
+
+load(":paths.bzl", "join_dest", "normalize_dest", "normalize_dest_or_root", "package_relative_path", "parse_octal", "parse_owner")
+load(":providers.bzl", "LayerInfo")
+
+_EXTENSIONS = {
+    "gzip": ".tar.gz",
+    "zstd": ".tar.zst",
+    "none": ".tar",
+}
+
+_LEVELS = {
+    "gzip": (0, 3),
+    "zstd": (1, 19),
+}
+
+def _origin(attr_name, label):
+    return {"attr": attr_name, "label": str(label)}
+
+def _single_source(target, attr_name, dest, dep):
+    files = dep[DefaultInfo].files.to_list()
+    if len(files) != 1:
+        fail(("%s: attribute '%s': %r: %s gives %d files, a destination takes exactly one file " +
+              "or directory (use srcs with prefix for several)") %
+             (target, attr_name, "/" + dest, dep.label, len(files)))
+    return files[0]
+
+def _file_entry(dest, f, origin):
+    return {
+        "kind": "tree" if f.is_directory else "file",
+        "dest": dest,
+        "src": f.path,
+        "origin": origin,
+    }
+
+def _runfiles_entries(ctx, state, dest, dep, origin):
+    """The executable at `dest` and its runfiles tree at `dest.runfiles/`, as file entries."""
+    info = dep[DefaultInfo]
+    exe = info.files_to_run.executable
+    if exe == None:
+        fail("%s: attribute 'binaries': %r: %s is not executable" % (ctx.label, "/" + dest, dep.label))
+    entries = [_file_entry(dest, exe, origin)]
+    inputs = [exe]
+    root = dest + ".runfiles"
+    ws = ctx.workspace_name
+    runfiles = info.default_runfiles
+    for f in runfiles.files.to_list():
+        p = f.short_path
+        if p.startswith("../"):
+            path = join_dest(root, p[3:])
+        else:
+            path = join_dest(root, ws, p)
+        entries.append(_file_entry(path, f, origin))
+        inputs.append(f)
+    for s in runfiles.symlinks.to_list():
+        entries.append(_file_entry(join_dest(root, ws, s.path), s.target_file, origin))
+        inputs.append(s.target_file)
+    for s in runfiles.root_symlinks.to_list():
+        entries.append(_file_entry(join_dest(root, s.path), s.target_file, origin))
+        inputs.append(s.target_file)
+    empty_names = runfiles.empty_filenames.to_list()
+    if empty_names:
+        # Bazel creates these (e.g. __init__.py) in runfiles trees; store them as empty files.
+        if "empty" not in state:
+            state["empty"] = ctx.actions.declare_file(ctx.label.name + ".empty_file")
+            ctx.actions.write(state["empty"], "")
+        empty = state["empty"]
+        inputs.append(empty)
+        for p in empty_names:
+            if p.startswith("../"):
+                path = join_dest(root, p[3:])
+            else:
+                path = join_dest(root, ws, p)
+            entries.append(_file_entry(path, empty, origin))
+    repo_mapping = getattr(info.files_to_run, "repo_mapping_manifest", None)
+    if repo_mapping != None:
+        entries.append(_file_entry(join_dest(root, "_repo_mapping"), repo_mapping, origin))
+        inputs.append(repo_mapping)
+    return entries, inputs
+
+def _image_layer_impl(ctx):
+    target = str(ctx.label)
+    entries = []
+    inputs = []
+    state = {}  # shared across binaries: the one empty file
+
+    for dep, dests in ctx.attr.files.items():
+        for dest in json.decode(dests):
+            d = normalize_dest(target, "files", dest)
+            f = _single_source(target, "files", d, dep)
+            entries.append(_file_entry(d, f, _origin("files", dep.label)))
+            inputs.append(f)
+
+    prefix = normalize_dest_or_root(target, "prefix", ctx.attr.prefix)
+    strip = ctx.attr.strip_prefix.strip("/")
+    for dep in ctx.attr.srcs:
+        for f in dep[DefaultInfo].files.to_list():
+            rel = package_relative_path(f)
+            if strip:
+                if not (rel + "/").startswith(strip + "/"):
+                    fail("%s: attribute 'strip_prefix': %r: %s (%s) is not under it" %
+                         (target, ctx.attr.strip_prefix, f.short_path, dep.label))
+                rel = rel[len(strip):].lstrip("/")
+            d = normalize_dest_or_root(target, "srcs", join_dest(prefix, rel))
+            if d == "" and not f.is_directory:
+                fail("%s: attribute 'srcs': %s would be placed at the image root itself" % (target, f.short_path))
+            entries.append(_file_entry(d, f, _origin("srcs", dep.label)))
+            inputs.append(f)
+
+    for dep, dests in ctx.attr.binaries.items():
+        for dest in json.decode(dests):
+            d = normalize_dest(target, "binaries", dest)
+            more, more_inputs = _runfiles_entries(ctx, state, d, dep, _origin("binaries", dep.label))
+            entries += more
+            inputs += more_inputs
+
+    for link, link_target in ctx.attr.symlinks.items():
+        d = normalize_dest(target, "symlinks", link)
+        if not link_target:
+            fail("%s: attribute 'symlinks': %r: the link target is empty" % (target, link))
+        entries.append({"kind": "symlink", "dest": d, "target": link_target, "origin": _origin("symlinks", ctx.label)})
+
+    for dest in ctx.attr.empty_dirs:
+        d = normalize_dest(target, "empty_dirs", dest)
+        entries.append({"kind": "dir", "dest": d, "origin": _origin("empty_dirs", ctx.label)})
+
+    tar_dest = normalize_dest_or_root(target, "tars_prefix", ctx.attr.tars_prefix)
+    for dep in ctx.attr.tars:
+        for f in dep[DefaultInfo].files.to_list():
+            entries.append({"kind": "tar", "dest": tar_dest, "src": f.path, "origin": _origin("tars", dep.label)})
+            inputs.append(f)
+
+    overrides = {}
+    for path, mode in ctx.attr.modes.items():
+        d = normalize_dest(target, "modes", path)
+        overrides.setdefault(d, {})["mode"] = parse_octal(target, "modes", mode)
+    for path, owner in ctx.attr.owners.items():
+        d = normalize_dest(target, "owners", path)
+        uid, gid = parse_owner(target, "owners", path, owner)
+        overrides.setdefault(d, {}).update({"uid": uid, "gid": gid})
+
+    if ctx.attr.uid < 0 or ctx.attr.gid < 0:
+        fail("%s: attribute 'uid'/'gid': %d/%d: must be >= 0" % (target, ctx.attr.uid, ctx.attr.gid))
+    if ctx.attr.mtime < 0:
+        fail("%s: attribute 'mtime': %d: must be >= 0 (seconds since the epoch)" % (target, ctx.attr.mtime))
+
+    compression = ctx.attr.compression
+    level = ctx.attr.compression_level
+    if level != -1:
+        if compression == "none":
+            fail("%s: attribute 'compression_level': %d: compression is \"none\"" % (target, level))
+        lo, hi = _LEVELS[compression]
+        if level < lo or level > hi:
+            fail("%s: attribute 'compression_level': %d: %s takes %d..%d" % (target, level, compression, lo, hi))
+
+    manifest = {
+        "target": target,
+        "compression": compression,
+        "compression_level": None if level == -1 else level,
+        "mtime": ctx.attr.mtime,
+        "defaults": {
+            "file_mode": parse_octal(target, "mode", ctx.attr.mode) if ctx.attr.mode else None,
+            "dir_mode": parse_octal(target, "dir_mode", ctx.attr.dir_mode),
+            "uid": ctx.attr.uid,
+            "gid": ctx.attr.gid,
+        },
+        "overrides": overrides,
+        "entries": entries,
+    }
+
+    manifest_file = ctx.actions.declare_file(ctx.label.name + ".layer_manifest.json")
+    ctx.actions.write(manifest_file, json.encode(manifest))
+    blob = ctx.actions.declare_file(ctx.label.name + _EXTENSIONS[compression])
+    descriptor = ctx.actions.declare_file(ctx.label.name + ".layer.json")
+    listing = ctx.actions.declare_file(ctx.label.name + ".listing.json")
+
+    args = ctx.actions.args()
+    args.add("--manifest", manifest_file)
+    args.add("--output", blob)
+    args.add("--descriptor", descriptor)
+    args.add("--listing", listing)
+    ctx.actions.run(
+        executable = ctx.executable._layer_tool,
+        arguments = [args],
+        inputs = depset([manifest_file] + inputs),
+        outputs = [blob, descriptor, listing],
+        mnemonic = "ShikoLayer",
+        progress_message = "Writing image layer %s (%s)" % (ctx.label, compression),
+    )
+
+    return [
+        DefaultInfo(files = depset([blob, descriptor])),
+        LayerInfo(
+            blob = blob,
+            descriptor = descriptor,
+            listing = listing,
+            compression = compression,
+            label = ctx.label,
+        ),
+        OutputGroupInfo(listing = depset([listing])),
+    ]
+
+image_layer_rule = rule(
+    implementation = _image_layer_impl,
+    doc = "One reproducible image layer. Use the `image_layer` macro (it takes `files` as {dest: label}).",
+    attrs = {
+        "files": attr.label_keyed_string_dict(
+            allow_files = True,
+            doc = "Label -> JSON list of destinations (the macro inverts {dest: label}). Each label gives one file or directory.",
+        ),
+        "srcs": attr.label_list(
+            allow_files = True,
+            doc = "Files and directories placed under `prefix`, at their path relative to their package (minus `strip_prefix`).",
+        ),
+        "prefix": attr.string(
+            default = "/",
+            doc = "Directory in the image that `srcs` go under.",
+        ),
+        "strip_prefix": attr.string(
+            doc = "Leading package-relative directory removed from each of `srcs` before placing it.",
+        ),
+        "binaries": attr.label_keyed_string_dict(
+            cfg = "target",
+            doc = "Executable label -> JSON list of destinations: the executable at dest, its runfiles tree at dest.runfiles/.",
+        ),
+        "symlinks": attr.string_dict(
+            doc = "Link path in the image -> link target (kept verbatim; relative or absolute).",
+        ),
+        "empty_dirs": attr.string_list(
+            doc = "Empty directories to create.",
+        ),
+        "tars": attr.label_list(
+            allow_files = True,
+            doc = "Existing tar files (plain, gzip, zstd, xz or bzip2) whose members become layer content; validated (no devices, absolute or '..' names, dangling hardlinks).",
+        ),
+        "tars_prefix": attr.string(
+            default = "/",
+            doc = "Directory in the image that the members of `tars` go under.",
+        ),
+        "mode": attr.string(
+            doc = "Default mode of files, e.g. \"0644\". Default: 0755 for executables, 0644 otherwise.",
+        ),
+        "dir_mode": attr.string(
+            default = "0755",
+            doc = "Default mode of directories.",
+        ),
+        "uid": attr.int(
+            default = 0,
+            doc = "Default owner uid of every member.",
+        ),
+        "gid": attr.int(
+            default = 0,
+            doc = "Default owner gid of every member.",
+        ),
+        "modes": attr.string_dict(
+            doc = "Per-path mode, {\"/etc/secret\": \"0600\"}; the path must exist in the layer.",
+        ),
+        "owners": attr.string_dict(
+            doc = "Per-path owner, {\"/data\": \"1000:1000\"}; the path must exist in the layer.",
+        ),
+        "mtime": attr.int(
+            default = 0,
+            doc = "Modification time (seconds since the epoch) of every member.",
+        ),
+        "compression": attr.string(
+            default = "gzip",
+            values = ["gzip", "zstd", "none"],
+            doc = "Blob compression: gzip (ISA-L), zstd or none. Layer digests depend on it.",
+        ),
+        "compression_level": attr.int(
+            default = -1,
+            doc = "Compression level: gzip 0..3 (ISA-L, default 1), zstd 1..19 (default 3). -1 means the default.",
+        ),
+        "_layer_tool": attr.label(
+            default = "//python_tools:layer",
+            executable = True,
+            cfg = "exec",
+            doc = "The layer writer.",
+        ),
+    },
+)
+
+def _invert(target_name, attr_name, mapping):
+    """{dest: label} -> {label: json([dest, ...])}, as Bazel 4 has no string-keyed label dict."""
+    if mapping == None:
+        return {}
+    if type(mapping) != "dict":
+        fail("image_layer %s: attribute '%s' must be a dict {\"/dest/path\": label}" % (target_name, attr_name))
+    by_label = {}
+    for dest, label in mapping.items():
+        by_label.setdefault(label, []).append(dest)
+    return {label: json.encode(dests) for label, dests in by_label.items()}
+
+def image_layer(name, files = None, binaries = None, **kwargs):
+    """One image layer, written reproducibly in one streaming pass.
+
+    Args:
+      name: target name. Outputs `<name>.tar.gz` (or .tar.zst / .tar) and `<name>.layer.json`.
+      files: {"/dest/path": label}: each label's single file or directory at that path.
+      binaries: {"/dest/path": executable label}: the executable and its runfiles tree
+        (`/dest/path.runfiles/<workspace>/...`), stored as real files.
+      **kwargs: every other attribute of image_layer_rule (srcs, prefix, strip_prefix, symlinks,
+        empty_dirs, tars, tars_prefix, mode, dir_mode, uid, gid, modes, owners, mtime,
+        compression, compression_level) and the common ones (visibility, tags, testonly).
+    """
+    image_layer_rule(
+        name = name,
+        files = _invert(name, "files", files),
+        binaries = _invert(name, "binaries", binaries),
+        **kwargs
+    )

@@ -1,0 +1,124 @@
+"""Analysis tests of image_layer and image: providers, actions, manifests, and bad input."""
+
+load("@bazel_skylib//lib:unittest.bzl", "analysistest", "asserts")
+load("//rules:defs.bzl", "ImageInfo", "LayerInfo")
+
+def _action(env, mnemonic):
+    for a in analysistest.target_actions(env):
+        if a.mnemonic == mnemonic:
+            return a
+    asserts.true(env, False, "no %s action" % mnemonic)
+    return None
+
+def _written_json(env, suffix):
+    for a in analysistest.target_actions(env):
+        if a.mnemonic == "FileWrite" and a.outputs.to_list()[0].basename.endswith(suffix):
+            return json.decode(a.content)
+    asserts.true(env, False, "no FileWrite of *%s" % suffix)
+    return None
+
+# --- image_layer --------------------------------------------------------------------------
+
+def _layer_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    t = analysistest.target_under_test(env)
+    info = t[LayerInfo]
+    asserts.equals(env, "layer_subject.tar.gz", info.blob.basename)
+    asserts.equals(env, "gzip", info.compression)
+    a = _action(env, "ShikoLayer")
+    outs = sorted([f.basename for f in a.outputs.to_list()])
+    asserts.equals(env, ["layer_subject.layer.json", "layer_subject.listing.json", "layer_subject.tar.gz"], outs)
+    m = _written_json(env, ".layer_manifest.json")
+    kinds = {e["dest"]: e["kind"] for e in m["entries"]}
+    asserts.equals(env, "file", kinds.get("app/data.txt"))
+    asserts.equals(env, "file", kinds.get("etc/data.txt"))
+    asserts.equals(env, "file", kinds.get("srv/sub/data.txt"))  # srcs under prefix, package-relative
+    asserts.equals(env, "symlink", kinds.get("usr/bin/link"))
+    asserts.equals(env, "dir", kinds.get("var/empty"))
+    asserts.equals(env, {"mode": "0600", "uid": 7, "gid": 8}, m["overrides"]["etc/data.txt"])
+    asserts.equals(env, 1234, m["mtime"])
+    asserts.equals(env, None, m["compression_level"])
+    asserts.equals(env, "0644", m["defaults"]["file_mode"])
+    return analysistest.end(env)
+
+layer_test = analysistest.make(_layer_test_impl)
+
+def _zstd_layer_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    info = analysistest.target_under_test(env)[LayerInfo]
+    asserts.equals(env, "layer_zstd.tar.zst", info.blob.basename)
+    m = _written_json(env, ".layer_manifest.json")
+    asserts.equals(env, "zstd", m["compression"])
+    asserts.equals(env, 9, m["compression_level"])
+    return analysistest.end(env)
+
+zstd_layer_test = analysistest.make(_zstd_layer_test_impl)
+
+def _binary_layer_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    m = _written_json(env, ".layer_manifest.json")
+    dests = [e["dest"] for e in m["entries"]]
+    asserts.true(env, "app/tool" in dests, "executable at its destination: %s" % dests)
+    ws = ctx.workspace_name
+    asserts.true(
+        env,
+        "app/tool.runfiles/%s/tests/analysis/data.txt" % ws in dests,
+        "runfiles tree beside the executable: %s" % dests,
+    )
+    for d in dests:
+        asserts.false(env, "/external/" in d, "no legacy external runfiles copy: %s" % d)
+    return analysistest.end(env)
+
+binary_layer_test = analysistest.make(_binary_layer_test_impl)
+
+# --- image ---------------------------------------------------------------------------------
+
+def _image_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    t = analysistest.target_under_test(env)
+    info = t[ImageInfo]
+    asserts.equals(env, "image_subject", info.layout.basename)
+    asserts.true(env, info.layout.is_directory)
+    asserts.equals(env, "image_subject.digest", info.digest.basename)
+    asserts.equals(env, "amd64", info.platform.architecture)
+    asserts.equals(env, 1, len(info.layers))
+    _action(env, "ShikoImage")
+    tar = t[OutputGroupInfo].tarball.to_list()
+    asserts.equals(env, ["image_subject.tar"], [f.basename for f in tar])
+    m = _written_json(env, ".image_manifest.json")
+    c = m["config"]
+    asserts.equals(env, ["8080/tcp", "53/udp"], c["exposed_ports"])
+    asserts.equals(env, ["/hello"], c["entrypoint"])
+    asserts.equals(env, None, c["cmd"])  # not given: the macro says so explicitly
+    asserts.equals(env, {"A": "1"}, c["env"])
+    asserts.equals(env, None, m["base"])
+    asserts.equals(env, None, m["stamp"])  # tests don't run with --stamp
+    t2 = _written_json(env, ".tarball_manifest.json")
+    asserts.equals(env, ["example/subject:1"], t2["repo_tags"])
+    return analysistest.end(env)
+
+image_test = analysistest.make(_image_test_impl)
+
+def _based_image_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    m = _written_json(env, ".image_manifest.json")
+    asserts.true(env, m["base"] != None and m["base"]["layout"].endswith("/image_subject"), "base layout: %s" % m["base"])
+    asserts.equals(env, [], m["config"]["cmd"])  # explicitly cleared
+    asserts.equals(env, None, m["config"]["entrypoint"])  # inherited
+    asserts.equals(env, {"os": "linux", "architecture": "amd64", "variant": ""}, m["platform"])
+    return analysistest.end(env)
+
+based_image_test = analysistest.make(_based_image_test_impl)
+
+# --- bad input: each must fail analysis with a message naming target, attribute and value ---
+
+def _failure_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    asserts.expect_failure(env, ctx.attr.expected)
+    return analysistest.end(env)
+
+failure_test = analysistest.make(
+    _failure_test_impl,
+    expect_failure = True,
+    attrs = {"expected": attr.string(doc = "Substring the failure message must contain.")},
+)

@@ -1,0 +1,2 @@
+"""A tiny py_binary whose runfiles the analysis tests lay out."""
+print("tool")
