@@ -32,7 +32,9 @@ def _base_layout(ctx):
         info = base[ImageInfo]
         return info.layout.path, [info.layout], info
     files = base[DefaultInfo].files.to_list()
-    if len(files) == 1 and files[0].is_directory:
+    if len(files) == 1:
+        # A tree artifact or a source directory (Bazel can't tell the latter from a file at
+        # analysis time): the image tool checks that it is a layout.
         return files[0].path, files, None
     for f in files:
         if f.basename == "oci-layout":
