@@ -2,24 +2,10 @@
 attribute and value, and leaves no output behind. (Analysis-time cases: tests/analysis.)"""
 
 import os
-import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PKG = "//tests/bad_input"
-
-
-def _build(target):
-    return subprocess.run(
-        [os.path.join(ROOT, "bazelw"), "build", "--color=no", "--curses=no", target],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
-
-
-def _bazel_bin():
-    out = subprocess.run([os.path.join(ROOT, "bazelw"), "info", "bazel-bin"], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=True)
-    return os.path.join(out.stdout.strip(), "tests", "bad_input")
 
 
 CASES = [
@@ -44,16 +30,16 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,outputs,expected", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_fails_clearly(name, outputs, expected):
-    r = _build("%s:%s" % (PKG, name))
-    assert r.returncode != 0, "build of %s:%s should fail:\n%s" % (PKG, name, r.stdout[-3000:])
-    lines = [l for l in r.stdout.splitlines() if l.startswith("ERROR: %s:%s: " % (PKG, name))]
-    assert lines, "no 'ERROR: %s:%s: ...' line in:\n%s" % (PKG, name, r.stdout[-3000:])
+def test_bad_input_fails_clearly(bazel, name, outputs, expected):
+    r = bazel("build", "--color=no", "--curses=no", "%s:%s" % (PKG, name), check=False)
+    assert r.returncode != 0, "build of %s:%s should fail:\n%s" % (PKG, name, r.stderr[-3000:])
+    lines = [l for l in r.stderr.splitlines() if l.startswith("ERROR: %s:%s: " % (PKG, name))]
+    assert lines, "no 'ERROR: %s:%s: ...' line in:\n%s" % (PKG, name, r.stderr[-3000:])
     line = lines[0]
     for s in expected:
         assert s in line, "%r not in the error line %r" % (s, line)
-    assert "Traceback" not in r.stdout, r.stdout[-3000:]
-    bin_dir = _bazel_bin()
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    bin_dir = os.path.join(bazel.info("bazel-bin"), "tests", "bad_input")
     for o in outputs:
         path = os.path.join(bin_dir, o)
         if os.path.isdir(path) and not os.path.islink(path):
@@ -63,6 +49,5 @@ def test_bad_input_fails_clearly(name, outputs, expected):
             assert not os.path.lexists(path), "%s left behind" % o
 
 
-def test_same_content_at_one_path_is_fine():
-    r = _build(PKG + ":same_content_ok")
-    assert r.returncode == 0, r.stdout[-3000:]
+def test_same_content_at_one_path_is_fine(bazel):
+    bazel("build", PKG + ":same_content_ok")

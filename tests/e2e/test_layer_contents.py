@@ -10,22 +10,14 @@ import tarfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PKG = "//tests/layers"
 TARGETS = ["everything", "everything_zstd", "everything_none"]
 
 
 @pytest.fixture(scope="module")
-def built():
-    r = subprocess.run(
-        [os.path.join(ROOT, "bazelw"), "build", "--color=no", "--curses=no"]
-        + ["%s:%s" % (PKG, t) for t in TARGETS],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-4000:]
-    bin_dir = subprocess.run([os.path.join(ROOT, "bazelw"), "info", "bazel-bin"], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             check=True).stdout.strip()
-    return os.path.join(bin_dir, "tests", "layers")
+def built(bazel):
+    bazel("build", *["%s:%s" % (PKG, t) for t in TARGETS])
+    return os.path.join(bazel.info("bazel-bin"), "tests", "layers")
 
 
 def _decompress(blob, compression):

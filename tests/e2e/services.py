@@ -1,0 +1,485 @@
+"""Real container services for the end-to-end tests: a registry, a dockerd, a podman.
+
+Every service lives in its own temp dir (data, sockets, config, log), listens only on
+127.0.0.1 or a private unix socket, and is stopped by the PID we started it with:
+SIGTERM, wait, then SIGKILL. A service that does not come up within its timeout raises
+ServiceError carrying the tail of its log; nothing here is ever mocked or skipped.
+
+Use them as context managers:
+
+    with Registry() as reg:   reg.host  -> "127.0.0.1:PORT"
+    with Dockerd() as d:      d.docker("load", "-i", tar);  d.env["DOCKER_HOST"]
+    with Podman() as p:       p.podman("run", "--rm", "--network", "none", img)
+
+Only the Python standard library is used.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+DOCKER_REGISTRY = "/usr/bin/docker-registry"
+DOCKERD = "/usr/sbin/dockerd"
+PODMAN = "/usr/bin/podman"
+
+# Debian's docker CLI (20.10) talks to Debian's dockerd best; fall back to PATH.
+_DOCKER_CLI_CANDIDATES = ("/usr/bin/docker",)
+
+
+class ServiceError(RuntimeError):
+    """A service failed to start, or a command against it failed."""
+
+
+def _tail(path, lines=40):
+    try:
+        with open(path, "r", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as e:
+        return "<no log: %s>" % e
+
+
+def _require_executable(path, what, apt_pkg):
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise ServiceError(
+            "%s not found at %s. Install it: apt-get install -y %s" % (what, path, apt_pkg))
+    return path
+
+
+def _which_or_fail(candidates, name, apt_pkg):
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    found = shutil.which(name)
+    if found:
+        return found
+    raise ServiceError("no `%s` CLI found (tried %s and PATH). Install it: apt-get install -y %s"
+                       % (name, ", ".join(candidates), apt_pkg))
+
+
+def _proc_start_time(pid):
+    """Field 22 of /proc/PID/stat (start time in clock ticks), or None if the PID is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    # comm may contain spaces/parens: split after the last ')'.
+    rest = data[data.rfind(")") + 2:].split()
+    return rest[19] if len(rest) > 19 else None
+
+
+def _children(pid):
+    """(pid, start_time, comm) of the direct children of pid."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                data = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        comm = data[data.find("(") + 1:data.rfind(")")]
+        rest = data[data.rfind(")") + 2:].split()
+        if len(rest) > 19 and int(rest[1]) == pid:
+            out.append((int(entry), rest[19], comm))
+    return out
+
+
+def _kill_pid(pid, start_time, timeout=15.0):
+    """SIGTERM one (non-child) process we started, wait for it, SIGKILL as a fallback.
+
+    start_time guards against signalling a recycled PID.
+    """
+    if _proc_start_time(pid) != start_time:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _proc_start_time(pid) != start_time:
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _proc_start_time(pid) == start_time:
+        time.sleep(0.1)
+
+
+def _stop_popen(proc, timeout=20.0):
+    """Stop a subprocess.Popen we own: SIGTERM, wait, SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.terminate()
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _unmount_under(root):
+    """Lazily unmount anything still mounted below root (left by a killed daemon)."""
+    root = os.path.realpath(root)
+    try:
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1] for line in f]
+    except OSError:
+        return
+    mounts = [m.replace("\\040", " ") for m in mounts]
+    for m in sorted((m for m in mounts if m == root or m.startswith(root + "/")),
+                    key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _rmtree(path):
+    if not os.path.exists(path):
+        return
+    _unmount_under(path)
+
+    def onerror(func, p, exc_info):
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=onerror)
+
+
+def run_checked(argv, env=None, input=None, timeout=300, what=None, cwd=None):
+    """Run a command, capture text output, raise ServiceError with both streams if it fails."""
+    try:
+        res = subprocess.run(argv, env=env, input=input, cwd=cwd, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise ServiceError("%s timed out after %ss: %s\nstdout:\n%s\nstderr:\n%s" % (
+            what or "command", timeout, " ".join(argv), e.stdout, e.stderr))
+    if res.returncode != 0:
+        raise ServiceError("%s failed (exit %d): %s\nstdout:\n%s\nstderr:\n%s" % (
+            what or "command", res.returncode, " ".join(argv), res.stdout[-4000:],
+            res.stderr[-4000:]))
+    return res
+
+
+class _Service:
+    """Base: a temp dir, a log file, a start timeout, context-manager protocol."""
+
+    name = "service"
+    start_timeout = 30.0
+
+    def __init__(self, start_timeout=None, keep_dir=False):
+        if start_timeout is not None:
+            self.start_timeout = start_timeout
+        self.keep_dir = keep_dir
+        self.dir = None
+        self.log_path = None
+        self.proc = None
+        self._log_file = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def _make_dir(self):
+        # Short paths: unix socket paths are limited to 108 bytes.
+        self.dir = tempfile.mkdtemp(prefix="shiko-%s-" % self.name, dir="/tmp")
+        self.log_path = os.path.join(self.dir, "%s.log" % self.name)
+
+    def _spawn(self, argv, env=None):
+        self._log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log_file,
+                                     stderr=subprocess.STDOUT, env=env, cwd=self.dir,
+                                     start_new_session=True)
+
+    def log_tail(self, lines=40):
+        return _tail(self.log_path, lines) if self.log_path else "<not started>"
+
+    def fail(self, message):
+        """Raise a ServiceError naming the service and showing its log tail."""
+        raise ServiceError("%s: %s\n--- last lines of %s ---\n%s" % (
+            self.name, message, self.log_path, self.log_tail()))
+
+    def _wait_until(self, ready, what):
+        """Poll ready() until true; fail loudly if the process exits or time runs out."""
+        deadline = time.monotonic() + self.start_timeout
+        last_err = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                self.fail("exited with code %s before %s" % (self.proc.returncode, what))
+            try:
+                value = ready()
+                if value:
+                    return value
+            except OSError as e:
+                last_err = e
+            time.sleep(0.05)
+        self.fail("not %s within %.0fs (last error: %s)" % (what, self.start_timeout, last_err))
+
+    def start(self):
+        raise NotImplementedError
+
+    def _stop_process(self):
+        _stop_popen(self.proc)
+
+    def stop(self):
+        try:
+            self._stop_process()
+        finally:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+            if self.dir and not self.keep_dir:
+                _rmtree(self.dir)
+
+
+class Registry(_Service):
+    """Debian's `docker-registry serve` (distribution 2.8) on 127.0.0.1:<free port>."""
+
+    name = "registry"
+    start_timeout = 20.0
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.port = None
+
+    @property
+    def host(self):
+        return "127.0.0.1:%d" % self.port
+
+    @property
+    def url(self):
+        return "http://%s" % self.host
+
+    def start(self):
+        _require_executable(DOCKER_REGISTRY, "docker-registry", "docker-registry")
+        self._make_dir()
+        storage = os.path.join(self.dir, "storage")
+        os.makedirs(storage)
+        config = os.path.join(self.dir, "config.yml")
+        with open(config, "w") as f:
+            f.write("version: 0.1\n"
+                    "log:\n  level: info\n"
+                    "storage:\n"
+                    "  filesystem:\n    rootdirectory: %s\n"
+                    "  delete:\n    enabled: true\n"
+                    "http:\n  addr: 127.0.0.1:0\n  secret: shiko-e2e-secret\n" % storage)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+        self._spawn([DOCKER_REGISTRY, "serve", config], env=env)
+
+        pattern = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+        def port_from_log():
+            m = pattern.search(_tail(self.log_path, 200))
+            return int(m.group(1)) if m else None
+
+        self.port = self._wait_until(port_from_log, "listening (no 'listening on' in its log)")
+
+        def answers():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return s.recv(64).startswith(b"HTTP/1.")
+
+        self._wait_until(answers, "answering GET /v2/")
+        return self
+
+
+def _unix_http_get(sock_path, path, timeout=2.0):
+    """Minimal HTTP/1.0 GET over a unix socket; returns (status, body)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(sock_path)
+        s.sendall(b"GET %s HTTP/1.0\r\nHost: docker\r\n\r\n" % path.encode())
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    data = b"".join(chunks)
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+    return status, body
+
+
+class Dockerd(_Service):
+    """A private dockerd: its own socket, data-root, exec-root and pidfile; no networking setup."""
+
+    name = "dockerd"
+    start_timeout = 60.0
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.socket_path = None
+        self.env = None
+        self.docker_cli = None
+        self._containerd = []  # (pid, start_time) of dockerd's children seen while it ran
+
+    def start(self):
+        _require_executable(DOCKERD, "dockerd", "docker.io")
+        self.docker_cli = _which_or_fail(_DOCKER_CLI_CANDIDATES, "docker", "docker.io")
+        self._make_dir()
+        self.socket_path = os.path.join(self.dir, "docker.sock")
+        docker_config = os.path.join(self.dir, "cli-config")
+        os.makedirs(docker_config)
+        argv = [
+            DOCKERD,
+            "--data-root", os.path.join(self.dir, "data"),
+            "--exec-root", os.path.join(self.dir, "exec"),
+            "--pidfile", os.path.join(self.dir, "docker.pid"),
+            "-H", "unix://" + self.socket_path,
+            "--iptables=false", "--ip6tables=false", "--bridge=none",
+        ]
+        env = dict(os.environ)
+        env["PATH"] = _sbin_path(env.get("PATH", ""))
+        env.pop("DOCKER_HOST", None)
+        self._spawn(argv, env=env)
+
+        def pinged():
+            if not os.path.exists(self.socket_path):
+                return False
+            status, body = _unix_http_get(self.socket_path, "/_ping")
+            return status == 200 and body.strip() == b"OK"
+
+        self._wait_until(pinged, "answering /_ping on %s" % self.socket_path)
+        self._remember_children()
+        self.env = dict(os.environ)
+        self.env["DOCKER_HOST"] = "unix://" + self.socket_path
+        self.env["DOCKER_CONFIG"] = docker_config
+        self.env.pop("DOCKER_CONTEXT", None)
+        self.env.pop("DOCKER_TLS_VERIFY", None)
+        self.env.pop("DOCKER_CERT_PATH", None)
+        return self
+
+    def _remember_children(self):
+        if self.proc is None:
+            return
+        for pid, st, comm in _children(self.proc.pid):
+            if (pid, st) not in self._containerd:
+                self._containerd.append((pid, st))
+
+    def docker(self, *args, input=None, timeout=300):
+        """Run the docker CLI against this daemon; raises ServiceError (with output) on failure."""
+        if self.env is None:
+            raise ServiceError("dockerd is not running")
+        return run_checked([self.docker_cli] + [str(a) for a in args], env=self.env,
+                           input=input, timeout=timeout, what="docker")
+
+    def _stop_process(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._remember_children()
+        _stop_popen(self.proc, timeout=30)
+        # dockerd normally takes its containerd with it; if not, stop it by its PID.
+        for pid, st in self._containerd:
+            _kill_pid(pid, st)
+
+
+def _sbin_path(path):
+    parts = [p for p in path.split(":") if p]
+    for d in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        if d not in parts:
+            parts.append(d)
+    return ":".join(parts)
+
+
+class Podman(_Service):
+    """podman (no daemon) with its own containers.conf and storage.conf in a temp dir.
+
+    Config per /work/shared/notes/container-test-stack.md: runc, cgroupfs, file events,
+    ulimits under the hard limit, vfs storage with graphroot/runroot in the temp dir.
+    """
+
+    name = "podman"
+    start_timeout = 60.0
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.env = None
+
+    def start(self):
+        _require_executable(PODMAN, "podman", "podman")
+        self._make_dir()
+        d = self.dir
+        graphroot = os.path.join(d, "storage")
+        runroot = os.path.join(d, "run")
+        tmp = os.path.join(d, "tmp")
+        for p in (graphroot, runroot, tmp):
+            os.makedirs(p)
+        containers_conf = os.path.join(d, "containers.conf")
+        storage_conf = os.path.join(d, "storage.conf")
+        with open(containers_conf, "w") as f:
+            f.write('[containers]\n'
+                    'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
+                    '[engine]\n'
+                    'runtime = "runc"\n'
+                    'cgroup_manager = "cgroupfs"\n'
+                    'events_logger = "file"\n'
+                    'events_logfile_path = "%s"\n'
+                    'tmp_dir = "%s"\n'
+                    'volume_path = "%s"\n'
+                    'static_dir = "%s"\n'
+                    % (os.path.join(d, "events.log"), tmp, os.path.join(graphroot, "volumes"),
+                       os.path.join(graphroot, "libpod")))
+        with open(storage_conf, "w") as f:
+            f.write('[storage]\n'
+                    'driver = "vfs"\n'
+                    'graphroot = "%s"\n'
+                    'runroot = "%s"\n' % (graphroot, runroot))
+        self.env = dict(os.environ)
+        self.env["PATH"] = _sbin_path(self.env.get("PATH", ""))
+        self.env["CONTAINERS_CONF"] = containers_conf
+        self.env["CONTAINERS_STORAGE_CONF"] = storage_conf
+        self.env.pop("CONTAINER_HOST", None)
+        self.env.pop("CONTAINER_CONNECTION", None)
+        # No daemon: check that podman works with this configuration, logging what it says.
+        open(self.log_path, "w").close()
+        try:
+            res = subprocess.run([PODMAN, "info", "--format", "{{.Store.GraphRoot}}"],
+                                 env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, timeout=self.start_timeout)
+        except subprocess.TimeoutExpired:
+            self.fail("`podman info` did not finish within %.0fs" % self.start_timeout)
+        with open(self.log_path, "a") as f:
+            f.write(res.stdout)
+        if res.returncode != 0:
+            self.fail("`podman info` failed (exit %d)" % res.returncode)
+        if graphroot not in res.stdout:
+            self.fail("podman ignored storage.conf: graphroot is not %s" % graphroot)
+        return self
+
+    def podman(self, *args, input=None, timeout=300):
+        """Run podman with this configuration; raises ServiceError (with output) on failure."""
+        if self.env is None:
+            raise ServiceError("podman is not set up")
+        return run_checked([PODMAN] + [str(a) for a in args], env=self.env, input=input,
+                           timeout=timeout, what="podman")
+
+    def _stop_process(self):
+        if self.env is None:
+            return
+        # Remove leftover containers and storage mounts so the temp dir can be deleted.
+        subprocess.run([PODMAN, "rm", "--all", "--force"], env=self.env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        self.env = None
