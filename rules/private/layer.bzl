@@ -25,13 +25,25 @@ def _single_source(target, attr_name, dest, dep):
              (target, attr_name, "/" + dest, dep.label, len(files)))
     return files[0]
 
-def _file_entry(dest, f, origin):
-    return {
+def _file_entry(dest, f, origin, executable = None):
+    """A file or directory entry. `executable` (True/False) sets the default mode 0755/0644;
+    None lets the tool use the file's exec bit, which is only meaningful for source files:
+    Bazel marks every output executable (0555)."""
+    entry = {
         "kind": "tree" if f.is_directory else "file",
         "dest": dest,
         "src": f.path,
         "origin": origin,
     }
+    if executable != None and not f.is_directory:
+        entry["executable"] = executable
+    return entry
+
+def _executable_hint(f, dep):
+    """True/False for generated files (executable iff it is its target's executable), None for sources."""
+    if f.is_source:
+        return None
+    return f == dep[DefaultInfo].files_to_run.executable
 
 def _runfiles_entries(ctx, state, dest, dep, origin):
     """The executable at `dest` and its runfiles tree at `dest.runfiles/`, as file entries."""
@@ -39,7 +51,7 @@ def _runfiles_entries(ctx, state, dest, dep, origin):
     exe = info.files_to_run.executable
     if exe == None:
         fail("%s: attribute 'binaries': %r: %s is not executable" % (ctx.label, "/" + dest, dep.label))
-    entries = [_file_entry(dest, exe, origin)]
+    entries = [_file_entry(dest, exe, origin, True)]
     inputs = [exe]
     root = dest + ".runfiles"
     ws = ctx.workspace_name
@@ -71,7 +83,7 @@ def _runfiles_entries(ctx, state, dest, dep, origin):
                 path = join_dest(root, p[3:])
             else:
                 path = join_dest(root, ws, p)
-            entries.append(_file_entry(path, empty, origin))
+            entries.append(_file_entry(path, empty, origin, False))
     repo_mapping = getattr(info.files_to_run, "repo_mapping_manifest", None)
     if repo_mapping != None:
         entries.append(_file_entry(join_dest(root, "_repo_mapping"), repo_mapping, origin))
@@ -88,7 +100,7 @@ def _image_layer_impl(ctx):
         for dest in json.decode(dests):
             d = normalize_dest(target, "files", dest)
             f = _single_source(target, "files", d, dep)
-            entries.append(_file_entry(d, f, _origin("files", dep.label)))
+            entries.append(_file_entry(d, f, _origin("files", dep.label), _executable_hint(f, dep)))
             inputs.append(f)
 
     prefix = normalize_dest_or_root(target, "prefix", ctx.attr.prefix)
@@ -104,7 +116,7 @@ def _image_layer_impl(ctx):
             d = normalize_dest_or_root(target, "srcs", join_dest(prefix, rel))
             if d == "" and not f.is_directory:
                 fail("%s: attribute 'srcs': %s would be placed at the image root itself" % (target, f.short_path))
-            entries.append(_file_entry(d, f, _origin("srcs", dep.label)))
+            entries.append(_file_entry(d, f, _origin("srcs", dep.label), _executable_hint(f, dep)))
             inputs.append(f)
 
     for dep, dests in ctx.attr.binaries.items():

@@ -85,6 +85,8 @@ def test_files_modes_and_owners(members):
     t, by = members
     assert by["etc/app.conf"].mode == 0o600
     assert by["etc/app-copy.conf"].mode == 0o644
+    # Generated, not an executable: 0644 although Bazel marks every output 0555.
+    assert by["etc/generated.json"].mode == 0o644
     assert _content(t, by, "etc/app.conf") == b"config v1\n"
     assert by["var/cache/app"].isdir() and (by["var/cache/app"].uid, by["var/cache/app"].gid) == (65532, 65532)
     assert by["usr/bin/app"].issym() and by["usr/bin/app"].linkname == "/opt/app/app"
@@ -93,6 +95,7 @@ def test_files_modes_and_owners(members):
 def test_runfiles_tree(members):
     t, by = members
     assert by["opt/app/app"].isfile() and by["opt/app/app"].mode == 0o755
+    assert by["opt/app/app.runfiles/rules_shiko/tests/__init__.py"].mode == 0o644  # Bazel's empty files
     rf = "opt/app/app.runfiles/"
     assert _content(t, by, rf + "rules_shiko/tests/layers/app.py").startswith(b'"""A py_binary')
     assert _content(t, by, rf + "rules_shiko/tests/layers/app.conf") == b"config v1\n"
