@@ -1,0 +1,261 @@
+"""The one image archive both `docker load` and `podman load` accept, written to any file object.
+
+Shared by the tarball tool (writes it to a file) and the load tool (streams it into the Docker
+Engine API or a `podman load` pipe, so no tarball is ever written to disk). The format:
+
+  one tar, the same bytes for the same inputs (members sorted by name, mtime 0, uid/gid 0, no
+  user/group names, files 0644 and directories 0755), holding
+  - the OCI layout: oci-layout, index.json, blobs/sha256/<hex> (the manifest, config and layer
+    blobs the image uses, copied as they are, streamed and checked against their digests);
+  - a Docker `manifest.json`:
+    [{"Config": "blobs/sha256/<config hex>", "RepoTags": [refs], "Layers": ["blobs/sha256/<hex>"...]}]
+    which is what `docker load` (20.10 and later) reads; it decompresses gzip layers itself.
+    RepoTags hold fully qualified references (docker.io/library/... for short names): Docker
+    shows them in their short form, and podman, which falls back to this file when index.json
+    lists more than one tag, then names the image as Docker does instead of localhost/<name>.
+  index.json lists the image manifest once per tag, annotated with
+  "io.containerd.image.name": the fully qualified reference, which podman (one tag: it loads the
+    OCI layout) and containerd-backed Docker 25+ use as the image name, and
+  "org.opencontainers.image.ref.name": the tag, as containerd and `docker save` write it.
+  With no tags it lists the manifest once, without annotations (the image loads untagged).
+
+So `rules_shiko/app:1` loads as rules_shiko/app:1 in Docker and docker.io/rules_shiko/app:1 in
+podman (`podman run rules_shiko/app:1` finds it), never as localhost/rules_shiko/app:1.
+
+Use:
+    tags = resolve_tags(raw_tags, stamp_values, target)      # [Reference], validated
+    archive = Archive(layout_dir, tags, target)              # reads and checks the layout
+    archive.write(fileobj)                                   # returns the number of bytes written
+"""
+
+import collections
+import hashlib
+import io
+import os
+import re
+import tarfile
+
+from python_tools import common
+from python_tools import oci_layout
+
+MANIFEST_TYPES = oci_layout.MANIFEST_TYPES
+
+# github.com/distribution/reference grammar.
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+NAME_COMPONENT_RE = re.compile(r"^%s(?:%s%s)*$" % (_ALNUM, _SEPARATOR, _ALNUM))
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+DOMAIN_RE = re.compile(r"^%s(?:\.%s)*(?::[0-9]+)?$" % (_DOMAIN_COMPONENT, _DOMAIN_COMPONENT))
+TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
+NAME_TOTAL_LENGTH_MAX = 255
+DEFAULT_DOMAIN = "docker.io"
+
+# familiar: "name:tag" as the user wrote it (":latest" added); full: fully qualified reference;
+# repository: `full` without its tag; tag: the tag.
+Reference = collections.namedtuple("Reference", ["familiar", "full", "tag"])
+
+COPY_BUFFER = 1 << 20
+
+
+def parse_reference(ref, target, attr="repo_tags"):
+    """Validates `name[:tag]`; returns Reference(familiar "name:tag", fully qualified ref, tag)."""
+
+    def err(problem):
+        return common.UserError(problem, target, attr, ref)
+
+    if not isinstance(ref, str) or not ref:
+        raise err("must be a non-empty image reference name[:tag]")
+    if "@" in ref:
+        raise err("must be name[:tag]; digests cannot be loaded as tags")
+    name, tag = ref, "latest"
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    if colon > slash:
+        name, tag = ref[:colon], ref[colon + 1:]
+        if not TAG_RE.match(tag):
+            raise err("tag %r must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}" % tag)
+    if len(name) > NAME_TOTAL_LENGTH_MAX:
+        raise err("repository name is longer than %d characters" % NAME_TOTAL_LENGTH_MAX)
+    components = name.split("/")
+    domain = None
+    first = components[0]
+    if len(components) > 1 and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+        domain = first
+        components = components[1:]
+        if not DOMAIN_RE.match(domain):
+            if "." not in domain and ":" not in domain and NAME_COMPONENT_RE.match(domain.lower()):
+                raise err("repository name must be lowercase")
+            raise err("registry host %r is not a valid host[:port]" % domain)
+    for c in components:
+        if not NAME_COMPONENT_RE.match(c):
+            if c.lower() != c and NAME_COMPONENT_RE.match(c.lower()):
+                raise err("repository name must be lowercase")
+            raise err("repository name component %r must match [a-z0-9]+ joined by '.', '_', '__' or '-'" % c)
+    path = "/".join(components)
+    if domain is None:
+        full = "%s/%s%s:%s" % (DEFAULT_DOMAIN, "" if len(components) > 1 else "library/", path, tag)
+    else:
+        full = "%s/%s:%s" % (domain, path, tag)
+    return Reference("%s:%s" % (name, tag), full, tag)
+
+
+def repository(ref):
+    """The fully qualified repository of a Reference (its `full` without the tag)."""
+    return ref.full[:len(ref.full) - len(ref.tag) - 1]
+
+
+def resolve_tags(raw_tags, stamp_values, target, attr="repo_tags"):
+    """Expands stamp placeholders in each tag and validates it; drops duplicates (same full ref)."""
+    if not isinstance(raw_tags, list):
+        raise common.UserError("must be a list of strings", target, attr, raw_tags)
+    tags = []
+    seen = set()
+    for raw in raw_tags:
+        if not isinstance(raw, str):
+            raise common.UserError("must be a string", target, attr, raw)
+        ref = parse_reference(common.expand_stamp(raw, stamp_values, target, attr), target, attr)
+        if ref.full not in seen:
+            seen.add(ref.full)
+            tags.append(ref)
+    return tags
+
+
+class _HashingReader(object):
+    """File wrapper that hashes what tarfile streams out of it."""
+
+    def __init__(self, f):
+        self.f = f
+        self.h = hashlib.sha256()
+
+    def read(self, n=-1):
+        b = self.f.read(n)
+        self.h.update(b)
+        return b
+
+
+class _CountingWriter(object):
+    """Forwards writes and counts them (tarfile asks the position with tell())."""
+
+    def __init__(self, out):
+        self.out = out
+        self.count = 0
+
+    def write(self, b):
+        self.out.write(b)
+        self.count += len(b)
+        return len(b)
+
+    def tell(self):
+        return self.count
+
+
+def _info(name, size=0, directory=False):
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    ti.mode = 0o755 if directory else 0o644
+    ti.size = 0 if directory else size
+    ti.mtime = 0
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti
+
+
+class Archive(object):
+    """The archive of a one-image OCI layout under the given tags ([Reference]).
+
+    The constructor reads the index, manifest and config (verified) and checks that every blob
+    exists with its descriptor's size; layer blobs are hashed while write() streams them.
+    Attributes: manifest_digest, config_digest, layers (descriptors), blob_bytes (sum of the
+    blob sizes), tags.
+    """
+
+    def __init__(self, layout_path, tags, target, attr="image", label=None):
+        self.tags = list(tags)
+        self.layout = oci_layout.Layout(layout_path, target, attr, label)
+        index = self.layout.check_layout()
+        descs = {}
+        for d in index.get("manifests") or []:
+            if isinstance(d, dict):
+                descs.setdefault(d.get("digest"), d)
+        if len(descs) != 1:
+            raise self.layout.error("must hold exactly one image manifest, has %d" % len(descs))
+        desc = next(iter(descs.values()))
+        if desc.get("mediaType") not in MANIFEST_TYPES:
+            raise self.layout.error("holds a %s, not an image manifest" % desc.get("mediaType"))
+        manifest = self.layout.read_json_blob(desc)
+        config = manifest.get("config")
+        layers = manifest.get("layers") or []
+        if not isinstance(config, dict) or not isinstance(layers, list) or not all(isinstance(l, dict) for l in layers):
+            raise self.layout.error("manifest %s is malformed" % desc["digest"])
+        self.layout.read_json_blob(config)
+        self.desc = desc
+        self.manifest_digest = desc["digest"]
+        self.config_digest = config["digest"]
+        self.layers = layers
+
+        self.blobs = {}  # hex -> descriptor
+        for d in [desc, config] + layers:
+            self.layout.blob_path(d)
+            if not isinstance(d.get("size"), int):
+                raise self.layout.error("manifest %s has a descriptor without size" % desc["digest"])
+            self.blobs.setdefault(d["digest"][len("sha256:"):], d)
+        self.blob_bytes = 0
+        for d in self.blobs.values():
+            path = self.layout.blob_path(d)
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                raise self.layout.error("blob %s is missing" % d["digest"])
+            if size != d["size"]:
+                raise self.layout.error("blob %s has %d bytes, its descriptor says %d" % (d["digest"], size, d["size"]))
+            self.blob_bytes += size
+
+    def _small_files(self):
+        base_desc = {k: self.desc[k] for k in ("mediaType", "digest", "size", "platform") if k in self.desc}
+        if self.tags:
+            index_manifests = []
+            for ref in self.tags:
+                d = dict(base_desc)
+                d["annotations"] = {"io.containerd.image.name": ref.full, "org.opencontainers.image.ref.name": ref.tag}
+                index_manifests.append(d)
+        else:
+            index_manifests = [base_desc]
+        index = {"schemaVersion": 2, "mediaType": oci_layout.OCI_INDEX, "manifests": index_manifests}
+        docker_manifest = [
+            {
+                "Config": "blobs/sha256/" + self.config_digest[len("sha256:"):],
+                "RepoTags": [ref.full for ref in self.tags],
+                "Layers": ["blobs/sha256/" + l["digest"][len("sha256:"):] for l in self.layers],
+            }
+        ]
+        return {
+            "index.json": common.canonical_json(index),
+            "manifest.json": common.canonical_json(docker_manifest),
+            "oci-layout": common.canonical_json({"imageLayoutVersion": oci_layout.OCI_LAYOUT_VERSION}),
+        }
+
+    def write(self, out):
+        """Writes the archive to `out` (anything with write(bytes)); returns the bytes written.
+
+        Blobs are streamed from the layout in 1 MiB pieces and checked against their digests;
+        on a mismatch UserError is raised after the blob was written (the caller must then
+        discard what it wrote: the tar is not finished).
+        """
+        small = self._small_files()
+        counter = _CountingWriter(out)
+        tar = tarfile.open(fileobj=counter, mode="w", format=tarfile.PAX_FORMAT)
+        tar.copybufsize = COPY_BUFFER
+        tar.addfile(_info("blobs", directory=True))
+        tar.addfile(_info("blobs/sha256", directory=True))
+        for hexdigest in sorted(self.blobs):
+            d = self.blobs[hexdigest]
+            with open(self.layout.blob_path(d), "rb") as f:
+                reader = _HashingReader(f)
+                tar.addfile(_info("blobs/sha256/" + hexdigest, d["size"]), reader)
+            if reader.h.hexdigest() != hexdigest:
+                raise self.layout.error("blob %s digest mismatch (got sha256:%s)" % (d["digest"], reader.h.hexdigest()))
+        for name in sorted(small):
+            data = small[name]
+            tar.addfile(_info(name, len(data)), io.BytesIO(data))
+        tar.close()
+        return counter.count
