@@ -1,0 +1,285 @@
+"""Unit tests of python_tools/deb.py: real .deb files built at test time are unpacked into a
+tar, which is read back member by member."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from python_tools import common
+from python_tools import deb
+from python_tools.tests import debian_fixtures as fx
+
+TARGET = "//pkg:base_libs_deb"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+CERT_A = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"  # no final newline
+CERT_B = b"-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
+
+
+class Repo:
+    """A deb_repository-like directory: <arch>/packages.json and <arch>/<name>.deb."""
+
+    def __init__(self, root, arch="amd64"):
+        self.root = str(root)
+        self.arch = arch
+        self.entries = []
+        os.makedirs(os.path.join(self.root, arch), exist_ok=True)
+
+    def add(self, name, version, members, arch=None, compression="xz", extra=None):
+        arch = arch or self.arch
+        path = os.path.join(self.root, self.arch, name + ".deb")
+        sha, size = fx.make_deb(path, name, version, arch, members, compression, extra)
+        self.entries.append({"name": name, "version": version, "architecture": arch,
+                             "suite": "bookworm", "path": "pool/main/x/%s.deb" % name,
+                             "sha256": sha, "size": size, "depends": []})
+        return path
+
+    def index(self):
+        p = os.path.join(self.root, self.arch, "packages.json")
+        with open(p, "w") as f:
+            json.dump({"architecture": self.arch, "suites": ["bookworm", "bookworm-security"],
+                       "packages": self.entries}, f)
+        return p
+
+    def manifest(self, names=None, keep_docs=False, basics=None, arch=None):
+        names = names if names is not None else [e["name"] for e in self.entries]
+        return {
+            "target": TARGET,
+            "architecture": arch or self.arch,
+            "index": self.index(),
+            "debs": [{"name": n, "src": os.path.join(self.root, self.arch, n + ".deb")} for n in names],
+            "keep_docs": keep_docs,
+            "basics": basics,
+        }
+
+
+def unpack(manifest, out):
+    deb.run(manifest, str(out))
+    members = {}
+    with tarfile.open(str(out)) as tf:
+        order = [m.name for m in tf.getmembers()]
+        for m in tf.getmembers():
+            data = tf.extractfile(m).read() if m.isreg() else None
+            members[m.name] = (m, data)
+    assert order == sorted(order), "members are not sorted"
+    return members
+
+
+def libfoo(repo, compression="xz"):
+    return repo.add("libfoo", "1.2-3+deb12u1", [
+        ("./usr/lib/x86_64-linux-gnu/libfoo.so.1.2", "file", b"\x7fELF-foo", 0o644),
+        ("./usr/lib/x86_64-linux-gnu/libfoo.so.1", "symlink", "libfoo.so.1.2", 0o777),
+        ("./usr/bin/foo", "file", b"#!foo\n", 0o755),
+        ("./usr/bin/foo-suid", "file", b"suid", 0o4755),
+        ("./usr/bin/foo-again", "hardlink", "./usr/bin/foo", 0o755),
+        ("./etc/foo.conf", "file", b"secret=1\n", 0o600),
+        ("./usr/share/doc/libfoo/copyright", "file", b"GPL\n", 0o644),
+        ("./usr/share/doc/libfoo/changelog.Debian.gz", "file", b"log", 0o644),
+        ("./usr/share/doc/libfoo/README", "file", b"readme", 0o644),
+        ("./usr/share/doc/libfoo/README.again", "hardlink", "./usr/share/doc/libfoo/README", 0o644),
+        ("./usr/share/man/man1/foo.1.gz", "file", b"man", 0o644),
+        ("./usr/share/locale/de/LC_MESSAGES/foo.mo", "file", b"mo", 0o644),
+        ("./usr/share/lintian/overrides/libfoo", "file", b"x", 0o644),
+    ], compression=compression)
+
+
+@pytest.mark.parametrize("compression", ["xz", "zst", "gz"])
+def test_unpacks_data_with_modes_links_and_status(tmp_path, compression):
+    repo = Repo(tmp_path / "repo")
+    libfoo(repo, compression)
+    m = unpack(repo.manifest(), tmp_path / "out.tar")
+    ti, data = m["usr/lib/x86_64-linux-gnu/libfoo.so.1.2"]
+    assert ti.isreg() and data == b"\x7fELF-foo" and ti.mode == 0o644
+    ti, _ = m["usr/lib/x86_64-linux-gnu/libfoo.so.1"]
+    assert ti.issym() and ti.linkname == "libfoo.so.1.2"
+    assert m["usr/bin/foo-suid"][0].mode == 0o4755
+    assert m["etc/foo.conf"][0].mode == 0o600
+    ti, _ = m["usr/bin/foo-again"]
+    assert ti.islnk() and ti.linkname == "usr/bin/foo"
+    for name, (ti, _) in m.items():
+        assert ti.mtime == 0 and ti.uname == "" and ti.gname == "", name
+        assert not name.startswith("./") and not name.startswith("/")
+    status = m["var/lib/dpkg/status.d/libfoo"][1].decode()
+    assert status.startswith("Package: libfoo\nStatus: install ok installed\nVersion: 1.2-3+deb12u1\n")
+    assert "Description: test package libfoo\n a package made by the tests\n" in status
+    assert m["var/lib/dpkg/status.d"][0].isdir()
+
+
+def test_docs_are_dropped_except_copyright(tmp_path):
+    repo = Repo(tmp_path / "repo")
+    libfoo(repo)
+    m = unpack(repo.manifest(), tmp_path / "out.tar")
+    assert m["usr/share/doc/libfoo/copyright"][1] == b"GPL\n"
+    assert m["usr/share/doc/libfoo"][0].isdir()
+    for gone in ("usr/share/doc/libfoo/changelog.Debian.gz", "usr/share/doc/libfoo/README",
+                 "usr/share/man", "usr/share/man/man1/foo.1.gz", "usr/share/locale",
+                 "usr/share/lintian"):
+        assert gone not in m, gone
+    # A kept hardlink to a dropped file becomes a file: none here, both README names are docs.
+    assert "usr/share/doc/libfoo/README.again" not in m
+    m = unpack(repo.manifest(keep_docs=True), tmp_path / "docs.tar")
+    assert m["usr/share/man/man1/foo.1.gz"][1] == b"man"
+    assert m["usr/share/doc/libfoo/README.again"][0].islnk()
+
+
+def test_hardlink_to_a_dropped_file_becomes_a_file(tmp_path):
+    repo = Repo(tmp_path / "repo")
+    repo.add("tool", "1", [
+        ("./usr/share/doc/tool/NEWS", "file", b"news", 0o644),
+        ("./usr/lib/tool/NEWS", "hardlink", "./usr/share/doc/tool/NEWS", 0o644),
+    ])
+    m = unpack(repo.manifest(), tmp_path / "out.tar")
+    ti, data = m["usr/lib/tool/NEWS"]
+    assert ti.isreg() and data == b"news"
+
+
+def test_reproducible_output(tmp_path):
+    repo = Repo(tmp_path / "repo")
+    libfoo(repo)
+    deb.run(repo.manifest(), str(tmp_path / "a.tar"))
+    deb.run(repo.manifest(), str(tmp_path / "b.tar"))
+    assert common.sha256_file(str(tmp_path / "a.tar")) == common.sha256_file(str(tmp_path / "b.tar"))
+
+
+def test_ca_certificates_bundle(tmp_path):
+    repo = Repo(tmp_path / "repo")
+    repo.add("ca-certificates", "20230311", [
+        ("./usr/share/ca-certificates/mozilla/B_Root (2020), Inc.crt", "file", CERT_B, 0o644),
+        ("./usr/share/ca-certificates/mozilla/A_Root.crt", "file", CERT_A, 0o644),
+        ("./usr/share/ca-certificates/mozilla/notes.txt", "file", b"not a cert", 0o644),
+        ("./etc/ssl/certs/", "dir", None, 0o755),
+    ], arch="all")
+    m = unpack(repo.manifest(), tmp_path / "out.tar")
+    assert m["etc/ssl/certs/ca-certificates.crt"][1] == CERT_A + b"\n" + CERT_B
+    assert m["etc/ssl/certs/ca-certificates.crt"][0].mode == 0o644
+    link = m["etc/ssl/certs/B_Root_=2020=__Inc.pem"][0]
+    assert link.issym() and link.linkname == "/usr/share/ca-certificates/mozilla/B_Root (2020), Inc.crt"
+    conf = m["etc/ca-certificates.conf"][1].decode()
+    assert conf.endswith("mozilla/A_Root.crt\nmozilla/B_Root (2020), Inc.crt\n")
+
+
+def test_tzdata_and_base_files_maintainer_work(tmp_path):
+    repo = Repo(tmp_path / "repo")
+    repo.add("tzdata", "2024a-1", [("./usr/share/zoneinfo/Etc/UTC", "file", b"TZif", 0o644)],
+             arch="all")
+    repo.add("base-files", "12.4", [
+        ("./usr/share/base-files/nsswitch.conf", "file", b"hosts: files\n", 0o644),
+        ("./usr/lib/os-release", "file", b"ID=debian\n", 0o644),
+        ("./etc/os-release", "symlink", "../usr/lib/os-release", 0o777),
+    ])
+    m = unpack(repo.manifest(), tmp_path / "out.tar")
+    assert m["etc/localtime"][0].linkname == "/usr/share/zoneinfo/Etc/UTC"
+    assert m["etc/timezone"][1] == b"Etc/UTC\n"
+    assert m["etc/nsswitch.conf"][1] == b"hosts: files\n"
+
+
+def errors_of(manifest, out, capsys):
+    with pytest.raises(SystemExit) as e:
+        common.run_tool(lambda: deb.run(manifest, str(out)), [str(out)])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(str(out)), "a failed run left its output behind"
+    return err
+
+
+def test_tampered_deb_is_a_sha256_error_naming_the_package(tmp_path, capsys):
+    repo = Repo(tmp_path / "repo")
+    path = libfoo(repo)
+    manifest = repo.manifest()
+    with open(path, "r+b") as f:
+        f.seek(-10, os.SEEK_END)
+        f.write(b"0123456789")
+    err = errors_of(manifest, tmp_path / "out.tar", capsys)
+    assert err.startswith("ERROR: %s: attribute 'packages': 'libfoo': libfoo.deb has sha256 " % TARGET)
+    assert "the lock says %s" % repo.entries[0]["sha256"] in err
+    assert "not the locked package" in err
+
+
+def test_wrong_architecture_and_version(tmp_path, capsys):
+    repo = Repo(tmp_path / "repo", arch="amd64")
+    repo.add("armlib", "1", [("./usr/lib/x", "file", b"x", 0o644)], arch="arm64")
+    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    assert "'armlib': armlib 1: built for arm64, the image is amd64" in err
+    repo = Repo(tmp_path / "repo2")
+    repo.add("lib", "1", [("./usr/lib/x", "file", b"x", 0o644)])
+    repo.entries[0]["version"] = "2"
+    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    assert "the .deb is lib 1" in err
+
+
+def test_two_packages_with_one_file(tmp_path, capsys):
+    repo = Repo(tmp_path / "repo")
+    repo.add("a", "1", [("./usr/bin/tool", "file", b"a", 0o755), ("./usr/share/same", "file", b"s", 0o644)])
+    repo.add("b", "1", [("./usr/bin/tool", "file", b"b", 0o755), ("./usr/share/same", "file", b"s", 0o644)])
+    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    assert "'/usr/bin/tool': shipped by both a and b" in err
+    # Identical files and shared directories are fine.
+    repo = Repo(tmp_path / "repo2")
+    repo.add("a", "1", [("./usr/share/same", "file", b"s", 0o644)])
+    repo.add("b", "1", [("./usr/share/same", "file", b"s", 0o644)])
+    assert unpack(repo.manifest(), tmp_path / "ok.tar")["usr/share/same"][1] == b"s"
+
+
+def test_special_files_and_unsafe_names_are_errors(tmp_path, capsys):
+    repo = Repo(tmp_path / "repo")
+    repo.add("fifo", "1", [("./run/fifo", "fifo", None, 0o644)])
+    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    assert "device, FIFO or another special file" in err
+    repo = Repo(tmp_path / "repo2")
+    repo.add("evil", "1", [("./../../etc/passwd", "file", b"x", 0o644)])
+    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    assert "unsafe member name" in err
+
+
+def test_not_a_deb(tmp_path, capsys):
+    repo = Repo(tmp_path / "repo")
+    path = repo.add("x", "1", [])
+    with open(path, "wb") as f:
+        f.write(b"hello")
+    repo.entries[0]["sha256"] = hashlib.sha256(b"hello").hexdigest()
+    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    assert "'x': x 1 is not a .deb" in err
+
+
+def test_basics(tmp_path):
+    repo = Repo(tmp_path / "repo")
+    m = unpack(repo.manifest(names=[], basics={"os_release": None, "has_base_files": False}),
+               tmp_path / "b.tar")
+    passwd = m["etc/passwd"][1].decode()
+    assert "root:x:0:0:root:/root:/sbin/nologin\n" in passwd
+    assert "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n" in passwd
+    assert "nonroot:x:65532:\n" in m["etc/group"][1].decode()
+    assert m["tmp"][0].mode == 0o1777 and m["tmp"][0].isdir()
+    home = m["home/nonroot"][0]
+    assert (home.mode, home.uid, home.gid) == (0o700, 65532, 65532)
+    assert m["root"][0].mode == 0o700
+    os_release = m["etc/os-release"][1].decode()
+    assert "ID=debian\n" in os_release and "VERSION_CODENAME=bookworm\n" in os_release
+    assert "hosts:          files dns" in m["etc/nsswitch.conf"][1].decode()
+    # With base-files among the packages, its os-release and nsswitch.conf are used instead.
+    m = unpack(repo.manifest(names=[], basics={"os_release": None, "has_base_files": True}),
+               tmp_path / "c.tar")
+    assert "etc/os-release" not in m and "etc/nsswitch.conf" not in m
+    m = unpack(repo.manifest(names=[], basics={"os_release": "ID=mine\n", "has_base_files": True}),
+               tmp_path / "d.tar")
+    assert m["etc/os-release"][1] == b"ID=mine\n"
+
+
+def test_cli(tmp_path):
+    repo = Repo(tmp_path / "repo")
+    libfoo(repo)
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(repo.manifest()))
+    out = tmp_path / "cli.tar"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run([sys.executable, "-m", "python_tools.deb", "--manifest", str(mpath),
+                          "--output", str(out)], env=env, stderr=subprocess.PIPE)
+    assert res.returncode == 0, res.stderr.decode()
+    with tarfile.open(str(out)) as tf:
+        assert "usr/bin/foo" in tf.getnames()

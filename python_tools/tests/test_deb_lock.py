@@ -1,0 +1,466 @@
+"""Unit tests of python_tools/deb_lock.py: Debian versions (checked against dpkg itself),
+relations, the resolver on real-format Packages data, and whole locks from file:// archives
+whose Release files are signed at test time by a throwaway gpg key."""
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from python_tools import deb_lock
+from python_tools.tests import debian_fixtures as fx
+
+
+# --- versions ----------------------------------------------------------------------------------
+
+ORDERED = [
+    "0~~", "0~", "0", "0.1~rc1", "0.1", "0.1-1", "0.1-1+b1", "0.1a", "0.1+dfsg", "0.9",
+    "1.0~beta1", "1.0", "1.0-0.1", "1.0-1~deb12u1", "1.0-1", "1.0-1+deb12u1", "1.0-1+deb12u10",
+    "1.0-2", "1.00.1", "1.10", "2.36-9+deb12u9", "2.36-9+deb12u14", "10", "1:0.1", "1:1.2.13",
+    "2:0",
+]
+
+
+def test_version_order_is_total_and_matches_the_list():
+    for i, a in enumerate(ORDERED):
+        for j, b in enumerate(ORDERED):
+            c = deb_lock.version_compare(a, b)
+            want = (i > j) - (i < j)
+            assert (c > 0) - (c < 0) == want, (a, b, c)
+
+
+def test_equal_spellings():
+    assert deb_lock.version_compare("1.0", "1.0-0") == 0
+    assert deb_lock.version_compare("0:1.0", "1.0") == 0
+    assert deb_lock.version_compare("1.001", "1.1") == 0
+
+
+def test_version_compare_agrees_with_dpkg():
+    dpkg = shutil.which("dpkg") or "/usr/bin/dpkg"
+    assert os.path.exists(dpkg), "dpkg (the oracle) is missing"
+    pairs = list(itertools.combinations(ORDERED[::2], 2)) + [
+        ("3.0.15-1~deb12u1", "3.0.16-1~deb12u1"), ("2026a-0+deb12u1", "2025b-0+deb12u1"),
+        ("1.2.3~rc1+dfsg-2", "1.2.3+dfsg-1"), ("5.3.28+dfsg2-1", "5.3.28+dfsg1-0.10"),
+    ]
+    for a, b in pairs:
+        ours = deb_lock.version_compare(a, b) < 0
+        theirs = subprocess.run([dpkg, "--compare-versions", a, "lt", b]).returncode == 0
+        assert ours == theirs, (a, b)
+
+
+def test_version_relations():
+    s = deb_lock.version_satisfies
+    assert s("1.0", "<<", "1.1") and not s("1.1", "<<", "1.1")
+    assert s("1.1", "<=", "1.1") and s("1.1", "<", "1.1")  # obsolete "<" means "<="
+    assert s("1.1", ">=", "1.1") and s("1.2", ">>", "1.1") and not s("1.1", ">>", "1.1")
+    assert s("1:1.0", "=", "1:1.0") and not s("1.0", "=", "1:1.0")
+    assert s("anything", None, None)
+
+
+def test_parse_relations():
+    r = deb_lock.parse_relations(
+        "libc6 (>= 2.34), python3:any (<< 3.12) | python3.11, foo [amd64] <!nocheck>,bar (=1:2-3)")
+    assert r == [
+        [("libc6", ">=", "2.34")],
+        [("python3", "<<", "3.12"), ("python3.11", None, None)],
+        [("foo", None, None)],
+        [("bar", "=", "1:2-3")],
+    ]
+    assert deb_lock.parse_relations("") == []
+    with pytest.raises(deb_lock.DebError, match="malformed relation"):
+        deb_lock.parse_relations("libc6 (>= 2.34")
+
+
+def test_parse_stanzas_keeps_multiline_fields():
+    st = deb_lock.parse_stanzas("A: 1\nB: x\n y\n\n\nA: 2\n")
+    assert st == [{"A": "1", "B": "x\ny"}, {"A": "2"}]
+
+
+# --- the resolver ------------------------------------------------------------------------------
+
+def universe(*suites):
+    """suites: [(suite, "Packages text")] in preference order."""
+    u = deb_lock.Universe()
+    for suite, text in suites:
+        u.add(deb_lock.parse_stanzas(text), suite)
+    u.finish()
+    return u
+
+
+def pkg(name, version, **fields):
+    return fx.packages_stanza(name, version, fields.pop("arch", "amd64"),
+                              "pool/main/%s/%s_%s.deb" % (name[0], name, version), "0" * 64, 10,
+                              **fields)
+
+
+def names(res):
+    return {n: st["Version"] for n, st in res.selected.items()}
+
+
+def test_alternatives_take_the_first_available_unless_one_is_selected():
+    u = universe(("s", "\n".join([
+        pkg("app", "1", Depends="mawk | gawk, libc6"),
+        pkg("mawk", "1.3", Depends="libc6"),
+        pkg("gawk", "5.2", Depends="libc6"),
+        pkg("libc6", "2.36"),
+    ])))
+    assert names(deb_lock.resolve(u, ["app"])) == {"app": "1", "mawk": "1.3", "libc6": "2.36"}
+    # gawk requested: it satisfies the group, mawk is not pulled in.
+    assert names(deb_lock.resolve(u, ["app", "gawk"])) == {"app": "1", "gawk": "5.2", "libc6": "2.36"}
+    # The first alternative missing from the archive: the second one.
+    u2 = universe(("s", "\n".join([pkg("app", "1", Depends="nosuch | gawk"), pkg("gawk", "5.2")])))
+    assert names(deb_lock.resolve(u2, ["app"])) == {"app": "1", "gawk": "5.2"}
+
+
+def test_virtual_packages_via_provides():
+    u = universe(("s", "\n".join([
+        pkg("app", "1", Depends="mail-transport-agent, libfoo-abi (>= 2)"),
+        pkg("exim", "4", Provides="mail-transport-agent"),
+        pkg("foo2", "2.0", Provides="libfoo-abi (= 2.1)"),
+        pkg("foo1", "1.0", Provides="libfoo-abi (= 1.0), libfoo-abi-old"),
+    ])))
+    res = deb_lock.resolve(u, ["app"])
+    assert names(res) == {"app": "1", "exim": "4", "foo2": "2.0"}
+    assert res.depends["app"] == ["exim", "foo2"]
+
+
+def test_unversioned_provides_do_not_satisfy_a_versioned_dependency():
+    u = universe(("s", "\n".join([
+        pkg("app", "1", Depends="virt (>= 1)"),
+        pkg("prov", "1", Provides="virt"),
+    ])))
+    with pytest.raises(deb_lock.DebError, match=r"unsatisfiable dependency: app 1 .*virt \(>= 1\).*"
+                                                r"virt: virtual, provided by prov"):
+        deb_lock.resolve(u, ["app"], arch="amd64")
+
+
+def test_several_providers_ask_for_a_choice():
+    u = universe(("s", "\n".join([
+        pkg("app", "1", Depends="awk"),
+        pkg("mawk", "1", Provides="awk"),
+        pkg("gawk", "1", Provides="awk"),
+    ])))
+    with pytest.raises(deb_lock.DebError, match="virtual package provided by gawk, mawk"):
+        deb_lock.resolve(u, ["app"])
+    assert names(deb_lock.resolve(u, ["mawk", "app"])) == {"app": "1", "mawk": "1"}
+    assert names(deb_lock.resolve(u, ["app"], exclude=["awk"])) == {"app": "1"}
+
+
+def test_version_constraints_pick_an_older_version_from_another_suite():
+    u = universe(
+        ("bookworm-security", "\n".join([pkg("libfoo", "2.0-1+deb12u1"), pkg("app", "1.1",
+                                                                        Depends="libfoo (>= 2)")])),
+        ("bookworm", "\n".join([pkg("libfoo", "1.5-1"), pkg("app", "1.0", Depends="libfoo (<< 2)"),
+                                pkg("tool", "1", Depends="libfoo (<< 1.6~)")])),
+    )
+    res = deb_lock.resolve(u, ["app"])
+    assert names(res) == {"app": "1.1", "libfoo": "2.0-1+deb12u1"}
+    assert res.selected["libfoo"]["_suite"] == "bookworm-security"
+    res = deb_lock.resolve(u, ["app=1.0"])
+    assert names(res) == {"app": "1.0", "libfoo": "1.5-1"}
+    assert res.selected["libfoo"]["_suite"] == "bookworm"
+    assert names(deb_lock.resolve(u, ["tool"])) == {"tool": "1", "libfoo": "1.5-1"}
+
+
+def test_conflicting_constraints_are_an_error():
+    u = universe(("s", "\n".join([
+        pkg("a", "1", Depends="lib (>= 2)"),
+        pkg("b", "1", Depends="lib (<< 2)"),
+        pkg("lib", "2"), pkg("lib", "1"),
+    ])))
+    with pytest.raises(deb_lock.DebError, match=r"b 1 .*lib \(<< 2\).*lib: 2 is already selected "
+                                                r"\(needed by lib <- a\)"):
+        deb_lock.resolve(u, ["a", "b"], arch="amd64")
+
+
+def test_unsatisfiable_dependency_names_the_chain_and_what_exists():
+    u = universe(("bookworm", "\n".join([
+        pkg("python3", "3.11", Depends="libpython (= 3.11)"),
+        pkg("libpython", "3.11", Pre_Depends="libc6 (>= 2.40)"),
+        pkg("libc6", "2.36"),
+    ])))
+    with pytest.raises(deb_lock.DebError) as e:
+        deb_lock.resolve(u, ["python3"], arch="amd64")
+    msg = str(e.value)
+    assert "amd64: unsatisfiable dependency: libpython 3.11 (needed by libpython <- python3)" in msg
+    assert "Pre-Depends 'libc6 (>= 2.40)'" in msg
+    assert "libc6: the archive has 2.36 (bookworm)" in msg
+
+
+def test_requests_that_cannot_be_met():
+    u = universe(("s", "\n".join([pkg("a", "1", Provides="v"), pkg("b", "1", Provides="v")])))
+    with pytest.raises(deb_lock.DebError, match="'nosuch' is not in the archive"):
+        deb_lock.resolve(u, ["nosuch"])
+    with pytest.raises(deb_lock.DebError, match="requested a=2, but the archive has 1 only"):
+        deb_lock.resolve(u, ["a=2"])
+    with pytest.raises(deb_lock.DebError, match="'v' is virtual, provided by a, b"):
+        deb_lock.resolve(u, ["v"])
+
+
+def test_essential_packages_are_assumed_not_installed():
+    u = universe(("s", "\n".join([
+        pkg("readline-common", "8", Depends="dpkg (>= 1.15) | install-info"),
+        pkg("dpkg", "1.21", Essential="yes", Depends="tar"),
+        pkg("tar", "1.34", Essential="yes"),
+        pkg("install-info", "7"),
+    ])))
+    res = deb_lock.resolve(u, ["readline-common"])
+    assert names(res) == {"readline-common": "8"}
+    assert res.assumed == ["dpkg"]
+    # Requested explicitly, an Essential package is installed (with its dependencies).
+    res = deb_lock.resolve(u, ["dpkg"])
+    assert names(res) == {"dpkg": "1.21"}
+    assert res.assumed == ["tar"]
+
+
+def test_same_version_in_two_suites_comes_from_the_first():
+    u = universe(("bookworm", pkg("a", "1")), ("bookworm-updates", pkg("a", "1")))
+    assert deb_lock.resolve(u, ["a"]).selected["a"]["_suite"] == "bookworm"
+
+
+# --- apt sources -------------------------------------------------------------------------------
+
+def test_apt_sources_deb822_and_one_line(tmp_path):
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list").write_text(
+        "# comment\ndeb-src http://src.example/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian/ bookworm-backports main\n")
+    (apt / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\n# http://old.example\nURIs: http://mirror.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb deb-src\nURIs: http://mirror.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n\n"
+        "Types: deb\nEnabled: no\nURIs: http://off.example/debian\nSuites: bookworm\n")
+    (apt / "sources.list.d" / "x.list.disabled").write_text("deb http://nope.example/ bookworm main\n")
+    urls = deb_lock.archive_urls(["bookworm", "bookworm-security", "bookworm-backports"], {},
+                                 str(apt))
+    assert urls == {
+        "bookworm": ["http://mirror.example/debian"],
+        "bookworm-security": ["http://mirror.example/debian-security"],
+        "bookworm-backports": ["http://one.example/debian"],
+    }
+    assert deb_lock.archive_urls(["bookworm", "x"], {"*": "file:///a/", "bookworm": "http://b"},
+                                 str(apt)) == {"bookworm": ["http://b"], "x": ["file:///a"]}
+    with pytest.raises(deb_lock.DebError, match="no apt source lists suite 'trixie'"):
+        deb_lock.archive_urls(["trixie"], {}, str(apt))
+
+
+# --- whole locks from signed file:// archives --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def key():
+    with fx.GpgKey() as k:
+        yield k
+
+
+@pytest.fixture(scope="module")
+def other_key():
+    with fx.GpgKey("someone else <else@example.invalid>") as k:
+        yield k
+
+
+def _pool_deb(root, name, version, arch="amd64", **extra):
+    rel = "pool/main/%s/%s/%s_%s_%s.deb" % (name[0], name, name, version.split(":")[-1], arch)
+    sha, size = fx.make_deb(os.path.join(root, rel), name, version, arch,
+                            [("./usr/share/%s/README" % name, "file", b"hi", 0o644)])
+    return fx.packages_stanza(name, version, arch, rel, sha, size, **extra), rel, sha
+
+
+def _archive(tmp_path, key, inrelease=True, valid_until=None):
+    root = str(tmp_path / "archive")
+    stanzas = {}
+    shas = {}
+    for arch in ("amd64", "arm64"):
+        out = []
+        for name, version, extra in (("app", "1.0-1", {"Depends": "libc6 (>= 2.36), tzdata"}),
+                                     ("libc6", "2.36-9", {}),
+                                     ("tzdata", "2024a-1", {"Depends": "debconf | debconf-2.0"})):
+            a = "all" if name == "tzdata" else arch
+            st, rel, sha = _pool_deb(root, name, version, a, **extra)
+            out.append(st)
+            shas[(arch, name)] = (rel, sha)
+        stanzas[arch] = out
+    url = fx.write_archive(root, "bookworm", stanzas, key, inrelease=inrelease,
+                           valid_until=valid_until)
+    sec_root = str(tmp_path / "security")
+    sec = {}
+    for arch in ("amd64", "arm64"):
+        st, rel, sha = _pool_deb(sec_root, "libc6", "2.36-9+deb12u1", arch)
+        sec[arch] = [st]
+        shas[(arch, "libc6")] = (rel, sha)
+    sec_url = fx.write_archive(sec_root, "bookworm-security", sec, key)
+    return {"bookworm": [url], "bookworm-security": [sec_url]}, shas
+
+
+MANIFEST = {
+    "suites": ["bookworm", "bookworm-security"],
+    "architectures": ["amd64", "arm64"],
+    "packages": ["app"],
+    "exclude": ["debconf", "debconf-2.0"],
+}
+
+
+def _manifest(tmp_path, data=None):
+    p = tmp_path / "packages.json"
+    p.write_text(json.dumps(data or MANIFEST))
+    return str(p)
+
+
+def test_lock_from_signed_archives(tmp_path, key):
+    urls, shas = _archive(tmp_path, key)
+    manifest, digest = deb_lock.read_manifest(_manifest(tmp_path))
+    lock = deb_lock.build_lock(manifest, digest, urls, key.keyring)
+    assert lock["lock_version"] == 1 and lock["suites"] == ["bookworm", "bookworm-security"]
+    for arch in ("amd64", "arm64"):
+        pkgs = {p["name"]: p for p in lock["architectures"][arch]["packages"]}
+        assert sorted(pkgs) == ["app", "libc6", "tzdata"]
+        assert pkgs["libc6"]["version"] == "2.36-9+deb12u1"
+        assert pkgs["libc6"]["suite"] == "bookworm-security"
+        assert pkgs["tzdata"]["architecture"] == "all"
+        assert pkgs["app"]["depends"] == ["libc6", "tzdata"]
+        for name, p in pkgs.items():
+            rel, sha = shas[(arch, name)]
+            assert (p["path"], p["sha256"]) == (rel, sha)
+            base = urls[p["suite"]][0][len("file://"):]
+            with open(os.path.join(base, p["path"]), "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == p["sha256"]
+    data = deb_lock.encode_lock(lock)
+    assert data == deb_lock.encode_lock(json.loads(data))  # stable encoding
+
+
+def test_release_and_detached_signature(tmp_path, key):
+    urls, _ = _archive(tmp_path, key, inrelease=False)
+    assert not os.path.exists(urls["bookworm"][0][len("file://"):] + "/dists/bookworm/InRelease")
+    fields, files, _ = deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring)
+    assert fields["Codename"] == "bookworm" and "main/binary-amd64/Packages.xz" in files
+
+
+def test_tampered_inrelease_is_a_bad_signature(tmp_path, key):
+    urls, _ = _archive(tmp_path, key)
+    path = urls["bookworm"][0][len("file://"):] + "/dists/bookworm/InRelease"
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data.replace(b"Label: Test", b"Label: Evil"))
+    with pytest.raises(deb_lock.DebError, match=r"dists/bookworm/InRelease: bad signature"):
+        deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring)
+
+
+def test_tampered_release_with_detached_signature(tmp_path, key):
+    urls, _ = _archive(tmp_path, key, inrelease=False)
+    path = urls["bookworm"][0][len("file://"):] + "/dists/bookworm/Release"
+    with open(path, "ab") as f:
+        f.write(b"Evil: yes\n")
+    with pytest.raises(deb_lock.DebError, match=r"dists/bookworm/Release: bad signature"):
+        deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring)
+
+
+def test_signature_by_a_key_outside_the_keyring(tmp_path, key, other_key):
+    urls, _ = _archive(tmp_path, other_key)
+    with pytest.raises(deb_lock.DebError, match="bad signature"):
+        deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring)
+    # ... and against the Debian archive keyring.
+    if os.path.exists(deb_lock.DEFAULT_KEYRING):
+        with pytest.raises(deb_lock.DebError, match="bad signature"):
+            deb_lock.fetch_release(urls["bookworm"], "bookworm", deb_lock.DEFAULT_KEYRING)
+
+
+def test_packages_index_must_match_the_release(tmp_path, key):
+    urls, _ = _archive(tmp_path, key)
+    path = urls["bookworm"][0][len("file://"):] + "/dists/bookworm/main/binary-arm64/Packages.xz"
+    import lzma
+    with open(path, "wb") as f:
+        f.write(lzma.compress(b"Package: evil\nVersion: 1\n"))
+    manifest, digest = deb_lock.read_manifest(_manifest(tmp_path))
+    with pytest.raises(deb_lock.DebError, match=r"binary-arm64/Packages.xz: sha256 .* does not match "
+                                                r"the signed Release file"):
+        deb_lock.build_lock(manifest, digest, urls, key.keyring)
+
+
+def test_expired_release(tmp_path, key):
+    urls, _ = _archive(tmp_path, key, valid_until="Sat, 08 Jan 2000 00:00:00 UTC")
+    with pytest.raises(deb_lock.DebError, match="expired"):
+        deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring)
+    deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring, ignore_valid_until=True)
+
+
+def test_missing_suite(tmp_path, key):
+    urls, _ = _archive(tmp_path, key)
+    with pytest.raises(deb_lock.DebError, match="suite 'trixie' not found"):
+        deb_lock.fetch_release(urls["bookworm"], "trixie", key.keyring)
+
+
+def test_manifest_errors(tmp_path):
+    with pytest.raises(deb_lock.DebError, match="'suites' is required"):
+        deb_lock.read_manifest(_manifest(tmp_path, {"architectures": ["amd64"], "packages": ["a"]}))
+    with pytest.raises(deb_lock.DebError, match="unknown key 'pakages'"):
+        deb_lock.read_manifest(_manifest(tmp_path, dict(MANIFEST, pakages=[])))
+    p = tmp_path / "bad.json"
+    p.write_text("{")
+    with pytest.raises(deb_lock.DebError, match="not valid JSON"):
+        deb_lock.read_manifest(str(p))
+
+
+def test_cli_writes_the_lock_and_reports_changes(tmp_path, key, capsys):
+    urls, _ = _archive(tmp_path, key)
+    manifest = _manifest(tmp_path)
+    out = str(tmp_path / "lock" / "packages.lock.json")
+    argv = ["lock", "--manifest", manifest, "--lock", out, "--keyring", key.keyring,
+            "--archive", "bookworm=" + urls["bookworm"][0],
+            "--archive", "bookworm-security=" + urls["bookworm-security"][0]]
+    assert deb_lock.main(argv) == 0
+    first = open(out, "rb").read()
+    assert "new lock" in capsys.readouterr().out
+    lock = json.loads(first)
+    assert lock["manifest_sha256"] == hashlib.sha256(open(manifest, "rb").read()).hexdigest()
+    # Unchanged archive: the same bytes, no change reported.
+    assert deb_lock.main(argv) == 0
+    assert open(out, "rb").read() == first
+    assert "0 change(s)" in capsys.readouterr().out
+    # An older lock: the changes are listed.
+    lock["architectures"]["amd64"]["packages"][1]["version"] = "2.36-8"
+    with open(out, "w") as f:
+        json.dump(lock, f)
+    assert deb_lock.main(argv) == 0
+    assert "amd64: libc6 2.36-8 -> 2.36-9+deb12u1" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_and_write_nothing(tmp_path, key, other_key, capsys):
+    urls, _ = _archive(tmp_path, other_key)
+    out = str(tmp_path / "packages.lock.json")
+    rc = deb_lock.main(["lock", "--manifest", _manifest(tmp_path), "--lock", out, "--keyring",
+                        key.keyring, "--archive", "*=" + urls["bookworm"][0],
+                        "--target", "//x:lock.update"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR: //x:lock.update: ") and "bad signature" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(out)
+
+
+def test_cli_sources(tmp_path, capsys):
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list.d" / "d.sources").write_text(
+        "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm\nComponents: main\n")
+    assert deb_lock.main(["sources", "--apt_dir", str(apt), "--suite", "bookworm"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"bookworm": ["http://m.example/debian"]}
+    assert deb_lock.main(["sources", "--apt_dir", str(apt), "--suite", "sid"]) == 1
+    assert "no apt source lists suite 'sid'" in capsys.readouterr().err
+
+
+def test_cli_probe(tmp_path, capsys):
+    f = tmp_path / "x.deb"
+    f.write_bytes(b"deb bytes")
+    missing = "file://%s/nope.deb" % tmp_path
+    assert deb_lock.main(["probe", "--url", missing, "--url", "file://%s" % f]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got == {"url": "file://%s" % f, "sha256": hashlib.sha256(b"deb bytes").hexdigest(),
+                   "size": 9}
+    assert deb_lock.main(["probe", "--url", missing]) == 0
+    assert "no such file" in json.loads(capsys.readouterr().out)["error"]

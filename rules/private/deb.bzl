@@ -1,0 +1,293 @@
+"""Layers and distroless bases from locked Debian packages (see deb_lock.bzl, deb_repository.bzl).
+
+    deb_layer(name = "libs", packages = "@debs//:amd64", architecture = "amd64", include = ["*"])
+    distroless_base(
+        name = "python3",
+        packages = "@debs//:amd64",
+        architecture = "amd64",
+        groups = {"libc": ["libc6", ...], "libs": ["*"], "python": ["python3.11-minimal", ...]},
+        user = "nonroot",
+    )
+
+A `deb_tar` action (python_tools/deb.py) unpacks the selected packages' data.tar into one tar
+(no docs unless keep_docs, dpkg status records in /var/lib/dpkg/status.d/, the CA bundle, ...),
+which an `image_layer` imports (`tars`), so the layer tool writes it reproducibly.
+"""
+
+load(":layer.bzl", "image_layer")
+load(":image.bzl", "image")
+
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+def _packages(ctx):
+    """(index File, {package name: .deb File}) of the `packages` attribute."""
+    index = None
+    debs = {}
+    for f in ctx.attr.packages[DefaultInfo].files.to_list():
+        if f.basename == "packages.json":
+            index = f
+        elif f.basename.endswith(".deb"):
+            debs[f.basename[:-len(".deb")]] = f
+    if index == None:
+        fail("%s: attribute 'packages': %s: not a deb_repository architecture (@repo//:<arch>: " %
+             (ctx.label, ctx.attr.packages.label) + "packages.json and .deb files)")
+    return index, debs
+
+def _deb_tar_impl(ctx):
+    target = str(ctx.label)
+    index, debs = _packages(ctx)
+    for n in ctx.attr.include + ctx.attr.exclude:
+        if n != "*" and n not in debs:
+            fail("%s: attribute '%s': %r: not a package of %s (it has: %s)" % (
+                target,
+                "include" if n in ctx.attr.include else "exclude",
+                n,
+                ctx.attr.packages.label,
+                ", ".join(sorted(debs.keys())),
+            ))
+    if "*" in ctx.attr.include:
+        names = [n for n in sorted(debs.keys()) if n not in ctx.attr.exclude]
+    else:
+        names = [n for n in ctx.attr.include if n not in ctx.attr.exclude]
+    if not names and not ctx.attr.allow_empty:
+        fail("%s: attribute 'include': %r: selects no package of %s" % (target, ctx.attr.include, ctx.attr.packages.label))
+    selected = [debs[n] for n in names]
+    manifest = {
+        "target": target,
+        "architecture": ctx.attr.architecture,
+        "index": index.path,
+        "debs": [{"name": n, "src": debs[n].path} for n in names],
+        "keep_docs": ctx.attr.keep_docs,
+        "basics": None,
+    }
+    return _run_deb_tool(ctx, manifest, [index] + selected, "Unpacking %d Debian packages for %s" % (len(names), ctx.label))
+
+def _run_deb_tool(ctx, manifest, inputs, message):
+    manifest_file = ctx.actions.declare_file(ctx.label.name + ".deb_manifest.json")
+    ctx.actions.write(manifest_file, json.encode(manifest))
+    out = ctx.actions.declare_file(ctx.label.name + ".tar")
+    args = ctx.actions.args()
+    args.add("--manifest", manifest_file)
+    args.add("--output", out)
+    ctx.actions.run(
+        executable = ctx.executable._deb_tool,
+        arguments = [args],
+        inputs = depset([manifest_file] + inputs),
+        outputs = [out],
+        mnemonic = "ShikoDeb",
+        progress_message = message,
+    )
+    return [DefaultInfo(files = depset([out]))]
+
+_COMMON_ATTRS = {
+    "packages": attr.label(
+        mandatory = True,
+        allow_files = True,
+        doc = "One architecture of a deb_repository: `@repo//:amd64` (packages.json and the .deb files).",
+    ),
+    "architecture": attr.string(
+        mandatory = True,
+        doc = "The image's architecture (amd64, arm64, ...): every package must be built for it or `all`.",
+    ),
+    "_deb_tool": attr.label(
+        default = "//python_tools:deb",
+        executable = True,
+        cfg = "exec",
+        doc = "Unpacks .deb files into a tar.",
+    ),
+}
+
+deb_tar = rule(
+    implementation = _deb_tar_impl,
+    doc = "Unpacks locked Debian packages into one tar (see python_tools/deb.py). Use `deb_layer`.",
+    attrs = dict(_COMMON_ATTRS, **{
+        "include": attr.string_list(
+            default = ["*"],
+            doc = "Package names to unpack; [\"*\"] means all of `packages`.",
+        ),
+        "exclude": attr.string_list(
+            doc = "Package names left out (those that go into other layers).",
+        ),
+        "keep_docs": attr.bool(
+            doc = "Keep /usr/share/doc, man pages, info, locales and lintian files (default: only copyright files).",
+        ),
+        "allow_empty": attr.bool(
+            doc = "Allow selecting no package (an empty tar).",
+        ),
+    }),
+)
+
+def _basics_tar_impl(ctx):
+    index, debs = _packages(ctx)
+    manifest = {
+        "target": str(ctx.label),
+        "architecture": ctx.attr.architecture,
+        "index": index.path,
+        "debs": [],
+        "keep_docs": False,
+        "basics": {
+            "os_release": ctx.attr.os_release or None,
+            "has_base_files": "base-files" in debs,
+        },
+    }
+    return _run_deb_tool(ctx, manifest, [index], "Writing the distroless basics of %s" % ctx.label)
+
+distroless_basics_tar = rule(
+    implementation = _basics_tar_impl,
+    doc = "The files every distroless base carries: passwd, group, /tmp, /root, /home/nonroot, os-release.",
+    attrs = dict(_COMMON_ATTRS, **{
+        "os_release": attr.string(
+            doc = "Content of /etc/os-release. Default: the base-files package's, or a generated one " +
+                  "(Debian, the lock's codename) when base-files is not among the packages.",
+        ),
+    }),
+)
+
+def deb_layer(name, packages, architecture, include = None, exclude = None, keep_docs = False, allow_empty = False, **kwargs):
+    """One image layer of locked Debian packages.
+
+    Args:
+      name: the image_layer target; `<name>_deb.tar` is the unpacked tar it imports.
+      packages: `@repo//:<arch>` of a deb_repository.
+      architecture: the image's architecture (checked against each package's).
+      include: package names, or ["*"] (default) for all of `packages`.
+      exclude: package names to leave out.
+      keep_docs: keep docs, man pages, locales (default: only copyright files).
+      allow_empty: accept a selection of no package.
+      **kwargs: image_layer attributes (compression, compression_level, ...) and common ones.
+    """
+    visibility = kwargs.get("visibility")
+    tags = kwargs.get("tags")
+    deb_tar(
+        name = name + "_deb",
+        packages = packages,
+        architecture = architecture,
+        include = include or ["*"],
+        exclude = exclude or [],
+        keep_docs = keep_docs,
+        allow_empty = allow_empty,
+        visibility = visibility,
+        tags = tags,
+    )
+    image_layer(
+        name = name,
+        tars = [":" + name + "_deb"],
+        **kwargs
+    )
+
+def distroless_base(
+        name,
+        packages,
+        architecture,
+        groups = None,
+        user = "root",
+        keep_docs = False,
+        os_release = None,
+        env = None,
+        compression = "gzip",
+        **kwargs):
+    """A distroless base image from locked Debian packages: no shell, no package manager.
+
+    Layers, bottom first: the basics (/etc/passwd and /etc/group with root 0 and nonroot 65532,
+    /tmp 1777, /root, /home/nonroot, /etc/os-release when base-files isn't installed), then one
+    layer per entry of `groups`. Each package lands in exactly one layer.
+
+    Args:
+      name: the image target (`image` outputs: layout, .digest, tarball output group).
+      packages: `@repo//:<arch>` of a deb_repository.
+      architecture: amd64, arm64, ... (the config's; arm64 gets variant v8).
+      groups: ordered {layer name: [package names]}; one group may be ["*"]: every package not
+        named in another group. Without a "*" group, the rest goes to a last layer "rest".
+        Default: {"packages": ["*"]} (one layer).
+      user: "root" (0:0, workdir /) or "nonroot" (65532:65532, workdir /home/nonroot).
+      keep_docs: keep docs, man pages and locales.
+      os_release: content of /etc/os-release (default: base-files', or a generated one).
+      env: merged over {"PATH": the Debian default}.
+      compression: of every layer (gzip, zstd, none).
+      **kwargs: every other `image` attribute (entrypoint, cmd, labels, repo_tags, workdir, ...).
+    """
+    if user == "root":
+        uid = "0:0"
+        workdir = "/"
+    elif user == "nonroot":
+        uid = "65532:65532"
+        workdir = "/home/nonroot"
+    else:
+        fail("distroless_base %s: attribute 'user': %r: must be \"root\" or \"nonroot\"" % (name, user))
+    if groups == None:
+        groups = {"packages": ["*"]}
+    if type(groups) != "dict" or not groups:
+        fail("distroless_base %s: attribute 'groups': must be a non-empty dict {layer name: [packages]}" % name)
+    listed = []
+    star = None
+    for g, names in groups.items():
+        if type(names) != "list" or not names:
+            fail("distroless_base %s: attribute 'groups': %r: must be a non-empty list of package names" % (name, g))
+        if "*" in names:
+            if len(names) != 1:
+                fail("distroless_base %s: attribute 'groups': %r: \"*\" must stand alone" % (name, g))
+            if star != None:
+                fail("distroless_base %s: attribute 'groups': %r and %r both say \"*\"" % (name, star, g))
+            star = g
+            continue
+        for n in names:
+            if n in listed:
+                fail("distroless_base %s: attribute 'groups': package %r is in two groups" % (name, n))
+            listed.append(n)
+    order = list(groups.keys())
+    if star == None:
+        if "rest" in groups:
+            fail("distroless_base %s: attribute 'groups': name a \"*\" group, or don't call a group \"rest\"" % name)
+        groups = dict(groups)
+        groups["rest"] = ["*"]
+        order.append("rest")
+        star = "rest"
+
+    common = {}
+    for k in ("visibility", "tags", "testonly"):
+        if k in kwargs:
+            common[k] = kwargs[k]
+
+    distroless_basics_tar(
+        name = name + "_basics",
+        packages = packages,
+        architecture = architecture,
+        os_release = os_release,
+        **common
+    )
+    image_layer(
+        name = name + "_basics_layer",
+        tars = [":" + name + "_basics"],
+        compression = compression,
+        **common
+    )
+    layers = [":" + name + "_basics_layer"]
+    for g in order:
+        names = groups[g]
+        deb_layer(
+            name = "%s_%s" % (name, g),
+            packages = packages,
+            architecture = architecture,
+            include = names,
+            exclude = listed if g == star else [],
+            keep_docs = keep_docs,
+            allow_empty = g == star,
+            compression = compression,
+            **common
+        )
+        layers.append(":%s_%s" % (name, g))
+
+    full_env = {"PATH": _PATH}
+    full_env.update(env or {})
+    if "workdir" not in kwargs:
+        kwargs["workdir"] = workdir
+    if architecture == "arm64" and "variant" not in kwargs:
+        kwargs["variant"] = "v8"
+    image(
+        name = name,
+        layers = layers,
+        architecture = architecture,
+        user = uid,
+        env = full_env,
+        **kwargs
+    )

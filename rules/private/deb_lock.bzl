@@ -1,0 +1,165 @@
+"""deb_lock: `bazel run //pkg:<name>.update` resolves a package manifest into a lock file.
+
+    deb_lock(
+        name = "lock",
+        manifest = "packages.json",          # suites, architectures, packages (see deb_lock.py)
+        lock = "packages.lock.json",         # written in the source tree, next to the BUILD file
+    )
+
+`bazel run //pkg:lock.update` runs python_tools/deb_lock.py: it verifies each suite's Release
+signature (gpgv, Debian archive keyring) and each Packages index checksum, resolves Depends and
+Pre-Depends, and rewrites `pkg/packages.lock.json`, printing what changed. Archive URLs come from
+`archives` or the machine's apt sources at run time. Commit the lock; `deb_repository` fetches it.
+"""
+
+def _runfiles_path(ctx, f):
+    if f.short_path.startswith("../"):
+        return f.short_path[3:]
+    return ctx.workspace_name + "/" + f.short_path
+
+def _sh_quote(s):
+    return "'" + s.replace("'", "'\\''") + "'"
+
+_LAUNCHER = """#!/bin/bash
+# deb_lock launcher of {label}, written by rules_shiko (rules/private/deb_lock.bzl).
+# Resolves {manifest_short} and writes {lock}. Extra flags go to python_tools/deb_lock.py lock.
+set -euo pipefail
+
+runfiles=""
+if [[ -d "$0.runfiles" ]]; then
+  runfiles="$0.runfiles"
+elif [[ -n "${{RUNFILES_DIR:-}}" && -d "${{RUNFILES_DIR}}" ]]; then
+  runfiles="$RUNFILES_DIR"
+elif [[ "$0" == *.runfiles/* ]]; then
+  runfiles="${{0%%.runfiles/*}}.runfiles"
+fi
+manifest_file=""
+for m in "${{RUNFILES_MANIFEST_FILE:-}}" "$0.runfiles_manifest" "$0.runfiles/MANIFEST"; do
+  if [[ -n "$m" && -f "$m" ]]; then
+    manifest_file="$m"
+    break
+  fi
+done
+
+rlocation() {{
+  if [[ -n "$runfiles" && -e "$runfiles/$1" ]]; then
+    echo "$runfiles/$1"
+    return 0
+  fi
+  if [[ -n "$manifest_file" ]]; then
+    local key value
+    while IFS=" " read -r key value; do
+      if [[ "$key" == "$1" ]]; then
+        echo "$value"
+        return 0
+      fi
+    done <"$manifest_file"
+  fi
+  return 1
+}}
+
+missing() {{
+  echo "ERROR: {label}: cannot find $1 in the runfiles (run it with: bazel run {label})" >&2
+  exit 1
+}}
+
+if [[ -z "${{BUILD_WORKSPACE_DIRECTORY:-}}" ]]; then
+  echo "ERROR: {label}: run it with \\`bazel run {label}\\` (it writes {lock} in the source tree)" >&2
+  exit 1
+fi
+tool="$(rlocation {tool})" || missing {tool}
+manifest="$(rlocation {manifest})" || missing {manifest}
+if [[ -n "$runfiles" ]]; then
+  export RUNFILES_DIR="$runfiles"
+elif [[ -n "$manifest_file" ]]; then
+  export RUNFILES_MANIFEST_FILE="$manifest_file"
+fi
+exec "$tool" lock --manifest="$manifest" --lock={lock} --target={label_q} {extra} "$@"
+"""
+
+def _deb_lock_impl(ctx):
+    if ctx.attr.lock.startswith("/") or ".." in ctx.attr.lock.split("/") or not ctx.attr.lock.endswith(".json"):
+        fail("%s: attribute 'lock': %r: must be a relative path ending in .json (in the package)" %
+             (ctx.label, ctx.attr.lock))
+    lock_path = ctx.attr.lock
+    if ctx.label.package:
+        lock_path = ctx.label.package + "/" + lock_path
+    if ctx.label.workspace_root:
+        fail("%s: deb_lock targets must be in the main repository (the lock is written there)" % ctx.label)
+    extra = []
+    for suite, url in sorted(ctx.attr.archives.items()):
+        if not url:
+            fail("%s: attribute 'archives': %r: empty URL" % (ctx.label, suite))
+        extra.append("--archive=%s=%s" % (suite, url))
+    if ctx.attr.keyring:
+        extra.append("--keyring=" + ctx.attr.keyring)
+    if ctx.attr.ignore_valid_until:
+        extra.append("--ignore_valid_until")
+    manifest = ctx.file.manifest
+    tool = ctx.executable._tool
+    launcher = ctx.actions.declare_file(ctx.label.name)
+    ctx.actions.write(
+        launcher,
+        _LAUNCHER.format(
+            label = str(ctx.label),
+            label_q = _sh_quote(str(ctx.label)),
+            manifest_short = manifest.short_path,
+            lock = _sh_quote(lock_path),
+            tool = _sh_quote(_runfiles_path(ctx, tool)),
+            manifest = _sh_quote(_runfiles_path(ctx, manifest)),
+            extra = " ".join([_sh_quote(e) for e in extra]),
+        ),
+        is_executable = True,
+    )
+    runfiles = ctx.runfiles(files = [launcher, tool, manifest])
+    runfiles = runfiles.merge(ctx.attr._tool[DefaultInfo].default_runfiles)
+    return [DefaultInfo(executable = launcher, files = depset([launcher]), runfiles = runfiles)]
+
+deb_lock_rule = rule(
+    implementation = _deb_lock_impl,
+    executable = True,
+    doc = "Runnable: resolves a Debian package manifest and writes its lock file. Use `deb_lock`.",
+    attrs = {
+        "manifest": attr.label(
+            mandatory = True,
+            allow_single_file = [".json"],
+            doc = "JSON manifest: suites, components, architectures, packages, exclude (see python_tools/deb_lock.py).",
+        ),
+        "lock": attr.string(
+            mandatory = True,
+            doc = "Lock file to write, relative to the package (e.g. \"packages.lock.json\").",
+        ),
+        "archives": attr.string_dict(
+            doc = "Archive URL per suite ({\"*\": URL} for all). Default: the machine's apt sources.",
+        ),
+        "keyring": attr.string(
+            doc = "OpenPGP keyring verifying the Release files (absolute, or relative to the workspace). " +
+                  "Default: /usr/share/keyrings/debian-archive-keyring.gpg.",
+        ),
+        "ignore_valid_until": attr.bool(
+            doc = "Accept Release files past their Valid-Until date (e.g. archive snapshots).",
+        ),
+        "_tool": attr.label(
+            default = "//python_tools:deb_lock",
+            executable = True,
+            cfg = "target",
+            doc = "The resolver, run by the launcher.",
+        ),
+    },
+)
+
+def deb_lock(name, manifest, lock, **kwargs):
+    """`bazel run //pkg:<name>.update` resolves `manifest` and (re)writes `lock` in the package.
+
+    Args:
+      name: base name; the runnable target is `<name>.update`.
+      manifest: label of the JSON manifest (suites, architectures, packages, exclude).
+      lock: lock file name relative to the package (commit it; deb_repository reads it).
+      **kwargs: archives, keyring, ignore_valid_until, and common attributes (visibility, tags).
+    """
+    deb_lock_rule(
+        name = name + ".update",
+        manifest = manifest,
+        lock = lock,
+        **kwargs
+    )
