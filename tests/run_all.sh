@@ -18,6 +18,7 @@ apt_pkgs=(
   gcc libc6-dev git python3 python3-venv python3-pip
   docker-registry skopeo umoci runc podman docker.io uidmap bubblewrap busybox-static
   apache2-utils isal zstd pigz
+  gpg gpg-agent gpgv debian-archive-keyring debootstrap
 )
 
 install_deps() {
@@ -35,16 +36,20 @@ install_deps() {
   fi
 }
 
-# pytest for the e2e suite, in a venv (Debian's python3 is externally managed), from the
-# project's one lock file (hash-checked).
+# The e2e suite runs in a venv (Debian's python3 is externally managed) holding pytest (from
+# the tools' lock) and the independent checkers (tests/e2e/requirements_lock.txt), hash-checked.
 venv="${SHIKO_VENV:-$HOME/.cache/rules_shiko/venv}"
+locks=(python_tools/requirements_lock.txt tests/e2e/requirements_lock.txt)
 setup_venv() {
   if [ ! -x "$venv/bin/python" ]; then
     /usr/bin/python3 -m venv "$venv" || return 1
   fi
-  if ! "$venv/bin/python" -c "import pytest" 2>/dev/null; then
+  local stamp="$venv/.shiko-locks" want
+  want="$(cat "${locks[@]}" | sha256sum)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$venv/bin/python" -m pip install -q --no-deps --require-hashes \
-      -r python_tools/requirements_lock.txt >&2 || return 1
+      -r "${locks[0]}" -r "${locks[1]}" >&2 || return 1
+    echo "$want" > "$stamp"
   fi
 }
 

