@@ -715,7 +715,8 @@ def main(argv):
     # Bazel stops a test that runs too long with SIGTERM: clean up the temporary roots first.
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        code = run_test(spec, FLAGS.runfiles, FLAGS.driver)
+        runfiles = FLAGS.runfiles or os.environ.get("RUNFILES_DIR") or os.environ.get("TEST_SRCDIR")
+        code = run_test(spec, runfiles, FLAGS.driver)
     except common.UserError as e:
         sys.stdout.write("ERROR: %s\n" % e.render())
         code = 1

@@ -12,70 +12,7 @@ Pre-Depends, and rewrites `pkg/packages.lock.json`, printing what changed. Archi
 `archives` or the machine's apt sources at run time. Commit the lock; `deb_repository` fetches it.
 """
 
-def _runfiles_path(ctx, f):
-    if f.short_path.startswith("../"):
-        return f.short_path[3:]
-    return ctx.workspace_name + "/" + f.short_path
-
-def _sh_quote(s):
-    return "'" + s.replace("'", "'\\''") + "'"
-
-_LAUNCHER = """#!/bin/bash
-# deb_lock launcher of {label}, written by rules_shiko (rules/private/deb_lock.bzl).
-# Resolves {manifest_short} and writes {lock}. Extra flags go to python_tools/deb_lock.py lock.
-set -euo pipefail
-
-runfiles=""
-if [[ -d "$0.runfiles" ]]; then
-  runfiles="$0.runfiles"
-elif [[ -n "${{RUNFILES_DIR:-}}" && -d "${{RUNFILES_DIR}}" ]]; then
-  runfiles="$RUNFILES_DIR"
-elif [[ "$0" == *.runfiles/* ]]; then
-  runfiles="${{0%%.runfiles/*}}.runfiles"
-fi
-manifest_file=""
-for m in "${{RUNFILES_MANIFEST_FILE:-}}" "$0.runfiles_manifest" "$0.runfiles/MANIFEST"; do
-  if [[ -n "$m" && -f "$m" ]]; then
-    manifest_file="$m"
-    break
-  fi
-done
-
-rlocation() {{
-  if [[ -n "$runfiles" && -e "$runfiles/$1" ]]; then
-    echo "$runfiles/$1"
-    return 0
-  fi
-  if [[ -n "$manifest_file" ]]; then
-    local key value
-    while IFS=" " read -r key value; do
-      if [[ "$key" == "$1" ]]; then
-        echo "$value"
-        return 0
-      fi
-    done <"$manifest_file"
-  fi
-  return 1
-}}
-
-missing() {{
-  echo "ERROR: {label}: cannot find $1 in the runfiles (run it with: bazel run {label})" >&2
-  exit 1
-}}
-
-if [[ -z "${{BUILD_WORKSPACE_DIRECTORY:-}}" ]]; then
-  echo "ERROR: {label}: run it with \\`bazel run {label}\\` (it writes {lock} in the source tree)" >&2
-  exit 1
-fi
-tool="$(rlocation {tool})" || missing {tool}
-manifest="$(rlocation {manifest})" || missing {manifest}
-if [[ -n "$runfiles" ]]; then
-  export RUNFILES_DIR="$runfiles"
-elif [[ -n "$manifest_file" ]]; then
-  export RUNFILES_MANIFEST_FILE="$manifest_file"
-fi
-exec "$tool" lock --manifest="$manifest" --lock={lock} --target={label_q} {extra} "$@"
-"""
+load(":launcher.bzl", "runfile_arg", "write_launcher")
 
 def _deb_lock_impl(ctx):
     if ctx.attr.lock.startswith("/") or ".." in ctx.attr.lock.split("/") or not ctx.attr.lock.endswith(".json"):
@@ -98,18 +35,22 @@ def _deb_lock_impl(ctx):
     manifest = ctx.file.manifest
     tool = ctx.executable._tool
     launcher = ctx.actions.declare_file(ctx.label.name)
-    ctx.actions.write(
+    write_launcher(
+        ctx,
         launcher,
-        _LAUNCHER.format(
-            label = str(ctx.label),
-            label_q = _sh_quote(str(ctx.label)),
-            manifest_short = manifest.short_path,
-            lock = _sh_quote(lock_path),
-            tool = _sh_quote(_runfiles_path(ctx, tool)),
-            manifest = _sh_quote(_runfiles_path(ctx, manifest)),
-            extra = " ".join([_sh_quote(e) for e in extra]),
-        ),
-        is_executable = True,
+        tool,
+        [
+            "lock",
+            runfile_arg(manifest, "--manifest="),
+            "--lock=" + lock_path,
+            "--target=" + str(ctx.label),
+        ] + extra,
+        what = "deb_lock launcher (resolves %s, writes %s; extra flags go to deb_lock.py lock)" % (manifest.short_path, lock_path),
+        bzl = "rules/private/deb_lock.bzl",
+        preamble = """if [[ -z "${BUILD_WORKSPACE_DIRECTORY:-}" ]]; then
+  echo "ERROR: %s: run it with bazel run %s (it writes %s in the source tree)" >&2
+  exit 1
+fi""" % (ctx.label, ctx.label, lock_path),
     )
     runfiles = ctx.runfiles(files = [launcher, tool, manifest])
     runfiles = runfiles.merge(ctx.attr._tool[DefaultInfo].default_runfiles)

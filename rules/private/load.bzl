@@ -1,83 +1,8 @@
 """image_load: `bazel run //pkg:name` streams an image into docker or podman."""
 
 load(":providers.bzl", "ImageInfo")
+load(":launcher.bzl", "runfile_arg", "write_launcher")
 load(":stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
-
-def _runfiles_path(ctx, f):
-    """The path of f below the runfiles root (`<workspace>/pkg/file` or `<repo>/pkg/file`)."""
-    if f.short_path.startswith("../"):
-        return f.short_path[3:]
-    return ctx.workspace_name + "/" + f.short_path
-
-def _sh_quote(s):
-    return "'" + s.replace("'", "'\\''") + "'"
-
-# Finds the runfiles (a directory, or a manifest where runfiles are not symlinked) and runs the
-# load tool on the image's layout. Works with `bazel run` in Bazel 4.2.3 and 7+ and when the
-# launcher is run directly (bazel-bin/pkg/name) or from another target's runfiles.
-_LAUNCHER = """#!/bin/bash
-# image_load launcher of {label}, written by rules_shiko (rules/private/load.bzl).
-# Streams the image into docker (default; honours DOCKER_HOST) or podman. Flags:
-#   --engine=auto|docker|podman   --repo_tag=REF (replaces repo_tags)   --add_repo_tag=REF
-set -euo pipefail
-
-tool_rpath={tool}
-layout_rpath={layout}
-run_manifest_rpath={run_manifest}
-
-runfiles=""
-if [[ -d "$0.runfiles" ]]; then
-  runfiles="$0.runfiles"
-elif [[ -n "${{RUNFILES_DIR:-}}" && -d "${{RUNFILES_DIR}}" ]]; then
-  runfiles="$RUNFILES_DIR"
-elif [[ "$0" == *.runfiles/* ]]; then
-  runfiles="${{0%%.runfiles/*}}.runfiles"
-fi
-manifest=""
-for m in "${{RUNFILES_MANIFEST_FILE:-}}" "$0.runfiles_manifest" "$0.runfiles/MANIFEST"; do
-  if [[ -n "$m" && -f "$m" ]]; then
-    manifest="$m"
-    break
-  fi
-done
-
-# Prints the absolute path of a runfile (file or directory), or fails.
-rlocation() {{
-  if [[ -n "$runfiles" && -e "$runfiles/$1" ]]; then
-    echo "$runfiles/$1"
-    return 0
-  fi
-  if [[ -n "$manifest" ]]; then
-    local key value
-    while IFS=" " read -r key value; do
-      if [[ "$key" == "$1" ]]; then
-        echo "$value"
-        return 0
-      fi
-    done <"$manifest"
-  fi
-  return 1
-}}
-
-missing() {{
-  echo "ERROR: {label}: cannot find $1 in the runfiles (run it with: bazel run {label})" >&2
-  exit 1
-}}
-
-tool="$(rlocation "$tool_rpath")" || missing "$tool_rpath"
-run_manifest="$(rlocation "$run_manifest_rpath")" || missing "$run_manifest_rpath"
-# A manifest lists a tree artifact as one directory (Bazel 4) or file by file (Bazel 7+).
-if ! layout="$(rlocation "$layout_rpath")"; then
-  layout="$(rlocation "$layout_rpath/oci-layout")" || missing "$layout_rpath"
-  layout="${{layout%/*}}"
-fi
-if [[ -n "$runfiles" ]]; then
-  export RUNFILES_DIR="$runfiles"
-elif [[ -n "$manifest" ]]; then
-  export RUNFILES_MANIFEST_FILE="$manifest"
-fi
-exec "$tool" --run_manifest="$run_manifest" --layout="$layout" "$@"
-"""
 
 def _image_load_impl(ctx):
     target = str(ctx.label)
@@ -106,15 +31,13 @@ def _image_load_impl(ctx):
 
     tool = ctx.executable._load_tool
     launcher = ctx.actions.declare_file(ctx.label.name)
-    ctx.actions.write(
+    write_launcher(
+        ctx,
         launcher,
-        _LAUNCHER.format(
-            label = target,
-            tool = _sh_quote(_runfiles_path(ctx, tool)),
-            layout = _sh_quote(_runfiles_path(ctx, info.layout)),
-            run_manifest = _sh_quote(_runfiles_path(ctx, run_manifest)),
-        ),
-        is_executable = True,
+        tool,
+        [runfile_arg(run_manifest, "--run_manifest="), runfile_arg(info.layout, "--layout=")],
+        what = "image_load launcher (flags: --engine=auto|docker|podman, --repo_tag=REF, --add_repo_tag=REF)",
+        bzl = "rules/private/load.bzl",
     )
     runfiles = ctx.runfiles(files = [launcher, tool, info.layout, run_manifest])
     runfiles = runfiles.merge(ctx.attr._load_tool[DefaultInfo].default_runfiles)
