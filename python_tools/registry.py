@@ -47,6 +47,8 @@ import threading
 import time
 import urllib.parse
 
+from python_tools import common  # standard library only, like this module
+
 CHUNK = 1 << 20
 USER_AGENT = "rules_shiko-registry/0.1"
 
@@ -994,7 +996,7 @@ class Client(object):
                 # (or a broken piece was appended twice): start anew.
                 damaged = False
                 if e.status == 400 and "DIGEST_INVALID" in str(e):
-                    got, _ = _sha256_of(path)
+                    got, _ = common.sha256_file(path)
                     if "sha256:" + got != digest:
                         raise DigestMismatch("blob %s: the local file %s has sha256:%s (corrupt layout?)"
                                              % (digest, path, got))
@@ -1196,19 +1198,6 @@ def _range_end(value, default):
     if not m:
         return default
     return int(m.group(2)) + 1
-
-
-def _sha256_of(path):
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(CHUNK)
-            if not b:
-                break
-            h.update(b)
-            n += len(b)
-    return h.hexdigest(), n
 
 
 def _unlink(path):

@@ -17,10 +17,32 @@ Debian packages pinned by a deb_lock lock file (rules/private/deb_repository.bzl
     debs = use_extension("@rules_shiko//rules:extensions.bzl", "debs")
     debs.lock(name = "my_debs", lock = "//pkg:packages.lock.json")
     use_repo(debs, "my_debs")
+
+Python wheels pinned with hashes in a requirements lock (rules/private/pip_repository.bzl), for
+the host or for an image's platform; the same labels as `pip_lock_repository` in WORKSPACE mode
+(`@<name>//<package>`):
+
+    wheels = use_extension("@rules_shiko//rules:extensions.bzl", "wheels")
+    wheels.lock(name = "app_pip", requirements_lock = "//app:requirements_lock.txt",
+                platforms = ["manylinux2014_x86_64"])
+    use_repo(wheels, "app_pip")
 """
 
 load("//rules/private:deb_repository.bzl", "DEB_REPOSITORY_ATTRS", "deb_repository_rule")
+load("//rules/private:pip_repository.bzl", "PIP_LOCK_ATTRS", "pip_lock_repository")
 load("//rules/private:pull.bzl", "PULL_ATTRS", "image_pull_rule")
+
+def _declare(mctx, extension, tag_class_name, repository_rule, attr_names):
+    """Declares one repository per tag of every module; a name used twice is an error."""
+    seen = {}
+    for mod in mctx.modules:
+        for tag in getattr(mod.tags, tag_class_name):
+            if tag.name in seen:
+                fail("%s.%s: name %r is declared twice (modules %s and %s)" %
+                     (extension, tag_class_name, tag.name, seen[tag.name], mod.name))
+            seen[tag.name] = mod.name
+            kwargs = {a: getattr(tag, a) for a in attr_names}
+            repository_rule(name = tag.name, apparent_name = tag.name, **kwargs)
 
 _pull = tag_class(
     doc = "One base image pinned by digest: the repository `@<name>` holds its OCI layout.",
@@ -31,24 +53,7 @@ _pull = tag_class(
 )
 
 def _images_impl(mctx):
-    seen = {}
-    for mod in mctx.modules:
-        for tag in mod.tags.pull:
-            if tag.name in seen:
-                fail("images.pull: name %r is declared twice (modules %s and %s)" %
-                     (tag.name, seen[tag.name], mod.name))
-            seen[tag.name] = mod.name
-            image_pull_rule(
-                name = tag.name,
-                apparent_name = tag.name,
-                image = tag.image,
-                digest = tag.digest,
-                platform = tag.platform,
-                insecure = tag.insecure,
-                ca_file = tag.ca_file,
-                retries = tag.retries,
-                timeout = tag.timeout,
-            )
+    _declare(mctx, "images", "pull", image_pull_rule, PULL_ATTRS.keys())
 
 images = module_extension(
     implementation = _images_impl,
@@ -65,25 +70,27 @@ _deb_lock_tag = tag_class(
 )
 
 def _debs_impl(mctx):
-    seen = {}
-    for mod in mctx.modules:
-        for tag in mod.tags.lock:
-            if tag.name in seen:
-                fail("debs.lock: name %r is declared twice (modules %s and %s)" %
-                     (tag.name, seen[tag.name], mod.name))
-            seen[tag.name] = mod.name
-            deb_repository_rule(
-                name = tag.name,
-                apparent_name = tag.name,
-                lock = tag.lock,
-                archives = tag.archives,
-                architectures = tag.architectures,
-                apt_dir = tag.apt_dir,
-                update_target = tag.update_target,
-            )
+    _declare(mctx, "debs", "lock", deb_repository_rule, DEB_REPOSITORY_ATTRS.keys())
 
 debs = module_extension(
     implementation = _debs_impl,
     doc = "Debian packages pinned by deb_lock lock files (`debs.lock`), the MODULE.bazel form of deb_repository.",
     tag_classes = {"lock": _deb_lock_tag},
+)
+
+_wheels_lock_tag = tag_class(
+    doc = "The wheels of one requirements lock (pinned with hashes): `@<name>//<package>` py_libraries.",
+    attrs = dict(PIP_LOCK_ATTRS, name = attr.string(
+        mandatory = True,
+        doc = "Repository name (`@<name>//absl_py`, `@<name>//:requirements.bzl`, ...).",
+    )),
+)
+
+def _wheels_impl(mctx):
+    _declare(mctx, "wheels", "lock", pip_lock_repository, PIP_LOCK_ATTRS.keys())
+
+wheels = module_extension(
+    implementation = _wheels_impl,
+    doc = "Python wheels pinned by hashed requirements locks (`wheels.lock`), the MODULE.bazel form of pip_lock_repository.",
+    tag_classes = {"lock": _wheels_lock_tag},
 )
