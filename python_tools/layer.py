@@ -115,6 +115,7 @@ from absl import app
 from absl import flags
 
 from python_tools import common
+from python_tools import worker
 
 FLAGS = flags.FLAGS
 
@@ -1177,4 +1178,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["manifest", "output", "descriptor"])
-    app.run(main)
+    worker.run(main)  # a persistent worker under Bazel (python_tools/worker.py), else app.run

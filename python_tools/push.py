@@ -13,8 +13,9 @@ image index (multi-platform), whose child manifests are pushed first. Order: eve
 first and skipped when present; else mounted from another repository of the same registry
 when one is known to have it (`--mount_from`, and the repositories this machine pushed it to
 or pulled it from before, remembered in ~/.cache/rules_shiko/blob_sources.json); else uploaded,
-streamed from disk. Then the manifests by digest (children first), and only then the tags:
-a tag never points at a manifest whose blobs aren't all there.
+streamed from disk. Then the manifests: an index's children by digest, then the top manifest
+under each tag (by digest when there is none): a tag never points at a manifest whose blobs
+aren't all there, and no manifest is sent twice under the same name.
 
 Output: on a terminal, one status line with each active blob's bytes and rate; otherwise
 nothing until the summary line on stderr (blobs pushed/skipped/mounted, bytes sent, retries).
@@ -304,11 +305,14 @@ def _push(plan, ref, tags, client, jobs, mount_from, chunk_size, live, env, reme
                 raise first_error
     finally:
         progress.stop()
-    for desc, data, media in plan.manifests:
+    # Child manifests (of an index) by digest; the top manifest under each tag (the registry
+    # stores it by digest too), or by digest when there is no tag: each manifest is sent once
+    # per name it gets, like docker and skopeo do.
+    for desc, data, media in plan.manifests[:-1]:
         client.put_manifest(repo, desc["digest"], data, media, scopes)
     top_desc, top_data, top_media = plan.manifests[-1]
-    for tag in tags:
-        client.put_manifest(repo, tag, top_data, top_media, scopes)
+    for name in tags or [top_desc["digest"]]:
+        client.put_manifest(repo, name, top_data, top_media, scopes)
     registry.remember_sources(ref.registry, repo, digests, env)
     return top_desc["digest"], result
 

@@ -27,6 +27,7 @@ from absl import flags
 
 from python_tools import common
 from python_tools import docker_archive
+from python_tools import worker
 
 FLAGS = flags.FLAGS
 
@@ -68,4 +69,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    worker.run(main)  # a persistent worker under Bazel (python_tools/worker.py), else app.run

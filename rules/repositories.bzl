@@ -4,11 +4,19 @@
     rules_shiko_dependencies()
 
 `pip_lock_repository` is public too: it fetches an app's own pinned wheels the same way.
+`image_pull(name, image, digest, platform)` fetches a base image pinned by digest (MODULE.bazel:
+the `images` extension of `//rules:extensions.bzl`).
+`deb_repository(name, lock)` fetches the Debian packages pinned by a deb_lock lock file
+(MODULE.bazel: the `debs` extension).
 """
 
+load("//rules/private:deb_repository.bzl", _deb_repository = "deb_repository")
 load("//rules/private:pip_repository.bzl", _pip_lock_repository = "pip_lock_repository")
+load("//rules/private:pull.bzl", _image_pull = "image_pull")
 
 pip_lock_repository = _pip_lock_repository
+image_pull = _image_pull
+deb_repository = _deb_repository
 
 def rules_shiko_dependencies():
     """Declares the repositories rules_shiko's own tools need (their pinned wheels)."""

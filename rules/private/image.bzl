@@ -2,6 +2,7 @@
 
 load(":providers.bzl", "ImageInfo", "LayerInfo")
 load(":stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
+load(":worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
 def _port(target, value):
     num, sep, proto = value.partition("/")
@@ -58,8 +59,25 @@ def _platform(ctx, base_info):
     return struct(os = ctx.attr.os, architecture = arch, variant = variant)
 
 def _image_impl(ctx):
+    return image_impl(ctx)
+
+def image_impl(ctx, computed = None):
+    """The implementation of `image`, for rules that add to it (py_image) with IMAGE_ATTRS.
+
+    Args:
+      ctx: the rule context (its attributes include IMAGE_ATTRS).
+      computed: optional {"entrypoint": list, "cmd": list, "env": dict} worked out by the
+        calling rule: entrypoint/cmd apply unless the rule's own are set; env goes under the
+        rule's `env` (which wins per name).
+
+    Returns:
+      The providers of an image target (DefaultInfo, ImageInfo, OutputGroupInfo).
+    """
     target = str(ctx.label)
-    _check_env(target, ctx.attr.env)
+    computed = computed or {}
+    env = dict(computed.get("env", {}))
+    env.update(ctx.attr.env)
+    _check_env(target, env)
     ports = [_port(target, p) for p in ctx.attr.exposed_ports]
     _check_abs(target, "volumes", ctx.attr.volumes)
     if ctx.attr.workdir:
@@ -82,9 +100,9 @@ def _image_impl(ctx):
         "platform": {"os": platform.os, "architecture": platform.architecture, "variant": platform.variant},
         "layers": layers,
         "config": {
-            "entrypoint": ctx.attr.entrypoint if ctx.attr.entrypoint_set else None,
-            "cmd": ctx.attr.cmd if ctx.attr.cmd_set else None,
-            "env": ctx.attr.env,
+            "entrypoint": ctx.attr.entrypoint if ctx.attr.entrypoint_set else computed.get("entrypoint"),
+            "cmd": ctx.attr.cmd if ctx.attr.cmd_set else computed.get("cmd"),
+            "env": env,
             "user": ctx.attr.user or None,
             "workdir": ctx.attr.workdir or None,
             "labels": ctx.attr.labels,
@@ -104,7 +122,7 @@ def _image_impl(ctx):
     config = ctx.actions.declare_file(ctx.label.name + ".config.json")
     image_manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
 
-    args = ctx.actions.args()
+    args = worker_args(ctx)
     args.add("--manifest", manifest_file)
     args.add("--output_layout", layout.path)
     args.add("--output_digest", digest)
@@ -116,6 +134,7 @@ def _image_impl(ctx):
         inputs = depset([manifest_file] + base_inputs + layer_inputs + stamp_files),
         outputs = [layout, digest, config, image_manifest],
         mnemonic = "ShikoImage",
+        execution_requirements = WORKER_REQUIREMENTS,
         progress_message = "Assembling image %s (%d layers on %s)" % (
             ctx.label,
             len(layers),
@@ -132,7 +151,7 @@ def _image_impl(ctx):
         "repo_tags": ctx.attr.repo_tags,
         "stamp": stamp_manifest(stamp_files),
     }))
-    targs = ctx.actions.args()
+    targs = worker_args(ctx)
     targs.add("--manifest", tar_manifest)
     targs.add("--output", tarball)
     ctx.actions.run(
@@ -141,6 +160,7 @@ def _image_impl(ctx):
         inputs = depset([tar_manifest, layout] + stamp_files),
         outputs = [tarball],
         mnemonic = "ShikoTarball",
+        execution_requirements = WORKER_REQUIREMENTS,
         progress_message = "Writing docker/podman tarball of %s" % ctx.label,
     )
 
@@ -162,7 +182,7 @@ def _image_impl(ctx):
         ),
     ]
 
-_ATTRS = {
+IMAGE_ATTRS = {
     "base": attr.label(
         allow_files = True,
         doc = "Base image: an `image` target, or an OCI image layout (directory or its files, e.g. from image_pull). None: scratch.",
@@ -206,12 +226,12 @@ _ATTRS = {
     ),
 }
 
-_ATTRS.update(STAMP_ATTRS)
+IMAGE_ATTRS.update(STAMP_ATTRS)
 
 image_rule = rule(
     implementation = _image_impl,
     doc = "An OCI image. Use the `image` macro.",
-    attrs = _ATTRS,
+    attrs = IMAGE_ATTRS,
 )
 
 def image(name, entrypoint = None, cmd = None, **kwargs):

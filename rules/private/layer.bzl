@@ -2,6 +2,7 @@
 
 load(":paths.bzl", "join_dest", "normalize_dest", "normalize_dest_or_root", "package_relative_path", "parse_octal", "parse_owner")
 load(":providers.bzl", "LayerInfo")
+load(":worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
 _EXTENSIONS = {
     "gzip": ".tar.gz",
@@ -14,7 +15,7 @@ _LEVELS = {
     "zstd": (1, 19),
 }
 
-def _origin(attr_name, label):
+def origin(attr_name, label):
     return {"attr": attr_name, "label": str(label)}
 
 def _single_source(target, attr_name, dest, dep):
@@ -25,7 +26,7 @@ def _single_source(target, attr_name, dest, dep):
              (target, attr_name, "/" + dest, dep.label, len(files)))
     return files[0]
 
-def _file_entry(dest, f, origin, executable = None):
+def file_entry(dest, f, origin, executable = None):
     """A file or directory entry. `executable` (True/False) sets the default mode 0755/0644;
     None lets the tool use the file's exec bit, which is only meaningful for source files:
     Bazel marks every output executable (0555)."""
@@ -51,7 +52,7 @@ def _runfiles_entries(ctx, state, dest, dep, origin):
     exe = info.files_to_run.executable
     if exe == None:
         fail("%s: attribute 'binaries': %r: %s is not executable" % (ctx.label, "/" + dest, dep.label))
-    entries = [_file_entry(dest, exe, origin, True)]
+    entries = [file_entry(dest, exe, origin, True)]
     inputs = [exe]
     root = dest + ".runfiles"
     ws = ctx.workspace_name
@@ -62,13 +63,13 @@ def _runfiles_entries(ctx, state, dest, dep, origin):
             path = join_dest(root, p[3:])
         else:
             path = join_dest(root, ws, p)
-        entries.append(_file_entry(path, f, origin))
+        entries.append(file_entry(path, f, origin))
         inputs.append(f)
     for s in runfiles.symlinks.to_list():
-        entries.append(_file_entry(join_dest(root, ws, s.path), s.target_file, origin))
+        entries.append(file_entry(join_dest(root, ws, s.path), s.target_file, origin))
         inputs.append(s.target_file)
     for s in runfiles.root_symlinks.to_list():
-        entries.append(_file_entry(join_dest(root, s.path), s.target_file, origin))
+        entries.append(file_entry(join_dest(root, s.path), s.target_file, origin))
         inputs.append(s.target_file)
     empty_names = runfiles.empty_filenames.to_list()
     if empty_names:
@@ -83,10 +84,10 @@ def _runfiles_entries(ctx, state, dest, dep, origin):
                 path = join_dest(root, p[3:])
             else:
                 path = join_dest(root, ws, p)
-            entries.append(_file_entry(path, empty, origin, False))
+            entries.append(file_entry(path, empty, origin, False))
     repo_mapping = getattr(info.files_to_run, "repo_mapping_manifest", None)
     if repo_mapping != None:
-        entries.append(_file_entry(join_dest(root, "_repo_mapping"), repo_mapping, origin))
+        entries.append(file_entry(join_dest(root, "_repo_mapping"), repo_mapping, origin))
         inputs.append(repo_mapping)
     return entries, inputs
 
@@ -100,7 +101,7 @@ def _image_layer_impl(ctx):
         for dest in json.decode(dests):
             d = normalize_dest(target, "files", dest)
             f = _single_source(target, "files", d, dep)
-            entries.append(_file_entry(d, f, _origin("files", dep.label), _executable_hint(f, dep)))
+            entries.append(file_entry(d, f, origin("files", dep.label), _executable_hint(f, dep)))
             inputs.append(f)
 
     prefix = normalize_dest_or_root(target, "prefix", ctx.attr.prefix)
@@ -116,13 +117,13 @@ def _image_layer_impl(ctx):
             d = normalize_dest_or_root(target, "srcs", join_dest(prefix, rel))
             if d == "" and not f.is_directory:
                 fail("%s: attribute 'srcs': %s would be placed at the image root itself" % (target, f.short_path))
-            entries.append(_file_entry(d, f, _origin("srcs", dep.label), _executable_hint(f, dep)))
+            entries.append(file_entry(d, f, origin("srcs", dep.label), _executable_hint(f, dep)))
             inputs.append(f)
 
     for dep, dests in ctx.attr.binaries.items():
         for dest in json.decode(dests):
             d = normalize_dest(target, "binaries", dest)
-            more, more_inputs = _runfiles_entries(ctx, state, d, dep, _origin("binaries", dep.label))
+            more, more_inputs = _runfiles_entries(ctx, state, d, dep, origin("binaries", dep.label))
             entries += more
             inputs += more_inputs
 
@@ -130,16 +131,16 @@ def _image_layer_impl(ctx):
         d = normalize_dest(target, "symlinks", link)
         if not link_target:
             fail("%s: attribute 'symlinks': %r: the link target is empty" % (target, link))
-        entries.append({"kind": "symlink", "dest": d, "target": link_target, "origin": _origin("symlinks", ctx.label)})
+        entries.append({"kind": "symlink", "dest": d, "target": link_target, "origin": origin("symlinks", ctx.label)})
 
     for dest in ctx.attr.empty_dirs:
         d = normalize_dest(target, "empty_dirs", dest)
-        entries.append({"kind": "dir", "dest": d, "origin": _origin("empty_dirs", ctx.label)})
+        entries.append({"kind": "dir", "dest": d, "origin": origin("empty_dirs", ctx.label)})
 
     tar_dest = normalize_dest_or_root(target, "tars_prefix", ctx.attr.tars_prefix)
     for dep in ctx.attr.tars:
         for f in dep[DefaultInfo].files.to_list():
-            entries.append({"kind": "tar", "dest": tar_dest, "src": f.path, "origin": _origin("tars", dep.label)})
+            entries.append({"kind": "tar", "dest": tar_dest, "src": f.path, "origin": origin("tars", dep.label)})
             inputs.append(f)
 
     overrides = {}
@@ -151,6 +152,24 @@ def _image_layer_impl(ctx):
         uid, gid = parse_owner(target, "owners", path, owner)
         overrides.setdefault(d, {}).update({"uid": uid, "gid": gid})
 
+    return write_layer(ctx, entries, inputs, overrides)
+
+def write_layer(ctx, entries, inputs, overrides = {}):
+    """Runs the layer tool on `entries` (see python_tools/layer.py) and returns the providers.
+
+    For rules whose attributes include LAYER_ATTRS (compression, compression_level, mtime, mode,
+    dir_mode, uid, gid and the tool): image_layer, and the runfiles layers of runfiles_layers.bzl.
+
+    Args:
+      ctx: the rule context.
+      entries: layer manifest entries (file_entry() and the other kinds of layer.py).
+      inputs: the Files the entries read.
+      overrides: {layer path: {"mode"|"uid"|"gid": value}}.
+
+    Returns:
+      [DefaultInfo, LayerInfo, OutputGroupInfo(listing)].
+    """
+    target = str(ctx.label)
     if ctx.attr.uid < 0 or ctx.attr.gid < 0:
         fail("%s: attribute 'uid'/'gid': %d/%d: must be >= 0" % (target, ctx.attr.uid, ctx.attr.gid))
     if ctx.attr.mtime < 0:
@@ -186,7 +205,7 @@ def _image_layer_impl(ctx):
     descriptor = ctx.actions.declare_file(ctx.label.name + ".layer.json")
     listing = ctx.actions.declare_file(ctx.label.name + ".listing.json")
 
-    args = ctx.actions.args()
+    args = worker_args(ctx)
     args.add("--manifest", manifest_file)
     args.add("--output", blob)
     args.add("--descriptor", descriptor)
@@ -198,6 +217,7 @@ def _image_layer_impl(ctx):
         outputs = [blob, descriptor, listing],
         mnemonic = "ShikoLayer",
         progress_message = "Writing image layer %s (%s)" % (ctx.label, compression),
+        execution_requirements = WORKER_REQUIREMENTS,
     )
 
     return [
@@ -212,10 +232,48 @@ def _image_layer_impl(ctx):
         OutputGroupInfo(listing = depset([listing])),
     ]
 
+# The attributes write_layer() reads: how the layer is written (not what goes in it).
+LAYER_ATTRS = {
+    "mode": attr.string(
+        doc = "Default mode of files, e.g. \"0644\". Default: 0755 for executables, 0644 otherwise.",
+    ),
+    "dir_mode": attr.string(
+        default = "0755",
+        doc = "Default mode of directories.",
+    ),
+    "uid": attr.int(
+        default = 0,
+        doc = "Default owner uid of every member.",
+    ),
+    "gid": attr.int(
+        default = 0,
+        doc = "Default owner gid of every member.",
+    ),
+    "mtime": attr.int(
+        default = 0,
+        doc = "Modification time (seconds since the epoch) of every member.",
+    ),
+    "compression": attr.string(
+        default = "gzip",
+        values = ["gzip", "zstd", "none"],
+        doc = "Blob compression: gzip (ISA-L), zstd or none. Layer digests depend on it.",
+    ),
+    "compression_level": attr.int(
+        default = -1,
+        doc = "Compression level: gzip 0..3 (ISA-L, default 1), zstd 1..19 (default 3). -1 means the default.",
+    ),
+    "_layer_tool": attr.label(
+        default = "//python_tools:layer",
+        executable = True,
+        cfg = "exec",
+        doc = "The layer writer.",
+    ),
+}
+
 image_layer_rule = rule(
     implementation = _image_layer_impl,
     doc = "One reproducible image layer. Use the `image_layer` macro (it takes `files` as {dest: label}).",
-    attrs = {
+    attrs = dict(LAYER_ATTRS, **{
         "files": attr.label_keyed_string_dict(
             allow_files = True,
             doc = "Label -> JSON list of destinations (the macro inverts {dest: label}). Each label gives one file or directory.",
@@ -249,47 +307,13 @@ image_layer_rule = rule(
             default = "/",
             doc = "Directory in the image that the members of `tars` go under.",
         ),
-        "mode": attr.string(
-            doc = "Default mode of files, e.g. \"0644\". Default: 0755 for executables, 0644 otherwise.",
-        ),
-        "dir_mode": attr.string(
-            default = "0755",
-            doc = "Default mode of directories.",
-        ),
-        "uid": attr.int(
-            default = 0,
-            doc = "Default owner uid of every member.",
-        ),
-        "gid": attr.int(
-            default = 0,
-            doc = "Default owner gid of every member.",
-        ),
         "modes": attr.string_dict(
             doc = "Per-path mode, {\"/etc/secret\": \"0600\"}; the path must exist in the layer.",
         ),
         "owners": attr.string_dict(
             doc = "Per-path owner, {\"/data\": \"1000:1000\"}; the path must exist in the layer.",
         ),
-        "mtime": attr.int(
-            default = 0,
-            doc = "Modification time (seconds since the epoch) of every member.",
-        ),
-        "compression": attr.string(
-            default = "gzip",
-            values = ["gzip", "zstd", "none"],
-            doc = "Blob compression: gzip (ISA-L), zstd or none. Layer digests depend on it.",
-        ),
-        "compression_level": attr.int(
-            default = -1,
-            doc = "Compression level: gzip 0..3 (ISA-L, default 1), zstd 1..19 (default 3). -1 means the default.",
-        ),
-        "_layer_tool": attr.label(
-            default = "//python_tools:layer",
-            executable = True,
-            cfg = "exec",
-            doc = "The layer writer.",
-        ),
-    },
+    }),
 )
 
 def _invert(target_name, attr_name, mapping):

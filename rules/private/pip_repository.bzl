@@ -6,6 +6,8 @@ refer to the same labels in WORKSPACE and MODULE mode:
     @<name>//<normalized_name>        py_library of one package (e.g. @rules_shiko_pip//absl_py)
     @<name>//<normalized_name>:pkg    the same (alias)
     @<name>//:requirements.bzl        requirement("absl-py") -> "@<name>//absl_py"
+    @<name>//<normalized_name>:site-packages/<path>   any file of the unpacked wheel (exported,
+                                      e.g. a tool a wheel ships: protoc, a Go binary, ...)
 
 pip runs with the machine's own configuration (pip.conf, PIP_* variables): no index host is
 ever written in the repository. Every wheel is checked against the lock's hashes by pip
@@ -153,6 +155,9 @@ filegroup(
     name = "whl",
     srcs = ["{wheel}"],
 )
+
+# Every file of the wheel can be named directly, e.g. an executable it ships.
+exports_files(glob(["site-packages/**"], exclude = ["site-packages/**/* *"], allow_empty = True))
 """
 
 def _pip_lock_repository_impl(rctx):
@@ -254,34 +259,38 @@ def requirement(name):
     return "@{repo}//" + norm
 
 all_requirements = ["@{repo}//" + p for p in _PACKAGES]
-""".format(repo = rctx.name, packages = repr(sorted(versions.keys()))))
+""".format(repo = rctx.attr.apparent_name or rctx.name, packages = repr(sorted(versions.keys()))))
+
+PIP_LOCK_ATTRS = {
+    "requirements_lock": attr.label(
+        mandatory = True,
+        allow_single_file = True,
+        doc = "Lock file in pip's format: `name==version` with one or more `--hash=sha256:` per package.",
+    ),
+    "platforms": attr.string_list(
+        doc = "pip platform tags of the wheels to fetch (e.g. manylinux2014_aarch64). Default: the host's.",
+    ),
+    "python_version": attr.string(
+        default = "3.11",
+        doc = "Python version the wheels are for (CPython ABI cpXY, abi3 and pure wheels accepted).",
+    ),
+    "python_interpreter": attr.string(
+        doc = "Python with pip used to download (name on PATH or absolute path). Default: $SHIKO_PYTHON, python3.",
+    ),
+    "extra_pip_args": attr.string_list(
+        doc = "Extra arguments for `pip download` (index options belong in the machine's pip configuration).",
+    ),
+    "timeout": attr.int(
+        default = 600,
+        doc = "Seconds pip may take.",
+    ),
+}
 
 pip_lock_repository = repository_rule(
     implementation = _pip_lock_repository_impl,
     doc = "Fetches the wheels pinned (with hashes) in a requirements lock and makes one py_library per package.",
-    attrs = {
-        "requirements_lock": attr.label(
-            mandatory = True,
-            allow_single_file = True,
-            doc = "Lock file in pip's format: `name==version` with one or more `--hash=sha256:` per package.",
-        ),
-        "platforms": attr.string_list(
-            doc = "pip platform tags of the wheels to fetch (e.g. manylinux2014_aarch64). Default: the host's.",
-        ),
-        "python_version": attr.string(
-            default = "3.11",
-            doc = "Python version the wheels are for (CPython ABI cpXY, abi3 and pure wheels accepted).",
-        ),
-        "python_interpreter": attr.string(
-            doc = "Python with pip used to download (name on PATH or absolute path). Default: $SHIKO_PYTHON, python3.",
-        ),
-        "extra_pip_args": attr.string_list(
-            doc = "Extra arguments for `pip download` (index options belong in the machine's pip configuration).",
-        ),
-        "timeout": attr.int(
-            default = 600,
-            doc = "Seconds pip may take.",
-        ),
-    },
+    attrs = dict(PIP_LOCK_ATTRS, apparent_name = attr.string(
+        doc = "The name users refer to (module extensions give the repository a longer canonical name); default: the repository's name.",
+    )),
     environ = _PIP_ENV,
 )

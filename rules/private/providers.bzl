@@ -28,3 +28,19 @@ StampSettingInfo = provider(
     doc = "Whether the build runs with --stamp.",
     fields = {"value": "bool"},
 )
+
+PyMainInfo = provider(
+    doc = "What a py_binary runs, read from its attributes by py_image's aspect.",
+    fields = {
+        "main": "File: the main .py file (None when `main_module` is set).",
+        "main_module": "string: the module run as `python -m <module>` (rules_python's main_module), or \"\".",
+        "args": "list of strings: the binary's own `args` attribute, as written.",
+    },
+)
+
+ExecutablesInfo = provider(
+    doc = "The executables of a target and everything it depends on (runfiles_layers' aspect): generated files not in it are data, stored 0644 instead of Bazel's 0555.",
+    fields = {
+        "files": "depset of File: files that are some target's executable.",
+    },
+)

@@ -102,6 +102,7 @@ class FaultProxy(object):
         self.lock = threading.Lock()
         self.requests = []  # (method, path, status or "reset"/"status")
         self.upload_bytes = 0  # request body bytes forwarded to .../blobs/uploads/...
+        self.manifest_bytes = 0  # request body bytes of manifest PUTs (.../manifests/<ref>)
         self.injected = 0
         self._sock = None
         self._threads = []
@@ -121,6 +122,7 @@ class FaultProxy(object):
         with self.lock:
             self.requests = []
             self.upload_bytes = 0
+            self.manifest_bytes = 0
             self.injected = 0
 
     def __enter__(self):
@@ -224,6 +226,9 @@ class FaultProxy(object):
                 if uploading:
                     with self.lock:
                         self.upload_bytes += sent
+                elif method == "PUT" and "/manifests/" in path:
+                    with self.lock:
+                        self.manifest_bytes += sent
                 if limit is not None:
                     with self.lock:
                         self.requests.append((method, path, "reset"))

@@ -259,13 +259,21 @@ class Registry(_Service):
     name = "registry"
     start_timeout = 20.0
 
-    def __init__(self, **kw):
+    def __init__(self, http_config="", config="", **kw):
+        """http_config: YAML lines added under `http:` (e.g. tls); config: top-level YAML (e.g. auth)."""
         super().__init__(**kw)
         self.port = None
+        self.http_config = http_config
+        self.extra_config = config
 
     @property
     def host(self):
         return "127.0.0.1:%d" % self.port
+
+    @property
+    def storage(self):
+        """The registry's storage root (blobs live under docker/registry/v2/blobs/sha256/)."""
+        return os.path.join(self.dir, "storage")
 
     @property
     def url(self):
@@ -284,6 +292,8 @@ class Registry(_Service):
                     "  filesystem:\n    rootdirectory: %s\n"
                     "  delete:\n    enabled: true\n"
                     "http:\n  addr: 127.0.0.1:0\n  secret: shiko-e2e-secret\n" % storage)
+            f.write(self.http_config)
+            f.write(self.extra_config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         self._spawn([DOCKER_REGISTRY, "serve", config], env=env)
 

@@ -16,44 +16,17 @@ touches the checkout's own bazel-* symlinks or output base.
 import hashlib
 import json
 import os
-import shutil
 import stat
-import subprocess
 import tempfile
 import time
 
-import pytest
-
+from checkout import checkout_files, remove_tree, snapshot
 from conftest import Bazel
 
-QUERY = 'kind("^image_rule rule$", //examples/...)'
+# Every image: `image` targets (and the distroless bases) and `py_image` targets.
+QUERY = 'kind("^(py_)?image_rule rule$", //examples/...)'
 # A time no checkout has: 2004-02-29 12:34:56 UTC.
 TOUCHED_MTIME = 1078058096
-
-
-def _checkout_files(repo_root):
-    res = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=repo_root,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
-    if res.returncode != 0:
-        pytest.fail("git ls-files failed in %s: %s" % (repo_root, res.stderr.decode()),
-                    pytrace=False)
-    names = sorted(set(n for n in res.stdout.decode().split("\0") if n))
-    # Tracked files deleted in the work tree are listed by -c too: skip them.
-    return [n for n in names if os.path.lexists(os.path.join(repo_root, n))]
-
-
-def _snapshot(repo_root, files, dest):
-    """Copy the listed files keeping modes and mtimes (symlinks stay symlinks)."""
-    for name in files:
-        src = os.path.join(repo_root, name)
-        dst = os.path.join(dest, name)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if os.path.islink(src):
-            os.symlink(os.readlink(src), dst)
-        else:
-            shutil.copy2(src, dst)
-    # Some sources are read-only (e.g. third_party shims): keep that, but let us write dirs.
-    os.chmod(dest, 0o755)
 
 
 def _copy_elsewhere(src_root, files, dest, umask, mtime):
@@ -82,27 +55,6 @@ def _copy_elsewhere(src_root, files, dest, umask, mtime):
                 os.utime(p, (mtime, mtime))
     for root, dirs, names in os.walk(dest, topdown=False):
         os.utime(root, (mtime, mtime))
-
-
-def _chmod_writable_and_remove(path):
-    if not os.path.lexists(path):
-        return
-    for root, dirs, files in os.walk(path):
-        for d in dirs:
-            p = os.path.join(root, d)
-            if not os.path.islink(p):
-                try:
-                    os.chmod(p, os.stat(p).st_mode | stat.S_IRWXU)
-                except OSError:
-                    pass
-    try:
-        os.chmod(path, 0o700)
-    except OSError:
-        pass
-    shutil.rmtree(path, ignore_errors=True)
-    if os.path.lexists(path):
-        subprocess.run(["chmod", "-R", "u+w", path], check=False)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _umask_preexec(mask):
@@ -175,9 +127,9 @@ def test_every_example_image_is_reproducible(repo_root):
     ob2 = os.path.join(work, "ob2")
     servers = []
     try:
-        files = _checkout_files(repo_root)
+        files = checkout_files(repo_root)
         assert "WORKSPACE" in files and "bazelw" in files, "odd checkout: %s" % files[:20]
-        _snapshot(repo_root, files, tree_a)
+        snapshot(repo_root, files, tree_a)
         _copy_elsewhere(tree_a, files, tree_b, umask=0o077, mtime=TOUCHED_MTIME)
 
         results = {}
@@ -225,4 +177,4 @@ def test_every_example_image_is_reproducible(repo_root):
     finally:
         for bazel, startup in servers:
             bazel("shutdown", startup=startup, check=False, timeout=120)
-        _chmod_writable_and_remove(work)
+        remove_tree(work)

@@ -1,0 +1,139 @@
+"""Unit tests of python_tools/worker.py: the proto worker protocol against a real tool process."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from python_tools import worker
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def request(args, request_id=0):
+    """A WorkRequest, encoded by hand (field 1: arguments, field 3: request_id)."""
+    out = b""
+    for a in args:
+        data = a.encode()
+        out += b"\x0a" + worker.encode_varint(len(data)) + data
+    if request_id:
+        out += b"\x18" + worker.encode_varint(request_id)
+    return worker.encode_varint(len(out)) + out
+
+
+def parse_response(data):
+    """{exit_code, output, request_id} of one WorkResponse payload."""
+    res = {"exit_code": 0, "output": "", "request_id": 0}
+    pos = 0
+    while pos < len(data):
+        key, pos = worker._decode_varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = worker._decode_varint(data, pos)
+            res[{1: "exit_code", 3: "request_id"}[field]] = value
+        else:
+            n, pos = worker._decode_varint(data, pos)
+            res["output"] = data[pos:pos + n].decode()
+            pos += n
+    return res
+
+
+def test_varints_round_trip():
+    for v in (0, 1, 127, 128, 300, 2 ** 31 - 1, 2 ** 40):
+        enc = worker.encode_varint(v)
+        assert worker._decode_varint(enc, 0) == (v, len(enc))
+        assert worker._read_varint(io.BytesIO(enc)) == v
+    assert worker.encode_varint(300) == b"\xac\x02"
+    assert worker._read_varint(io.BytesIO(b"")) is None
+    with pytest.raises(EOFError):
+        worker._read_varint(io.BytesIO(b"\x80"))
+
+
+def test_parse_request_skips_unknown_fields():
+    # arguments "a", "bc"; inputs (field 2, a nested message) skipped; request_id 7; verbosity 5.
+    body = (b"\x0a\x01a" + b"\x0a\x02bc" + b"\x12\x04\x0a\x02xy" + b"\x18\x07" + b"\x28\x05")
+    req = worker.parse_work_request(body)
+    assert req == {"arguments": ["a", "bc"], "request_id": 7, "cancel": False}
+
+
+def test_response_encoding():
+    assert worker.encode_work_response(0, "", 0) == b""
+    assert parse_response(worker.encode_work_response(1, "ERROR: x\n", 5)) == {
+        "exit_code": 1, "output": "ERROR: x\n", "request_id": 5}
+
+
+def test_expand_params(tmp_path):
+    p = tmp_path / "params"
+    p.write_text("--manifest\nm.json\n--output=o\n")
+    assert worker.expand_params(["@" + str(p), "--x"]) == ["--manifest", "m.json", "--output=o", "--x"]
+
+
+def _layer_manifest(tmp_path, name, content, bad=False):
+    src = tmp_path / (name + ".txt")
+    src.write_bytes(content)
+    m = {
+        "target": "//pkg:" + name,
+        "compression": "none",
+        "compression_level": None,
+        "mtime": 0,
+        "defaults": {"file_mode": None, "dir_mode": "0755", "uid": 0, "gid": 0},
+        "overrides": {},
+        "entries": [{"kind": "file", "dest": "../escape" if bad else "data/" + name,
+                     "src": str(src), "origin": {"attr": "files", "label": "//x:src"}}],
+    }
+    path = tmp_path / (name + ".json")
+    path.write_text(json.dumps(m))
+    return str(path)
+
+
+def test_layer_tool_as_a_persistent_worker(tmp_path):
+    """Three requests to one process: two layers (one from a params file) and one bad input."""
+    good = _layer_manifest(tmp_path, "a", b"hello\n")
+    other = _layer_manifest(tmp_path, "b", b"other\n")
+    bad = _layer_manifest(tmp_path, "c", b"x", bad=True)
+    params = tmp_path / "b.params"
+    params.write_text("--manifest\n%s\n--output\n%s\n--descriptor\n%s\n" % (
+        other, tmp_path / "b.tar", tmp_path / "b.layer.json"))
+    reqs = (
+        request(["--manifest", good, "--output", str(tmp_path / "a.tar"),
+                 "--descriptor", str(tmp_path / "a.layer.json")], 1)
+        + request(["@" + str(params)], 2)
+        + request(["--manifest", bad, "--output", str(tmp_path / "c.tar"),
+                   "--descriptor", str(tmp_path / "c.layer.json")], 3)
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-m", "python_tools.layer", "--persistent_worker"],
+                          cwd=REPO, env=env, input=reqs, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    stream = io.BytesIO(proc.stdout)
+    responses = []
+    while True:
+        msg = worker.read_message(stream)
+        if msg is None:
+            break
+        responses.append(parse_response(msg))
+    assert [r["request_id"] for r in responses] == [1, 2, 3]
+    assert responses[0]["exit_code"] == 0 and responses[1]["exit_code"] == 0, responses
+    assert responses[2]["exit_code"] == 1
+    assert responses[2]["output"].startswith("ERROR: //pkg:c: attribute 'files': '/../escape'"), responses[2]
+    assert len(responses[2]["output"].strip().splitlines()) == 1, responses[2]
+    for name, content in (("a", b"hello\n"), ("b", b"other\n")):
+        desc = json.loads((tmp_path / (name + ".layer.json")).read_text())
+        assert desc["mediaType"] == "application/vnd.oci.image.layer.v1.tar"
+        assert content in (tmp_path / (name + ".tar")).read_bytes()
+    assert not (tmp_path / "c.tar").exists() and not (tmp_path / "c.layer.json").exists()
+
+
+def test_params_file_outside_a_worker_runs_once(tmp_path):
+    good = _layer_manifest(tmp_path, "d", b"once\n")
+    params = tmp_path / "d.params"
+    params.write_text("--manifest\n%s\n--output\n%s\n--descriptor\n%s\n" % (
+        good, tmp_path / "d.tar", tmp_path / "d.layer.json"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    subprocess.run([sys.executable, "-m", "python_tools.layer", "@" + str(params)], cwd=REPO,
+                   env=env, check=True, timeout=120)
+    assert b"once\n" in (tmp_path / "d.tar").read_bytes()

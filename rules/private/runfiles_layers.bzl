@@ -1,0 +1,278 @@
+"""runfiles_layers: any binary's runfiles tree as image layers ordered by change rate.
+
+The general rule, for a binary in any language (py_image is the Python front end):
+
+  Every file of the binary's runfiles tree lands in exactly one layer, at
+  `<root>/<repository>/<path>` (the runfiles layout: `<root>/<workspace>/pkg/file` for the
+  main repository, `<root>/<repo>/...` for external ones; never a legacy `external/` copy), as
+  a real file. Which layer is decided by the file's runfiles path, in this order:
+
+    1. `split` layers, one per label given, in the order given: the files of that label's
+       repository whose path is in the label's package or below (`@pip//protobuf` takes the
+       whole unpacked protobuf wheel; a label in a repository's root package takes the whole
+       repository; `//app/static:all` takes the generated and source files of that package);
+    2. the third-party layer: every other file of an external repository (pinned wheels,
+       runtime libraries, `@bazel_tools` helpers);
+    3. the first-party layer: the main repository's files (sources, generated code, data)
+       and the runfiles root's own files (`_repo_mapping`).
+
+  Excluded: the binary's own launcher (the executable; the image runs the program another
+  way, e.g. with the base's interpreter) and the files of `exclude` (py_image excludes the
+  Python toolchain's runtime files, which must come from the base image).
+
+So layers go from rarely changing (heavy dependencies, then all pinned dependencies) to often
+changing (your code), and a code edit rebuilds, and re-pushes, one small layer.
+"""
+
+load(":layer.bzl", "LAYER_ATTRS", "file_entry", "origin", "write_layer")
+load(":paths.bzl", "join_dest", "normalize_dest")
+load(":providers.bzl", "ExecutablesInfo")
+
+FIRST_PARTY = "first_party"
+THIRD_PARTY = "third_party"
+
+_PY_TOOLCHAIN = "@bazel_tools//tools/python:toolchain_type"
+
+def _executables_aspect_impl(target, ctx):
+    direct = []
+    exe = target[DefaultInfo].files_to_run.executable
+    if exe != None:
+        direct.append(exe)
+    transitive = []
+    for name in dir(ctx.rule.attr):
+        value = getattr(ctx.rule.attr, name)
+        kind = type(value)
+        if kind == "Target":
+            values = [value]
+        elif kind == "list":
+            values = value
+        elif kind == "dict":
+            values = list(value.keys()) + list(value.values())
+        else:
+            continue
+        for v in values:
+            if type(v) == "Target" and ExecutablesInfo in v:
+                transitive.append(v[ExecutablesInfo].files)
+    return [ExecutablesInfo(files = depset(direct, transitive = transitive))]
+
+# Which generated files are programs: Bazel writes every output 0555, so the layer gives 0755
+# only to files that are some target's executable and 0644 to other generated files (source
+# files keep their own executable bit).
+executables_aspect = aspect(
+    implementation = _executables_aspect_impl,
+    doc = "Collects the executables of a target and of everything it depends on.",
+    attr_aspects = ["*"],
+)
+
+def _executable_hint(f, executables):
+    if f.is_source or f.is_directory:
+        return None
+    return f.path in executables
+
+def runfiles_path(ctx, short_path):
+    """The path below the runfiles root of a File's short_path (or a runfiles-relative name)."""
+    if short_path.startswith("../"):
+        return short_path[3:]
+    return ctx.workspace_name + "/" + short_path
+
+def _split_keys(ctx):
+    keys = []
+    for t in ctx.attr.split:
+        repo = t.label.workspace_name or ctx.workspace_name
+        keys.append((repo, t.label.package))
+    return keys
+
+def classify(ctx, rpath, split_keys):
+    """The group of one runfiles path: "split:<i>", THIRD_PARTY or FIRST_PARTY."""
+    if "/" not in rpath:
+        return FIRST_PARTY  # files of the runfiles root itself (_repo_mapping)
+    repo, rest = rpath.split("/", 1)
+    for i, key in enumerate(split_keys):
+        if repo == key[0] and (key[1] == "" or rest == key[1] or rest.startswith(key[1] + "/")):
+            return "split:%d" % i
+    if repo == ctx.workspace_name:
+        return FIRST_PARTY
+    return THIRD_PARTY
+
+def _excluded_paths(ctx, binary):
+    excluded = {}
+    exe = binary[DefaultInfo].files_to_run.executable
+    if exe != None:
+        excluded[exe.path] = True
+    for t in ctx.attr.exclude:
+        for f in t[DefaultInfo].files.to_list():
+            excluded[f.path] = True
+        for f in t[DefaultInfo].default_runfiles.files.to_list():
+            excluded[f.path] = True
+    if ctx.attr._python:
+        runtime = getattr(ctx.toolchains[_PY_TOOLCHAIN], "py3_runtime", None)
+        if runtime != None:
+            if runtime.interpreter != None:
+                excluded[runtime.interpreter.path] = True
+            if runtime.files != None:
+                for f in runtime.files.to_list():
+                    excluded[f.path] = True
+    return excluded
+
+def runfiles_entries(ctx, binary, group, root):
+    """(entries, inputs) of the files of `binary`'s runfiles that belong to `group`."""
+    info = binary[DefaultInfo]
+    runfiles = info.default_runfiles
+    keys = _split_keys(ctx)
+    excluded = _excluded_paths(ctx, binary)
+    executables = {}
+    if ExecutablesInfo in binary:
+        for f in binary[ExecutablesInfo].files.to_list():
+            executables[f.path] = True
+    o = origin("binary", binary.label)
+    entries = []
+    inputs = []
+
+    empties = []
+    for f in runfiles.files.to_list():
+        if f.path in excluded:
+            continue
+        rpath = runfiles_path(ctx, f.short_path)
+        if classify(ctx, rpath, keys) == group:
+            entries.append(file_entry(join_dest(root, rpath), f, o, _executable_hint(f, executables)))
+            inputs.append(f)
+    for s in runfiles.symlinks.to_list():
+        rpath = ctx.workspace_name + "/" + s.path
+        if s.target_file.path not in excluded and classify(ctx, rpath, keys) == group:
+            entries.append(file_entry(join_dest(root, rpath), s.target_file, o, _executable_hint(s.target_file, executables)))
+            inputs.append(s.target_file)
+    for s in runfiles.root_symlinks.to_list():
+        if s.target_file.path not in excluded and classify(ctx, s.path, keys) == group:
+            entries.append(file_entry(join_dest(root, s.path), s.target_file, o, _executable_hint(s.target_file, executables)))
+            inputs.append(s.target_file)
+    for p in runfiles.empty_filenames.to_list():
+        # Bazel's empty __init__.py files (py_binary's legacy_create_init).
+        rpath = runfiles_path(ctx, p)
+        if classify(ctx, rpath, keys) == group:
+            empties.append(rpath)
+    if empties:
+        empty = ctx.actions.declare_file(ctx.label.name + ".empty_file")
+        ctx.actions.write(empty, "")
+        inputs.append(empty)
+        for rpath in empties:
+            entries.append(file_entry(join_dest(root, rpath), empty, o, False))
+    repo_mapping = getattr(info.files_to_run, "repo_mapping_manifest", None)
+    if repo_mapping != None and group == FIRST_PARTY:
+        entries.append(file_entry(join_dest(root, "_repo_mapping"), repo_mapping, o))
+        inputs.append(repo_mapping)
+    return entries, inputs
+
+def _runfiles_layer_impl(ctx):
+    target = str(ctx.label)
+    binary = ctx.attr.binary
+    if binary[DefaultInfo].files_to_run.executable == None:
+        fail("%s: attribute 'binary': %r: is not an executable target" % (target, str(binary.label)))
+    group = ctx.attr.group
+    if group not in (FIRST_PARTY, THIRD_PARTY):
+        if not group.startswith("split:") or not group[len("split:"):].isdigit():
+            fail("%s: attribute 'group': %r: must be first_party, third_party or split:<index>" % (target, group))
+        if int(group[len("split:"):]) >= len(ctx.attr.split):
+            fail("%s: attribute 'group': %r: there are only %d split labels" % (target, group, len(ctx.attr.split)))
+    root = normalize_dest(target, "root", ctx.attr.root)
+    entries, inputs = runfiles_entries(ctx, binary, group, root)
+    return write_layer(ctx, entries, inputs)
+
+_RUNFILES_LAYER_ATTRS = dict(LAYER_ATTRS, **{
+    "binary": attr.label(
+        mandatory = True,
+        aspects = [executables_aspect],
+        doc = "The executable target whose runfiles tree is laid out (any language).",
+    ),
+    "group": attr.string(
+        default = FIRST_PARTY,
+        doc = "Which files go in this layer: \"first_party\" (the main repository), \"third_party\" (external repositories not split off) or \"split:<i>\" (the files of the i-th `split` label).",
+    ),
+    "split": attr.label_list(
+        doc = "Labels whose package (and below, in their repository) get layers of their own; the same list for every layer of one binary.",
+    ),
+    "exclude": attr.label_list(
+        allow_files = True,
+        doc = "Targets whose files (and runfiles) are left out of every layer, e.g. a runtime the base image provides.",
+    ),
+    "root": attr.string(
+        default = "/app",
+        doc = "Directory in the image that holds the runfiles tree (`<root>/<workspace>/...`, `<root>/<repo>/...`).",
+    ),
+})
+
+runfiles_layer = rule(
+    implementation = _runfiles_layer_impl,
+    doc = "One layer of a binary's runfiles tree: the first-party, third-party or one split group. Use the `runfiles_layers` macro.",
+    attrs = dict(_RUNFILES_LAYER_ATTRS, _python = attr.bool(
+        default = False,
+        doc = "Internal: False (this rule does not exclude a Python runtime).",
+    )),
+)
+
+py_runfiles_layer = rule(
+    implementation = _runfiles_layer_impl,
+    doc = "runfiles_layer for a py_binary: also leaves out the Python toolchain's runtime files (the image's base provides Python).",
+    attrs = dict(_RUNFILES_LAYER_ATTRS, _python = attr.bool(
+        default = True,
+        doc = "Internal: True (exclude the resolved Python toolchain's runtime files).",
+    )),
+    toolchains = [_PY_TOOLCHAIN],
+)
+
+def _layer_suffix(label, index, used):
+    """A readable, unique target-name suffix for a split label: `@pip//protobuf` -> protobuf."""
+    s = str(label)
+    tail = s.split("//", 1)[-1]
+    if ":" in tail:
+        pkg, name = tail.split(":", 1)
+    else:
+        pkg, name = tail, tail.split("/")[-1]
+    if not name or name in ("all", "pkg", "__pkg__", "__subpackages__"):
+        name = pkg.split("/")[-1] or s.split("//")[0].lstrip("@") or "root"
+    out = ""
+    for c in name.elems():
+        out += c if (c.isalnum() or c == "_") else "_"
+    if out in used:
+        out = "%s_%d" % (out, index)
+    used[out] = True
+    return out
+
+def runfiles_layers(name, binary, split = [], root = "/app", exclude = [], python = False, **kwargs):
+    """Layers of a binary's runfiles tree, ordered by change rate; returns their labels.
+
+    Creates `<name>_<split name>` (one per `split` label, in order), `<name>_deps` (third party)
+    and `<name>_app` (first party); pass the returned list to `image(layers = ...)`. See the
+    module docstring for which file goes where.
+
+    Args:
+      name: prefix of the layer targets.
+      binary: the executable target (any language) whose runfiles are laid out under `root`.
+      split: labels whose package (and below) get a layer of their own, below the deps layer,
+        e.g. ["@pip//torch"]. A label in a repository's root package splits the whole repository.
+      root: directory of the runfiles tree in the image (default /app).
+      exclude: targets whose files are left out (provided by the base image).
+      python: leave out the Python toolchain's runtime files (py_image sets it).
+      **kwargs: layer attributes (compression, compression_level, mode, dir_mode, uid, gid,
+        mtime) and common ones (tags, visibility, testonly).
+
+    Returns:
+      The labels of the created layers, bottom first.
+    """
+    layer_rule = py_runfiles_layer if python else runfiles_layer
+    used = {"deps": True, "app": True}
+    groups = []
+    for i, label in enumerate(split):
+        groups.append(("%s_%s" % (name, _layer_suffix(label, i, used)), "split:%d" % i))
+    groups.append((name + "_deps", THIRD_PARTY))
+    groups.append((name + "_app", FIRST_PARTY))
+    for target_name, group in groups:
+        layer_rule(
+            name = target_name,
+            binary = binary,
+            group = group,
+            split = split,
+            exclude = exclude,
+            root = root,
+            **kwargs
+        )
+    return [":" + n for n, _ in groups]

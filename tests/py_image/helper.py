@@ -1,0 +1,1 @@
+"""Analysis-test subject: a program in the app's data (never run)."""

@@ -1,0 +1,2 @@
+"""Analysis-test subject of py_image (never run)."""
+VALUE = 1
