@@ -1,0 +1,38 @@
+"""Macros declaring rules_shiko's Python tools and their pytest suites (python_tools/BUILD)."""
+
+load("@rules_python//python:defs.bzl", "py_binary", "py_library", "py_test")
+
+def tool(name, srcs = None, deps = [], binary = True):
+    """A tool module: `<name>_lib` (py_library) and, with binary, the `<name>` CLI (py_binary).
+
+    The repository root goes on sys.path (imports = [".."]) so `import python_tools.x` works
+    whether rules_shiko is the main repository or an external one.
+    """
+    py_library(
+        name = name + "_lib",
+        srcs = srcs or [name + ".py"],
+        imports = [".."],
+        deps = deps,
+    )
+    if binary:
+        py_binary(
+            name = name,
+            srcs = [name + ".py"],
+            main = name + ".py",
+            python_version = "PY3",
+            deps = [":%s_lib" % name],
+        )
+
+def tool_test(name, deps, srcs = [], tags = [], size = "medium"):
+    """`test_<name>`: pytest on tests/test_<name>.py (plus helper `srcs`), run by `bazel test`."""
+    main_src = "tests/test_%s.py" % name
+    py_test(
+        name = "test_" + name,
+        size = size,
+        srcs = ["tests/pytest_main.py", main_src] + srcs,
+        args = ["$(location %s)" % main_src],
+        main = "tests/pytest_main.py",
+        python_version = "PY3",
+        tags = tags,
+        deps = deps + ["@rules_shiko_pip//pytest"],
+    )
