@@ -24,10 +24,12 @@ def tool(name, srcs = None, deps = [], binary = True):
         )
 
 def tool_test(name, deps, srcs = [], tags = [], size = "medium"):
-    """`test_<name>`: pytest on tests/test_<name>.py (plus helper `srcs`), run by `bazel test`."""
-    main_src = "tests/test_%s.py" % name
+    """`test_<x>`: pytest on tests/test_<x>.py (plus helper `srcs`), run by `bazel test`."""
+    if not name.startswith("test_"):
+        fail("tool_test %r: the name must be test_<module>" % name)
+    main_src = "tests/%s.py" % name
     py_test(
-        name = "test_" + name,
+        name = name,
         size = size,
         srcs = ["tests/pytest_main.py", main_src] + srcs,
         args = ["$(location %s)" % main_src],

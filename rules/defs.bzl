@@ -22,6 +22,7 @@
 - ImageInfo, LayerInfo: providers, for rules built on top.
 """
 
+load("//rules/private:assets.bzl", _hashed_assets = "hashed_assets")
 load("//rules/private:deb.bzl", _deb_layer = "deb_layer", _distroless_base = "distroless_base")
 load("//rules/private:deb_lock.bzl", _deb_lock = "deb_lock")
 load("//rules/private:image.bzl", _image = "image")
@@ -30,7 +31,6 @@ load("//rules/private:layer.bzl", _image_layer = "image_layer")
 load("//rules/private:load.bzl", _image_load = "image_load")
 load("//rules/private:providers.bzl", _ImageInfo = "ImageInfo", _LayerInfo = "LayerInfo")
 load("//rules/private:push.bzl", _image_push = "image_push")
-load("//rules/private:assets.bzl", _hashed_assets = "hashed_assets")
 load("//rules/private:py_image.bzl", _py_image = "py_image")
 load("//rules/private:py_proto.bzl", _py_proto_compile = "py_proto_compile")
 load("//rules/private:runfiles_layers.bzl", _runfiles_layers = "runfiles_layers")

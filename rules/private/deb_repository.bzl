@@ -51,8 +51,15 @@ def _archive_urls(rctx, suites):
         else:
             missing.append(s)
     if missing:
-        args = [_find_python(rctx), str(rctx.path(_TOOL)), "sources", "--apt_dir", rctx.attr.apt_dir,
-                "--target", "@" + _label_name(rctx)]
+        args = [
+            _find_python(rctx),
+            str(rctx.path(_TOOL)),
+            "sources",
+            "--apt_dir",
+            rctx.attr.apt_dir,
+            "--target",
+            "@" + _label_name(rctx),
+        ]
         for s in missing:
             args += ["--suite", s]
         res = rctx.execute(args, quiet = True, timeout = 60)
@@ -89,8 +96,16 @@ def _fetch(rctx, name, entry, arch, urls, output):
         fail(("@%s: package '%s' %s (%s): sha256 mismatch: the archive serves %s, the lock says %s " +
               "(%s). The file is not the locked one: a tampered mirror, or a lock edited by hand. " +
               "Re-lock only if you trust the archive: %s") %
-             (name, entry["name"], entry["version"], arch, found["sha256"], entry["sha256"],
-              found.get("url", " or ".join(full)), _relock_hint(rctx)))
+             (
+                 name,
+                 entry["name"],
+                 entry["version"],
+                 arch,
+                 found["sha256"],
+                 entry["sha256"],
+                 found.get("url", " or ".join(full)),
+                 _relock_hint(rctx),
+             ))
     error = found.get("error", (probe.stderr or probe.stdout).strip())
     if "HTTP 404" in error or "HTTP 410" in error or "no such file" in error:
         fail(("@%s: package '%s' %s (%s) is no longer in the archive (%s): Debian removes " +
@@ -115,7 +130,6 @@ def _deb_repository_impl(rctx):
         "exports_files([\"lock.json\"])",
         "",
     ]
-    total = 0
     for arch in archs:
         if arch not in lock["architectures"]:
             fail("@%s: attribute 'architectures': %r: the lock has %s only" %
@@ -130,7 +144,6 @@ def _deb_repository_impl(rctx):
             out = "%s/%s.deb" % (arch, e["name"])
             _fetch(rctx, name, e, arch, urls[e["suite"]], out)
             files.append(out)
-            total += 1
         rctx.file(arch + "/packages.json", json.encode({
             "architecture": arch,
             "suites": suites,

@@ -8,7 +8,6 @@ _DRIVERS = ["auto", "docker", "podman", "none"]
 # How deep `base` chains of image targets are followed to name layers (Starlark has no recursion).
 _MAX_BASE_DEPTH = 64
 
-
 def _layer_labels(info):
     """Labels of the image's layers that came from image_layer targets, bottom first."""
     chain = []

@@ -1,7 +1,7 @@
 """image_load: `bazel run //pkg:name` streams an image into docker or podman."""
 
-load(":providers.bzl", "ImageInfo")
 load(":launcher.bzl", "runfile_arg", "write_launcher")
+load(":providers.bzl", "ImageInfo")
 load(":stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
 
 def _image_load_impl(ctx):

@@ -158,8 +158,15 @@ def _image_pull_impl(rctx):
         missing = [d for d in need if not _from_cache(rctx, d)]
         if missing:
             _fetch_missing(rctx, python, missing, [])
-        out, err = _tool(rctx, python, ["plan", "--layout", str(rctx.path(".")), "--digest", digest,
-                                        "--platform", platform])
+        out, err = _tool(rctx, python, [
+            "plan",
+            "--layout",
+            str(rctx.path(".")),
+            "--digest",
+            digest,
+            "--platform",
+            platform,
+        ])
         if err:
             fail("@%s: %s@%s: %s" % (name, image, digest, err))
         plan = json.decode(out)
@@ -174,9 +181,19 @@ def _image_pull_impl(rctx):
     if missing:
         _fetch_missing(rctx, python, [], missing)
 
-    _, err = _tool(rctx, python, ["finish", "--layout", str(rctx.path(".")), "--image", image,
-                                  "--digest", digest, "--manifest", plan["manifest"]["digest"],
-                                  "--platform", platform])
+    _, err = _tool(rctx, python, [
+        "finish",
+        "--layout",
+        str(rctx.path(".")),
+        "--image",
+        image,
+        "--digest",
+        digest,
+        "--manifest",
+        plan["manifest"]["digest"],
+        "--platform",
+        platform,
+    ])
     if err:
         fail("@%s: %s@%s: %s" % (name, image, digest, err))
 

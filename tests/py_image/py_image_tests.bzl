@@ -38,6 +38,7 @@ def _py_image_layer_test_impl(ctx):
         for name in ["app.py", "lib.py", "data.txt", "gen.txt", "helper.py", "helper"]:
             asserts.true(env, pkg + name in entries, "%s missing: %s" % (pkg + name, dests))
         asserts.false(env, pkg + "app" in entries, "the py_binary's own launcher is shipped")
+
         # Generated files: programs 0755, data 0644; source files keep their own bit (None).
         asserts.equals(env, True, entries[pkg + "helper"].get("executable"))
         asserts.equals(env, False, entries[pkg + "gen.txt"].get("executable"))
