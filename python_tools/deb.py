@@ -397,10 +397,6 @@ def write_tar(entries, output):
                     tf.addfile(ti, io.BytesIO(e.data))
 
 
-def _sha256(path):
-    return common.sha256_file(path)
-
-
 def packages_entries(manifest):
     """{path: Entry} of the manifest's packages, with status records and maintainer work."""
     target = manifest["target"]
@@ -419,7 +415,7 @@ def packages_entries(manifest):
         lock = locked.get(name)
         if lock is None:
             raise _err(target, "packages", name, "is not in the lock for %s" % arch)
-        got, size = _sha256(deb["src"])
+        got, size = common.sha256_file(deb["src"])
         if got != lock["sha256"]:
             raise _err(target, "packages", name,
                        "%s has sha256 %s (%d bytes), the lock says %s (%s): the file is not the "

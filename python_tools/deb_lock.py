@@ -383,18 +383,6 @@ def fetch(url, retries=3, timeout=120):
     raise DebError("cannot fetch %s" % last)
 
 
-def fetch_first(urls, path, **kw):
-    """Fetches `<url>/<path>` from the first of urls that has it; returns (bytes, full URL)."""
-    errors = []
-    for base in urls:
-        url = base + "/" + path
-        try:
-            return fetch(url, **kw), url
-        except NotFound as e:
-            errors.append(e)
-    raise errors[-1] if errors else NotFound(path)
-
-
 # --- signed Release files ----------------------------------------------------------------------
 
 def gpgv_verify(gpgv, keyring, signed, detached_sig=None):
