@@ -30,9 +30,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from python_tools import docker_archive  # noqa: E402
+from python_tools.shiko.oci import docker_archive  # noqa: E402
 from python_tools import image_test  # noqa: E402
-from python_tools import rootfs  # noqa: E402
+from python_tools.shiko.tar import rootfs  # noqa: E402
 from python_tools.tests import engines  # noqa: E402
 
 

@@ -70,7 +70,7 @@ from absl import app
 from absl import flags
 
 from python_tools import common
-from python_tools import oci_layout
+from python_tools.shiko.oci import layout as oci_layout
 from python_tools import worker
 
 FLAGS = flags.FLAGS

@@ -75,8 +75,8 @@ from absl import app
 from absl import flags
 
 from python_tools import common
-from python_tools import oci_layout
-from python_tools import rootfs
+from python_tools.shiko.oci import layout as oci_layout
+from python_tools.shiko.tar import rootfs
 
 FLAGS = flags.FLAGS
 
@@ -610,7 +610,7 @@ def check_command(command, outcome):
 
 
 def run_commands(image, spec, driver_name, tmp, log):
-    from python_tools import image_run
+    from python_tools.shiko.image_test import run as image_run
 
     try:
         driver = image_run.select(driver_name, image, tmp, log)

@@ -52,7 +52,7 @@ from absl import app
 from absl import flags
 
 from python_tools import common
-from python_tools import docker_archive
+from python_tools.shiko.oci import docker_archive
 
 FLAGS = flags.FLAGS
 

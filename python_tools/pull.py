@@ -31,7 +31,7 @@ import sys
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from python_tools import registry  # noqa: E402
+from python_tools.shiko.registry import client as registry  # noqa: E402
 
 INDEX_TYPES = (registry.OCI_INDEX, registry.DOCKER_LIST)
 MANIFEST_TYPES = (registry.OCI_MANIFEST, registry.DOCKER_MANIFEST)

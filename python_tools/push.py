@@ -37,8 +37,9 @@ from concurrent import futures
 
 from absl import app, flags
 
-from python_tools import common, registry
-from python_tools.oci_layout import DIGEST_RE, Layout
+from python_tools import common
+from python_tools.shiko.registry import client as registry
+from python_tools.shiko.oci.layout import DIGEST_RE, Layout
 
 FLAGS = flags.FLAGS
 

@@ -33,113 +33,13 @@ from absl import flags
 FLAGS = flags.FLAGS
 
 
-# --- Protobuf wire format (just what the worker protocol needs) ------------------------------
-
-
-def _read_varint(stream):
-    """Reads a varint from a binary stream; None at EOF before the first byte."""
-    shift = 0
-    result = 0
-    while True:
-        b = stream.read(1)
-        if not b:
-            if shift == 0:
-                return None
-            raise EOFError("truncated varint")
-        byte = b[0]
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _decode_varint(data, pos):
-    shift = 0
-    result = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def encode_varint(value):
-    if value < 0:
-        value += 1 << 64  # int32 negatives are sign-extended to 64 bits on the wire
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-def parse_work_request(data):
-    """Returns {"arguments": [str], "request_id": int, "cancel": bool} of a WorkRequest."""
-    req = {"arguments": [], "request_id": 0, "cancel": False}
-    pos = 0
-    while pos < len(data):
-        key, pos = _decode_varint(data, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _decode_varint(data, pos)
-            if field == 3:
-                req["request_id"] = value if value < (1 << 31) else value - (1 << 64)
-            elif field == 4:
-                req["cancel"] = bool(value)
-        elif wire == 2:
-            length, pos = _decode_varint(data, pos)
-            chunk = data[pos:pos + length]
-            if len(chunk) != length:
-                raise ValueError("truncated field %d" % field)
-            pos += length
-            if field == 1:
-                req["arguments"].append(chunk.decode("utf-8"))
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ValueError("unsupported wire type %d" % wire)
-    return req
-
-
-def encode_work_response(exit_code, output, request_id):
-    out = bytearray()
-    if exit_code:
-        out += encode_varint(1 << 3 | 0) + encode_varint(exit_code)
-    text = output.encode("utf-8")
-    if text:
-        out += encode_varint(2 << 3 | 2) + encode_varint(len(text)) + text
-    if request_id:
-        out += encode_varint(3 << 3 | 0) + encode_varint(request_id)
-    return bytes(out)
-
-
-def read_message(stream):
-    length = _read_varint(stream)
-    if length is None:
-        return None
-    data = stream.read(length)
-    if len(data) != length:
-        raise EOFError("truncated message")
-    return data
-
-
-def write_message(stream, payload):
-    stream.write(encode_varint(len(payload)) + payload)
-    stream.flush()
+from python_tools.shiko.worker import (  # noqa: F401  (the protocol lives there)
+    encode_varint,
+    encode_work_response,
+    parse_work_request,
+    read_message,
+    write_message,
+)
 
 
 # --- Running the tool --------------------------------------------------------------------------
@@ -195,20 +95,10 @@ def run_request(main, prog, args):
 
 
 def serve(main, prog, stdin=None, stdout=None):
-    """The worker loop: WorkRequests in, WorkResponses out, until stdin closes."""
-    stdin = stdin or sys.stdin.buffer
-    stdout = stdout or sys.stdout.buffer
-    # Nothing but responses may reach stdout: stray prints go to the worker's log (stderr).
-    sys.stdout = sys.stderr
-    while True:
-        data = read_message(stdin)
-        if data is None:
-            return
-        req = parse_work_request(data)
-        if req["cancel"]:
-            continue  # singleplex: a request is answered before the next is read
-        code, output = run_request(main, prog, req["arguments"])
-        write_message(stdout, encode_work_response(code, output, req["request_id"]))
+    """The worker loop for absl tools (see shiko/worker.py)."""
+    from python_tools.shiko import worker as protocol
+
+    protocol.serve(lambda args: run_request(main, prog, args), stdin, stdout)
 
 
 def run(main, argv=None):

@@ -21,9 +21,9 @@ import tarfile
 
 import pytest
 
-from python_tools import image_run
+from python_tools.shiko.image_test import run as image_run
 from python_tools import image_test
-from python_tools import rootfs
+from python_tools.shiko.tar import rootfs
 from python_tools.tests import engines
 from python_tools.tests.engines import build_image, image_manifest, write_json
 

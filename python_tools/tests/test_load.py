@@ -25,7 +25,7 @@ import time
 import pytest
 
 from python_tools import common
-from python_tools import docker_archive
+from python_tools.shiko.oci import docker_archive
 from python_tools import load
 from python_tools.tests import engines
 from python_tools.tests.engines import build_image, build_tarball, image_manifest, layout_manifest, make_layer

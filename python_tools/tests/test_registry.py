@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from python_tools import pull, push, registry
+from python_tools import pull, push
+from python_tools.shiko.registry import client as registry
 from python_tools.tests import registry_fixtures as rf
 
 

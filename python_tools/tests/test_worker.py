@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from python_tools import worker
+from python_tools.shiko import worker as protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,13 +30,13 @@ def parse_response(data):
     res = {"exit_code": 0, "output": "", "request_id": 0}
     pos = 0
     while pos < len(data):
-        key, pos = worker._decode_varint(data, pos)
+        key, pos = protocol._decode_varint(data, pos)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = worker._decode_varint(data, pos)
+            value, pos = protocol._decode_varint(data, pos)
             res[{1: "exit_code", 3: "request_id"}[field]] = value
         else:
-            n, pos = worker._decode_varint(data, pos)
+            n, pos = protocol._decode_varint(data, pos)
             res["output"] = data[pos:pos + n].decode()
             pos += n
     return res
@@ -44,12 +45,12 @@ def parse_response(data):
 def test_varints_round_trip():
     for v in (0, 1, 127, 128, 300, 2 ** 31 - 1, 2 ** 40):
         enc = worker.encode_varint(v)
-        assert worker._decode_varint(enc, 0) == (v, len(enc))
-        assert worker._read_varint(io.BytesIO(enc)) == v
+        assert protocol._decode_varint(enc, 0) == (v, len(enc))
+        assert protocol._read_varint(io.BytesIO(enc)) == v
     assert worker.encode_varint(300) == b"\xac\x02"
-    assert worker._read_varint(io.BytesIO(b"")) is None
+    assert protocol._read_varint(io.BytesIO(b"")) is None
     with pytest.raises(EOFError):
-        worker._read_varint(io.BytesIO(b"\x80"))
+        protocol._read_varint(io.BytesIO(b"\x80"))
 
 
 def test_parse_request_skips_unknown_fields():

@@ -426,7 +426,7 @@ def _export_listing(cli, env, ref):
 def test_final_filesystem_matches_docker_and_podman(fixture_image, dockerd, podman):
     """The filesystem image_test checks (layers applied with whiteouts) is exactly what docker
     and podman give a container made from the image's tarball."""
-    from python_tools import rootfs
+    from python_tools.shiko.tar import rootfs
 
     layout, tarball = fixture_image
     image = image_test.Image({"target": "//tests/e2e:fs", "platform": "",

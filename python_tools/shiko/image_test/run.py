@@ -45,7 +45,7 @@ import signal
 import subprocess
 import uuid
 
-from python_tools import rootfs
+from python_tools.shiko.tar import rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXTRA_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -124,7 +124,7 @@ class Engine(object):
             return
         layout = os.path.join(self.tmp, "layout")
         _single_image_layout(self.image, layout)
-        from python_tools import docker_archive
+        from python_tools.shiko.oci import docker_archive
 
         archive = docker_archive.Archive(layout, [], None, "image", self.image.label)
         out_path = os.path.join(self.tmp, "load.out")

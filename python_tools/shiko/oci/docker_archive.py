@@ -36,7 +36,7 @@ import re
 import tarfile
 
 from python_tools import common
-from python_tools import oci_layout
+from python_tools.shiko.oci import layout as oci_layout
 
 MANIFEST_TYPES = oci_layout.MANIFEST_TYPES
 
