@@ -22,18 +22,18 @@
 - ImageInfo, LayerInfo: providers, for rules built on top.
 """
 
-load("//rules/private:assets.bzl", _hashed_assets = "hashed_assets")
-load("//rules/private:deb.bzl", _deb_layer = "deb_layer", _distroless_base = "distroless_base")
-load("//rules/private:deb_lock.bzl", _deb_lock = "deb_lock")
-load("//rules/private:image.bzl", _image = "image")
-load("//rules/private:image_test.bzl", _image_test = "image_test")
-load("//rules/private:layer.bzl", _image_layer = "image_layer")
-load("//rules/private:load.bzl", _image_load = "image_load")
-load("//rules/private:providers.bzl", _ImageInfo = "ImageInfo", _LayerInfo = "LayerInfo")
-load("//rules/private:push.bzl", _image_push = "image_push")
-load("//rules/private:py_image.bzl", _py_image = "py_image")
-load("//rules/private:py_proto.bzl", _py_proto_compile = "py_proto_compile")
-load("//rules/private:runfiles_layers.bzl", _runfiles_layers = "runfiles_layers")
+load("//rules/private/web:assets.bzl", _hashed_assets = "hashed_assets")
+load("//rules/private/debian:deb.bzl", _deb_layer = "deb_layer", _distroless_base = "distroless_base")
+load("//rules/private/debian:deb_lock.bzl", _deb_lock = "deb_lock")
+load("//rules/private/image:image.bzl", _image = "image")
+load("//rules/private/image:image_test.bzl", _image_test = "image_test")
+load("//rules/private/layer:layer.bzl", _image_layer = "image_layer")
+load("//rules/private/image:load.bzl", _image_load = "image_load")
+load("//rules/private/common:providers.bzl", _ImageInfo = "ImageInfo", _LayerInfo = "LayerInfo")
+load("//rules/private/image:push.bzl", _image_push = "image_push")
+load("//rules/private/python:py_image.bzl", _py_image = "py_image")
+load("//rules/private/python:py_proto.bzl", _py_proto_compile = "py_proto_compile")
+load("//rules/private/layer:runfiles_layers.bzl", _runfiles_layers = "runfiles_layers")
 
 image = _image
 image_layer = _image_layer

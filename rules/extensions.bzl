@@ -28,9 +28,9 @@ the host or for an image's platform; the same labels as `pip_lock_repository` in
     use_repo(wheels, "app_pip")
 """
 
-load("//rules/private:deb_repository.bzl", "DEB_REPOSITORY_ATTRS", "deb_repository_rule")
-load("//rules/private:pip_repository.bzl", "PIP_LOCK_ATTRS", "pip_lock_repository")
-load("//rules/private:pull.bzl", "PULL_ATTRS", "image_pull_rule")
+load("//rules/private/repo:deb_repository.bzl", "DEB_REPOSITORY_ATTRS", "deb_repository_rule")
+load("//rules/private/repo:pip_repository.bzl", "PIP_LOCK_ATTRS", "pip_lock_repository")
+load("//rules/private/repo:pull.bzl", "PULL_ATTRS", "image_pull_rule")
 
 def _declare(mctx, extension, tag_class_name, repository_rule, attr_names):
     """Declares one repository per tag of every module; a name used twice is an error."""

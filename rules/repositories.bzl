@@ -10,9 +10,9 @@ the `images` extension of `//rules:extensions.bzl`).
 (MODULE.bazel: the `debs` extension).
 """
 
-load("//rules/private:deb_repository.bzl", _deb_repository = "deb_repository")
-load("//rules/private:pip_repository.bzl", _pip_lock_repository = "pip_lock_repository")
-load("//rules/private:pull.bzl", _image_pull = "image_pull")
+load("//rules/private/repo:deb_repository.bzl", _deb_repository = "deb_repository")
+load("//rules/private/repo:pip_repository.bzl", _pip_lock_repository = "pip_lock_repository")
+load("//rules/private/repo:pull.bzl", _image_pull = "image_pull")
 
 pip_lock_repository = _pip_lock_repository
 image_pull = _image_pull

@@ -23,10 +23,10 @@ py_binary's launcher:
 """
 
 load("@rules_python//python:defs.bzl", "PyInfo")
-load(":image.bzl", "IMAGE_ATTRS", "image_impl")
-load(":paths.bzl", "join_dest", "normalize_dest")
-load(":providers.bzl", "PyMainInfo")
-load(":runfiles_layers.bzl", "runfiles_layers", "runfiles_path")
+load("//rules/private/image:image.bzl", "IMAGE_ATTRS", "image_impl")
+load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest")
+load("//rules/private/common:providers.bzl", "PyMainInfo")
+load("//rules/private/layer:runfiles_layers.bzl", "runfiles_layers", "runfiles_path")
 
 def _py_main_aspect_impl(target, ctx):
     attrs = ctx.rule.attr

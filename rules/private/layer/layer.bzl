@@ -1,8 +1,8 @@
 """image_layer: files, directories, runfiles trees, symlinks and tars as one reproducible layer."""
 
-load(":paths.bzl", "join_dest", "normalize_dest", "normalize_dest_or_root", "package_relative_path", "parse_octal", "parse_owner")
-load(":providers.bzl", "LayerInfo")
-load(":worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
+load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest", "normalize_dest_or_root", "package_relative_path", "parse_octal", "parse_owner")
+load("//rules/private/common:providers.bzl", "LayerInfo")
+load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
 _EXTENSIONS = {
     "gzip": ".tar.gz",

@@ -20,7 +20,7 @@ STAMP_ATTRS = {
         doc = "1: always expand {BUILD_*} / {STABLE_*} placeholders from the workspace status; 0: never; -1: only under --stamp.",
     ),
     "_stamp_detect": attr.label(
-        default = "//rules/private:stamp_detect",
+        default = "//rules/private/common:stamp_detect",
         providers = [StampSettingInfo],
         doc = "Whether --stamp is on.",
     ),

@@ -1,7 +1,7 @@
 """image_push: `bazel run` pushes an image (or image index) to a registry."""
 
-load(":launcher.bzl", "runfile_arg", "write_launcher")
-load(":providers.bzl", "ImageInfo")
+load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
+load("//rules/private/common:providers.bzl", "ImageInfo")
 
 _TAG_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 

@@ -12,7 +12,7 @@ Pre-Depends, and rewrites `pkg/packages.lock.json`, printing what changed. Archi
 `archives` or the machine's apt sources at run time. Commit the lock; `deb_repository` fetches it.
 """
 
-load(":launcher.bzl", "runfile_arg", "write_launcher")
+load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
 
 def _deb_lock_impl(ctx):
     if ctx.attr.lock.startswith("/") or ".." in ctx.attr.lock.split("/") or not ctx.attr.lock.endswith(".json"):

@@ -1,7 +1,7 @@
 """hashed_assets: static web assets with content-hashed names, a manifest and .gz/.br variants."""
 
-load(":paths.bzl", "package_relative_path")
-load(":worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
+load("//rules/private/common:paths.bzl", "package_relative_path")
+load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
 def _hashed_assets_impl(ctx):
     target = str(ctx.label)

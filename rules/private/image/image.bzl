@@ -1,8 +1,8 @@
 """image: an OCI image (layout directory, manifest digest, optional docker/podman tarball)."""
 
-load(":providers.bzl", "ImageInfo", "LayerInfo")
-load(":stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
-load(":worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
+load("//rules/private/common:providers.bzl", "ImageInfo", "LayerInfo")
+load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
+load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
 def _port(target, value):
     num, sep, proto = value.partition("/")

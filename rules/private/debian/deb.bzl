@@ -14,8 +14,8 @@ A `deb_tar` action (python_tools/deb.py) unpacks the selected packages' data.tar
 which an `image_layer` imports (`tars`), so the layer tool writes it reproducibly.
 """
 
-load(":image.bzl", "image")
-load(":layer.bzl", "image_layer")
+load("//rules/private/image:image.bzl", "image")
+load("//rules/private/layer:layer.bzl", "image_layer")
 
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

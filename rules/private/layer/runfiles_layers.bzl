@@ -25,8 +25,8 @@ changing (your code), and a code edit rebuilds, and re-pushes, one small layer.
 """
 
 load(":layer.bzl", "LAYER_ATTRS", "file_entry", "origin", "write_layer")
-load(":paths.bzl", "join_dest", "normalize_dest")
-load(":providers.bzl", "ExecutablesInfo")
+load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest")
+load("//rules/private/common:providers.bzl", "ExecutablesInfo")
 
 FIRST_PARTY = "first_party"
 THIRD_PARTY = "third_party"

@@ -1,8 +1,8 @@
 """image_load: `bazel run //pkg:name` streams an image into docker or podman."""
 
-load(":launcher.bzl", "runfile_arg", "write_launcher")
-load(":providers.bzl", "ImageInfo")
-load(":stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
+load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
+load("//rules/private/common:providers.bzl", "ImageInfo")
+load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
 
 def _image_load_impl(ctx):
     target = str(ctx.label)

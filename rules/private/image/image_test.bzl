@@ -1,7 +1,7 @@
 """image_test: checks an image's files, config and commands inside `bazel test`."""
 
-load(":launcher.bzl", "runfile_arg", "runfiles_path", "write_launcher")
-load(":providers.bzl", "ImageInfo")
+load("//rules/private/common:launcher.bzl", "runfile_arg", "runfiles_path", "write_launcher")
+load("//rules/private/common:providers.bzl", "ImageInfo")
 
 _DRIVERS = ["auto", "docker", "podman", "none"]
 
