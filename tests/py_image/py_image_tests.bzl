@@ -13,28 +13,36 @@ def _entries(env):
     m = _written_json(env, ".layer_manifest.json")
     return {e["dest"]: e for e in m["entries"]}
 
+def _assert_stable(env, ws, d):
+    """No path segment of a stable-layout destination comes from Bazel's repository naming."""
+    for seg in d.split("/"):
+        asserts.false(env, "~" in seg or "+" in seg, "canonical repository name in %s" % d)
+        asserts.false(env, seg in ("_main", "__main__", ws), "main repository name in %s" % d)
+
 def _py_image_layer_test_impl(ctx):
     env = analysistest.begin(ctx)
     entries = _entries(env)
     dests = sorted(entries.keys())
     ws = ctx.workspace_name
     group = ctx.attr.group
+    isal = "app/external/rules_shiko_pip/isal/"
     asserts.true(env, len(dests) > 0, "empty layer")
     for d in dests:
-        asserts.false(env, "/external/" in d, "legacy external/ copy: %s" % d)
+        _assert_stable(env, ws, d)
         if group == "isal":
-            asserts.true(env, d.startswith("app/rules_shiko_pip/isal/"), "not isal's: %s" % d)
+            asserts.true(env, d.startswith(isal), "not isal's: %s" % d)
         elif group == "deps":
-            asserts.true(env, d.startswith("app/") and not d.startswith("app/%s/" % ws), "first-party file in deps: %s" % d)
-            asserts.false(env, d.startswith("app/rules_shiko_pip/isal/"), "split package in deps: %s" % d)
+            asserts.true(env, d.startswith("app/external/"), "first-party file in deps: %s" % d)
+            asserts.false(env, d.startswith(isal), "split package in deps: %s" % d)
         else:
-            # First party: the main repository, and the runfiles root's own files (_repo_mapping,
-            # the __init__.py Bazel adds there).
-            asserts.true(env, d.startswith("app/%s/" % ws) or d.count("/") == 1, "not first-party: %s" % d)
+            # First party: the main repository at its workspace-relative paths (and Bazel's
+            # __init__.py files); never _repo_mapping (it names canonical repositories).
+            asserts.false(env, d.startswith("app/external/"), "not first-party: %s" % d)
+            asserts.false(env, d.endswith("_repo_mapping"), "_repo_mapping shipped: %s" % d)
     if group == "deps":
-        asserts.true(env, len([d for d in dests if d.startswith("app/rules_shiko_pip/absl_py/site-packages/absl/")]) > 0, "absl missing: %s" % dests[:5])
+        asserts.true(env, len([d for d in dests if d.startswith("app/external/rules_shiko_pip/absl_py/site-packages/absl/")]) > 0, "absl missing: %s" % dests[:5])
     if group == "app":
-        pkg = "app/%s/tests/py_image/" % ws
+        pkg = "app/tests/py_image/"
         for name in ["app.py", "lib.py", "data.txt", "gen.txt", "helper.py", "helper"]:
             asserts.true(env, pkg + name in entries, "%s missing: %s" % (pkg + name, dests))
         asserts.false(env, pkg + "app" in entries, "the py_binary's own launcher is shipped")
@@ -56,16 +64,16 @@ def _image_config(env):
 def _py_image_config_test_impl(ctx):
     env = analysistest.begin(ctx)
     m = _image_config(env)
-    ws = ctx.workspace_name
     cfg = m["config"]
-    asserts.equals(env, ["/usr/bin/python3", "/app/%s/tests/py_image/app.py" % ws], cfg["entrypoint"])
+    asserts.equals(env, ["/usr/bin/python3", "/app/tests/py_image/app.py"], cfg["entrypoint"])
     asserts.equals(env, ["--from-binary"], cfg["cmd"])  # the py_binary's own args
     path = cfg["env"]["PYTHONPATH"].split(":")
     asserts.equals(env, "/app", path[0])
-    asserts.equals(env, "/app/" + ws, path[-1])
-    asserts.true(env, "/app/rules_shiko_pip/isal/site-packages" in path, "isal import path: %s" % path)
-    asserts.true(env, "/app/rules_shiko_pip/absl_py/site-packages" in path, "absl import path: %s" % path)
-    asserts.equals(env, "/app", cfg["env"]["RUNFILES_DIR"])
+    asserts.true(env, "/app/external/rules_shiko_pip/isal/site-packages" in path, "isal import path: %s" % path)
+    asserts.true(env, "/app/external/rules_shiko_pip/absl_py/site-packages" in path, "absl import path: %s" % path)
+    for p in path:
+        _assert_stable(env, ctx.workspace_name, p)
+    asserts.false(env, "RUNFILES_DIR" in cfg["env"], "RUNFILES_DIR set without a runfiles tree")
     labels = [l["label"] for l in m["layers"]]
     asserts.equals(env, ["//tests/py_image:img_isal", "//tests/py_image:img_deps", "//tests/py_image:img_app"], labels)
     return analysistest.end(env)
@@ -76,11 +84,23 @@ def _py_image_args_test_impl(ctx):
     env = analysistest.begin(ctx)
     cfg = _image_config(env)["config"]
     asserts.equals(env, ["--x"], cfg["cmd"])
-    asserts.equals(env, ["/usr/bin/python3", "/srv/app/%s/tests/py_image/app.py" % ctx.workspace_name], cfg["entrypoint"])
-    asserts.equals(env, "/srv/app", cfg["env"]["RUNFILES_DIR"])
+    asserts.equals(env, ["/usr/bin/python3", "/srv/app/tests/py_image/app.py"], cfg["entrypoint"])
     return analysistest.end(env)
 
 py_image_args_test = analysistest.make(_py_image_args_test_impl)
+
+def _py_image_runfiles_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    cfg = _image_config(env)["config"]
+    ws = ctx.workspace_name
+    asserts.equals(env, ["/usr/bin/python3", "/app/%s/tests/py_image/app.py" % ws], cfg["entrypoint"])
+    path = cfg["env"]["PYTHONPATH"].split(":")
+    asserts.equals(env, "/app", path[0])
+    asserts.equals(env, "/app/" + ws, path[-1])
+    asserts.equals(env, "/app", cfg["env"]["RUNFILES_DIR"])
+    return analysistest.end(env)
+
+py_image_runfiles_test = analysistest.make(_py_image_runfiles_test_impl)
 
 def _generic_layers_test_impl(ctx):
     env = analysistest.begin(ctx)

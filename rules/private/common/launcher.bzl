@@ -6,11 +6,11 @@ runfiles are not symlinked), resolve each runfile argument, and exec the tool. I
 another target's runfiles.
 """
 
+load(":runfiles.bzl", _runfiles_path = "runfiles_path")
+
 def runfiles_path(ctx, f):
     """The path of File f below the runfiles root: `<workspace>/pkg/file` or `<repo>/pkg/file`."""
-    if f.short_path.startswith("../"):
-        return f.short_path[3:]
-    return ctx.workspace_name + "/" + f.short_path
+    return _runfiles_path(ctx.workspace_name, f.short_path)
 
 def sh_quote(s):
     """Quotes a string for bash."""

@@ -1,5 +1,7 @@
 """Destination paths inside an image: validation and normalization (shared by the rules)."""
 
+load(":runfiles.bzl", "repo_relative")
+
 def normalize_dest(target, attr_name, path):
     """Returns `path` inside the image as a relative, normalized path ("" is the root).
 
@@ -29,10 +31,7 @@ def join_dest(*parts):
 
 def package_relative_path(f):
     """Path of a File relative to its owner's package (works for generated and external files)."""
-    p = f.short_path
-    if p.startswith("../"):
-        p = p[3:]
-        p = p[p.find("/") + 1:]
+    _, p = repo_relative(f)
     pkg = f.owner.package if f.owner else ""
     if pkg and p.startswith(pkg + "/"):
         p = p[len(pkg) + 1:]

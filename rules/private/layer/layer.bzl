@@ -2,6 +2,7 @@
 
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest", "normalize_dest_or_root", "package_relative_path", "parse_octal", "parse_owner")
 load("//rules/private/common:providers.bzl", "LayerInfo")
+load("//rules/private/common:runfiles.bzl", "walk_runfiles")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
 _EXTENSIONS = {
@@ -47,7 +48,11 @@ def _executable_hint(f, dep):
     return f == dep[DefaultInfo].files_to_run.executable
 
 def _runfiles_entries(ctx, state, dest, dep, origin):
-    """The executable at `dest` and its runfiles tree at `dest.runfiles/`, as file entries."""
+    """The executable at `dest` and its runfiles tree at `dest.runfiles/`, as file entries.
+
+    The tree is Bazel's own runfiles layout (the binary's launcher finds its files there), so
+    its paths hold the repositories' names as this Bazel world spells them.
+    """
     info = dep[DefaultInfo]
     exe = info.files_to_run.executable
     if exe == None:
@@ -55,40 +60,18 @@ def _runfiles_entries(ctx, state, dest, dep, origin):
     entries = [file_entry(dest, exe, origin, True)]
     inputs = [exe]
     root = dest + ".runfiles"
-    ws = ctx.workspace_name
-    runfiles = info.default_runfiles
-    for f in runfiles.files.to_list():
-        p = f.short_path
-        if p.startswith("../"):
-            path = join_dest(root, p[3:])
+    for item in walk_runfiles(info, ctx.workspace_name):
+        path = join_dest(root, item.rpath)
+        if item.kind == "empty":
+            # Bazel creates these (e.g. __init__.py) in runfiles trees; store them as empty files.
+            if "empty" not in state:
+                state["empty"] = ctx.actions.declare_file(ctx.label.name + ".empty_file")
+                ctx.actions.write(state["empty"], "")
+            entries.append(file_entry(path, state["empty"], origin, False))
+            inputs.append(state["empty"])
         else:
-            path = join_dest(root, ws, p)
-        entries.append(file_entry(path, f, origin))
-        inputs.append(f)
-    for s in runfiles.symlinks.to_list():
-        entries.append(file_entry(join_dest(root, ws, s.path), s.target_file, origin))
-        inputs.append(s.target_file)
-    for s in runfiles.root_symlinks.to_list():
-        entries.append(file_entry(join_dest(root, s.path), s.target_file, origin))
-        inputs.append(s.target_file)
-    empty_names = runfiles.empty_filenames.to_list()
-    if empty_names:
-        # Bazel creates these (e.g. __init__.py) in runfiles trees; store them as empty files.
-        if "empty" not in state:
-            state["empty"] = ctx.actions.declare_file(ctx.label.name + ".empty_file")
-            ctx.actions.write(state["empty"], "")
-        empty = state["empty"]
-        inputs.append(empty)
-        for p in empty_names:
-            if p.startswith("../"):
-                path = join_dest(root, p[3:])
-            else:
-                path = join_dest(root, ws, p)
-            entries.append(file_entry(path, empty, origin, False))
-    repo_mapping = getattr(info.files_to_run, "repo_mapping_manifest", None)
-    if repo_mapping != None:
-        entries.append(file_entry(join_dest(root, "_repo_mapping"), repo_mapping, origin))
-        inputs.append(repo_mapping)
+            entries.append(file_entry(path, item.file, origin))
+            inputs.append(item.file)
     return entries, inputs
 
 def _image_layer_impl(ctx):

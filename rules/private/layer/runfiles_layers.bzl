@@ -2,10 +2,16 @@
 
 The general rule, for a binary in any language (py_image is the Python front end):
 
-  Every file of the binary's runfiles tree lands in exactly one layer, at
-  `<root>/<repository>/<path>` (the runfiles layout: `<root>/<workspace>/pkg/file` for the
-  main repository, `<root>/<repo>/...` for external ones; never a legacy `external/` copy), as
-  a real file. Which layer is decided by the file's runfiles path, in this order:
+  Every file of the binary's runfiles tree lands in exactly one layer, as a real file. Where:
+  with `layout = "stable"` (the default), the main repository's files at
+  `<root>/<workspace-relative path>` and an external repository's at
+  `<root>/external/<apparent repository name>/<path>`: no canonical repository name
+  (`_main`, `rules_shiko~~wheels~pip`, `rules_shiko++wheels+pip`) reaches the image, so the
+  same sources give the same digest in WORKSPACE mode and on Bazel 7, 8 and 9. With
+  `layout = "runfiles"`, Bazel's runfiles tree itself (`<root>/<workspace>/pkg/file`,
+  `<root>/<repo>/...`, `_repo_mapping`; never a legacy `external/` copy), for programs that
+  look their files up with a runfiles library. Which layer is decided by the file's runfiles
+  path, in this order:
 
     1. `split` layers, one per label given, in the order given: the files of that label's
        repository whose path is in the label's package or below (`@pip//protobuf` takes the
@@ -14,7 +20,7 @@ The general rule, for a binary in any language (py_image is the Python front end
     2. the third-party layer: every other file of an external repository (pinned wheels,
        runtime libraries, `@bazel_tools` helpers);
     3. the first-party layer: the main repository's files (sources, generated code, data)
-       and the runfiles root's own files (`_repo_mapping`).
+       and the runfiles root's own files (`_repo_mapping`, in the runfiles layout only).
 
   Excluded: the binary's own launcher (the executable; the image runs the program another
   way, e.g. with the base's interpreter) and the files of `exclude` (py_image excludes the
@@ -27,6 +33,7 @@ changing (your code), and a code edit rebuilds, and re-pushes, one small layer.
 load(":layer.bzl", "LAYER_ATTRS", "file_entry", "origin", "write_layer")
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest")
 load("//rules/private/common:providers.bzl", "ExecutablesInfo")
+load("//rules/private/common:runfiles.bzl", "stable_path", "walk_runfiles")
 
 FIRST_PARTY = "first_party"
 THIRD_PARTY = "third_party"
@@ -69,11 +76,11 @@ def _executable_hint(f, executables):
         return None
     return f.path in executables
 
-def runfiles_path(ctx, short_path):
-    """The path below the runfiles root of a File's short_path (or a runfiles-relative name)."""
-    if short_path.startswith("../"):
-        return short_path[3:]
-    return ctx.workspace_name + "/" + short_path
+def image_path(ctx, rpath):
+    """Where a runfiles path goes below `root`, by the rule's `layout` (see the docstring)."""
+    if ctx.attr.layout == "runfiles":
+        return rpath
+    return stable_path(ctx.workspace_name, rpath)
 
 def _split_keys(ctx):
     keys = []
@@ -117,7 +124,6 @@ def _excluded_paths(ctx, binary):
 def runfiles_entries(ctx, binary, group, root):
     """(entries, inputs) of the files of `binary`'s runfiles that belong to `group`."""
     info = binary[DefaultInfo]
-    runfiles = info.default_runfiles
     keys = _split_keys(ctx)
     excluded = _excluded_paths(ctx, binary)
     executables = {}
@@ -127,39 +133,29 @@ def runfiles_entries(ctx, binary, group, root):
     o = origin("binary", binary.label)
     entries = []
     inputs = []
-
-    empties = []
-    for f in runfiles.files.to_list():
-        if f.path in excluded:
+    empty = None
+    for item in walk_runfiles(info, ctx.workspace_name):
+        if item.file != None and item.file.path in excluded:
             continue
-        rpath = runfiles_path(ctx, f.short_path)
-        if classify(ctx, rpath, keys) == group:
-            entries.append(file_entry(join_dest(root, rpath), f, o, _executable_hint(f, executables)))
-            inputs.append(f)
-    for s in runfiles.symlinks.to_list():
-        rpath = ctx.workspace_name + "/" + s.path
-        if s.target_file.path not in excluded and classify(ctx, rpath, keys) == group:
-            entries.append(file_entry(join_dest(root, rpath), s.target_file, o, _executable_hint(s.target_file, executables)))
-            inputs.append(s.target_file)
-    for s in runfiles.root_symlinks.to_list():
-        if s.target_file.path not in excluded and classify(ctx, s.path, keys) == group:
-            entries.append(file_entry(join_dest(root, s.path), s.target_file, o, _executable_hint(s.target_file, executables)))
-            inputs.append(s.target_file)
-    for p in runfiles.empty_filenames.to_list():
-        # Bazel's empty __init__.py files (py_binary's legacy_create_init).
-        rpath = runfiles_path(ctx, p)
-        if classify(ctx, rpath, keys) == group:
-            empties.append(rpath)
-    if empties:
-        empty = ctx.actions.declare_file(ctx.label.name + ".empty_file")
-        ctx.actions.write(empty, "")
-        inputs.append(empty)
-        for rpath in empties:
-            entries.append(file_entry(join_dest(root, rpath), empty, o, False))
-    repo_mapping = getattr(info.files_to_run, "repo_mapping_manifest", None)
-    if repo_mapping != None and group == FIRST_PARTY:
-        entries.append(file_entry(join_dest(root, "_repo_mapping"), repo_mapping, o))
-        inputs.append(repo_mapping)
+        if item.kind == "repo_mapping":
+            # Canonical repository names: only Bazel's runfiles layout has a use for it.
+            if ctx.attr.layout != "runfiles" or group != FIRST_PARTY:
+                continue
+        elif classify(ctx, item.rpath, keys) != group:
+            continue
+        dest = join_dest(root, image_path(ctx, item.rpath))
+        if item.kind == "empty":
+            if empty == None:
+                empty = ctx.actions.declare_file(ctx.label.name + ".empty_file")
+                ctx.actions.write(empty, "")
+                inputs.append(empty)
+            entries.append(file_entry(dest, empty, o, False))
+        elif item.kind == "repo_mapping":
+            entries.append(file_entry(dest, item.file, o))
+            inputs.append(item.file)
+        else:
+            entries.append(file_entry(dest, item.file, o, _executable_hint(item.file, executables)))
+            inputs.append(item.file)
     return entries, inputs
 
 def _runfiles_layer_impl(ctx):
@@ -196,7 +192,12 @@ _RUNFILES_LAYER_ATTRS = dict(LAYER_ATTRS, **{
     ),
     "root": attr.string(
         default = "/app",
-        doc = "Directory in the image that holds the runfiles tree (`<root>/<workspace>/...`, `<root>/<repo>/...`).",
+        doc = "Directory in the image that holds the program's files.",
+    ),
+    "layout": attr.string(
+        default = "stable",
+        values = ["stable", "runfiles"],
+        doc = "\"stable\" (default): the main repository's files at `<root>/<workspace-relative path>`, an external repository's at `<root>/external/<apparent name>/...`: the same paths, so the same digest, in WORKSPACE and every Bazel 7-9 module world. \"runfiles\": Bazel's runfiles tree (`<root>/<canonical repo name>/...` plus `_repo_mapping`), for programs that find their files with a runfiles library; its paths, so the digest, depend on how the Bazel version names repositories.",
     ),
 })
 
@@ -237,7 +238,7 @@ def _layer_suffix(label, index, used):
     used[out] = True
     return out
 
-def runfiles_layers(name, binary, split = [], root = "/app", exclude = [], python = False, **kwargs):
+def runfiles_layers(name, binary, split = [], root = "/app", exclude = [], python = False, layout = "stable", **kwargs):
     """Layers of a binary's runfiles tree, ordered by change rate; returns their labels.
 
     Creates `<name>_<split name>` (one per `split` label, in order), `<name>_deps` (third party)
@@ -252,6 +253,8 @@ def runfiles_layers(name, binary, split = [], root = "/app", exclude = [], pytho
       root: directory of the runfiles tree in the image (default /app).
       exclude: targets whose files are left out (provided by the base image).
       python: leave out the Python toolchain's runtime files (py_image sets it).
+      layout: "stable" (default; the same paths in every Bazel world) or "runfiles" (Bazel's
+        runfiles tree, for programs that use a runfiles library); see the module docstring.
       **kwargs: layer attributes (compression, compression_level, mode, dir_mode, uid, gid,
         mtime) and common ones (tags, visibility, testonly).
 
@@ -273,6 +276,7 @@ def runfiles_layers(name, binary, split = [], root = "/app", exclude = [], pytho
             split = split,
             exclude = exclude,
             root = root,
+            layout = layout,
             **kwargs
         )
     return [":" + n for n, _ in groups]

@@ -10,23 +10,27 @@
 Layers on top of the base, bottom first (see runfiles_layers.bzl for the general rule):
 `<name>_<split>` per `split` label, `<name>_deps` (every other external repository: the
 pinned wheels), `<name>_app` (the main repository: code, generated code, data). Each runfiles
-file is in exactly one of them, as a real file under `root` (default /app), laid out as Bazel's
-runfiles tree (`/app/<workspace>/pkg/main.py`, `/app/<pip repo>/<package>/site-packages/...`).
+file is in exactly one of them, as a real file under `root` (default /app), at a path that is
+the same in every Bazel world (`layout = "stable"`): `/app/pkg/main.py` (workspace-relative),
+`/app/external/<pip repo>/<package>/site-packages/...` (the repository's apparent name).
 
 The program runs with the base's interpreter, never a toolchain's from runfiles and never the
 py_binary's launcher:
-  entrypoint = [python, "<root>/<workspace>/<main>.py"]   (or [python, "-m", main_module])
+  entrypoint = [python, "<root>/<pkg>/<main>.py"]   (or [python, "-m", main_module])
   cmd        = args (default: the py_binary's own `args`)
   env        = PYTHONPATH: <root>, then each `imports` entry of the binary's PyInfo (what the
-               launcher would put on sys.path, e.g. the wheels' site-packages), then
-               <root>/<workspace>; RUNFILES_DIR: <root> (for the runfiles libraries).
+               launcher would put on sys.path, e.g. the wheels' site-packages) at its place in
+               the image. With `layout = "runfiles"` the tree is Bazel's runfiles tree
+               (`<root>/<workspace>/...`), `<root>/<workspace>` is on PYTHONPATH too and
+               RUNFILES_DIR is <root> (for the runfiles libraries).
 """
 
 load("@rules_python//python:defs.bzl", "PyInfo")
 load("//rules/private/image:image.bzl", "IMAGE_ATTRS", "image_impl")
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest")
 load("//rules/private/common:providers.bzl", "PyMainInfo")
-load("//rules/private/layer:runfiles_layers.bzl", "runfiles_layers", "runfiles_path")
+load("//rules/private/common:runfiles.bzl", "runfiles_path", "stable_path")
+load("//rules/private/layer:runfiles_layers.bzl", "runfiles_layers")
 
 def _py_main_aspect_impl(target, ctx):
     attrs = ctx.rule.attr
@@ -53,6 +57,12 @@ _py_main_aspect = aspect(
     attr_aspects = [],
 )
 
+def _place(ctx, root, rpath):
+    """Where a runfiles path is in the image, by the `layout` (see runfiles_layers.bzl)."""
+    if ctx.attr.layout == "runfiles":
+        return join_dest(root, rpath)
+    return join_dest(root, stable_path(ctx.workspace_name, rpath))
+
 def _py_image_impl(ctx):
     target = str(ctx.label)
     binary = ctx.attr.binary
@@ -67,19 +77,23 @@ def _py_image_impl(ctx):
     if info.main_module:
         entrypoint = [python, "-m", info.main_module]
     elif info.main != None:
-        entrypoint = [python, join_dest(root, runfiles_path(ctx, info.main.short_path))]
+        entrypoint = [python, _place(ctx, root, runfiles_path(ctx.workspace_name, info.main.short_path))]
     else:
         fail(("%s: attribute 'binary': %r: cannot tell its main file (no `main`, and no source " +
               "named %s.py): set `main` on the py_binary") % (target, str(binary.label), binary.label.name))
 
     path = [root]
     for imp in binary[PyInfo].imports.to_list():
-        p = join_dest(root, imp)
+        p = _place(ctx, root, imp)
         if p not in path:
             path.append(p)
-    ws = join_dest(root, ctx.workspace_name)
-    if ws not in path:
-        path.append(ws)
+    env = {"PYTHONPATH": None}
+    if ctx.attr.layout == "runfiles":
+        ws = join_dest(root, ctx.workspace_name)
+        if ws not in path:
+            path.append(ws)
+        env["RUNFILES_DIR"] = root
+    env["PYTHONPATH"] = ":".join(path)
 
     if ctx.attr.app_args_set:
         cmd = ctx.attr.app_args
@@ -92,10 +106,7 @@ def _py_image_impl(ctx):
     return image_impl(ctx, computed = {
         "entrypoint": entrypoint,
         "cmd": cmd or None,
-        "env": {
-            "PYTHONPATH": ":".join(path),
-            "RUNFILES_DIR": root,
-        },
+        "env": env,
     })
 
 py_image_rule = rule(
@@ -113,7 +124,12 @@ py_image_rule = rule(
         ),
         "root": attr.string(
             default = "/app",
-            doc = "Directory of the runfiles tree in the image (the same as the layers').",
+            doc = "Directory of the program's files in the image (the same as the layers').",
+        ),
+        "layout": attr.string(
+            default = "stable",
+            values = ["stable", "runfiles"],
+            doc = "Where files go below `root` (the same as the layers'): \"stable\" or \"runfiles\" (see runfiles_layers).",
         ),
         "app_args": attr.string_list(
             doc = "Set by the macro from `args`: the program's arguments (CMD).",
@@ -135,6 +151,7 @@ def py_image(
         layers = [],
         root = "/app",
         python = "/usr/bin/python3",
+        layout = "stable",
         entrypoint = None,
         cmd = None,
         **kwargs):
@@ -153,7 +170,10 @@ def py_image(
       split: labels whose package gets a layer of its own, below the deps layer, e.g.
         ["@app_pip//protobuf"] (a heavy package that changes less often than the others).
       layers: more image_layer targets, placed between the base and the runfiles layers.
-      root: where the runfiles tree goes in the image (default /app).
+      root: where the program's files go in the image (default /app).
+      layout: "stable" (default): `<root>/<workspace-relative path>` for your files and
+        `<root>/external/<repository>/...` for third-party ones, the same in every Bazel world;
+        "runfiles": Bazel's runfiles tree, with RUNFILES_DIR set (for the runfiles libraries).
       python: the base image's interpreter (default /usr/bin/python3).
       entrypoint: replaces the computed entrypoint (rarely needed).
       cmd: replaces `args` as the image's CMD.
@@ -175,6 +195,7 @@ def py_image(
         binary = binary,
         split = split,
         root = root,
+        layout = layout,
         python = True,
         **layer_kwargs
     )
@@ -186,6 +207,7 @@ def py_image(
         base = base,
         layers = layers + runfiles,
         root = root,
+        layout = layout,
         python = python,
         app_args = args or [],
         app_args_set = args != None,

@@ -16,6 +16,8 @@ the repository root (`import "pkg/other.proto";`); `google/protobuf/*.proto` res
 protoc's Python generator and at least its version (e.g. protoc 30.x -> protobuf 6.30+, < 7).
 """
 
+load("//rules/private/common:runfiles.bzl", "repo_relative")
+
 def _include_root(f):
     """The -I root of a well-known .proto: the part of its path before `google/protobuf/`."""
     i = f.path.find("/google/protobuf/")
@@ -59,9 +61,7 @@ def _py_proto_compile_impl(ctx):
         if f.owner.package != ctx.label.package or f.owner.workspace_root != ctx.label.workspace_root:
             fail("%s: attribute 'srcs': %r: must be in this package (%s), or the generated file would land elsewhere" %
                  (target, str(f.owner), ctx.label.package))
-        rel = f.short_path
-        if rel.startswith("../"):
-            rel = rel[3:].split("/", 1)[1]
+        _, rel = repo_relative(f)
         sub = rel[len(ctx.label.package) + 1:] if ctx.label.package else rel
         stem = sub[:-len(".proto")]
         outputs.append(ctx.actions.declare_file(stem + "_pb2.py"))
