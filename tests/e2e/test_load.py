@@ -185,3 +185,11 @@ def test_stamped_tags_are_expanded_at_build_time(bazel):
     m = re.match(r"^rules_shiko/static_c:ts-(\d+)$", tag)
     assert m, tag
     assert abs(int(m.group(1)) - time.time()) < 3600, tag
+
+
+def test_image_load_defaults_to_the_images_repo_tags(bazel):
+    bazel("build", "//tests/load:default_tags")
+    path = os.path.join(bazel.info("bazel-bin"), "tests", "load", "default_tags.load_run.json")
+    with open(path) as f:
+        run_manifest = json.load(f)
+    assert run_manifest["repo_tags"] == ["rules_shiko/named:1"], run_manifest

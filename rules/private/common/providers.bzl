@@ -21,6 +21,7 @@ ImageInfo = provider(
         "layers": "list of LayerInfo this image added on top of its base, in order.",
         "base": "ImageInfo of the base, or None (scratch or a plain layout).",
         "platform": "struct(os, architecture, variant) the image was built for.",
+        "repo_tags": "list of strings: the image's `repo_tags` as written (stamp placeholders unexpanded); image_load's default.",
     },
 )
 

@@ -174,6 +174,7 @@ def image_impl(ctx, computed = None):
             layers = [dep[LayerInfo] for dep in ctx.attr.layers],
             base = base_info,
             platform = platform,
+            repo_tags = list(ctx.attr.repo_tags),
         ),
         OutputGroupInfo(
             tarball = depset([tarball]),

@@ -11,9 +11,12 @@ def _image_load_impl(ctx):
 
     # The tags are expanded (stamping) and checked at build time: a bad one fails the build.
     manifest_file = ctx.actions.declare_file(ctx.label.name + ".load_manifest.json")
+    # No repo_tags of its own: the image's (a load never comes out untagged when the image
+    # named itself).
+    repo_tags = ctx.attr.repo_tags or getattr(info, "repo_tags", None) or []
     ctx.actions.write(manifest_file, json.encode({
         "target": target,
-        "repo_tags": ctx.attr.repo_tags,
+        "repo_tags": repo_tags,
         "stamp": stamp_manifest(stamp_files),
     }))
     run_manifest = ctx.actions.declare_file(ctx.label.name + ".load_run.json")
@@ -55,7 +58,8 @@ _ATTRS = {
     ),
     "repo_tags": attr.string_list(
         doc = "References to tag the loaded image with, e.g. [\"app:latest\"] (`name[:tag]`, " +
-              "`:latest` when the tag is missing). May hold {STAMP_KEY} placeholders. " +
+              "`:latest` when the tag is missing). Default: the image's own `repo_tags`. " +
+              "May hold {STAMP_KEY} placeholders. " +
               "At run time `--repo_tag=REF` replaces them and `--add_repo_tag=REF` adds to them.",
     ),
     "_load_tool": attr.label(

@@ -23,7 +23,7 @@ def _check_repository(target, value):
     elif value != value.strip() or " " in value:
         problem = "must not hold spaces"
     elif ":" in value.split("/")[-1]:
-        problem = "must not hold a tag (use `tags`)"
+        problem = "must not hold a tag (use `remote_tags`)"
     elif "/" not in value:
         problem = "must be REGISTRY/REPOSITORY, e.g. 127.0.0.1:5000/app"
     if problem:
@@ -33,7 +33,7 @@ def _image_push_impl(ctx):
     target = str(ctx.label)
     _check_repository(target, ctx.attr.repository)
     for t in ctx.attr.remote_tags:
-        _check_tag(target, "tags", t)
+        _check_tag(target, "remote_tags", t)
     info = ctx.attr.image[ImageInfo]
 
     args = [
@@ -76,7 +76,7 @@ image_push_rule = rule(
             doc = "Default REGISTRY/REPOSITORY, e.g. `127.0.0.1:5000/rules_shiko/app`; `--repository` overrides it at run time.",
         ),
         "remote_tags": attr.string_list(
-            doc = "Default tags (the macro's `tags`); any `--tag` at run time replaces them and the tags file.",
+            doc = "Default remote tags; any `--tag` at run time replaces them and the tags file.",
         ),
         "remote_tags_file": attr.label(
             allow_single_file = True,
@@ -91,7 +91,7 @@ image_push_rule = rule(
     },
 )
 
-def image_push(name, image, repository = "", tags = [], remote_tags_file = None, bazel_tags = [], **kwargs):
+def image_push(name, image, repository = "", remote_tags = None, remote_tags_file = None, bazel_tags = [], tags = None, **kwargs):
     """`bazel run //pkg:<name> [-- --repository=R --tag=T ...]` pushes `image`.
 
     The last line printed is `R@sha256:<hex>`, the pushed manifest digest (equal to the image's
@@ -101,17 +101,24 @@ def image_push(name, image, repository = "", tags = [], remote_tags_file = None,
       name: target name.
       image: the `image` target to push.
       repository: default REGISTRY/REPOSITORY; `--repository` overrides it.
-      tags: default remote tags (not Bazel's target tags: use `bazel_tags` for those);
-        `--tag` (repeatable) replaces them.
+      remote_tags: default remote tags; `--tag` (repeatable) replaces them.
       remote_tags_file: a file of more default tags, one per line.
       bazel_tags: Bazel `tags` of the target (e.g. ["manual"]).
-      **kwargs: common attributes (visibility, ...).
+      tags: DEPRECATED alias of `remote_tags` (0.1 used `tags` for remote tags); it prints a
+        warning, and a later release gives `tags` its usual Bazel meaning.
+      **kwargs: common attributes (visibility, testonly, ...).
     """
+    if tags != None:
+        if remote_tags != None:
+            fail("image_push %s: attribute 'tags': %r: give `remote_tags` only (`tags` is its deprecated alias)" % (name, tags))
+        print(("WARNING: image_push %s: attribute 'tags' is deprecated: rename it to `remote_tags` " +
+               "(a later release makes `tags` Bazel's target tags; use `bazel_tags` for those now)") % name)
+        remote_tags = tags
     image_push_rule(
         name = name,
         image = image,
         repository = repository,
-        remote_tags = tags,
+        remote_tags = remote_tags or [],
         remote_tags_file = remote_tags_file,
         tags = bazel_tags,
         **kwargs
