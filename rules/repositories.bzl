@@ -10,6 +10,7 @@ the `images` extension of `//rules:extensions.bzl`).
 (MODULE.bazel: the `debs` extension).
 """
 
+load("//rules/private/repo:dependencies.bzl", _rules_shiko_dependencies = "rules_shiko_dependencies")
 load("//rules/private/repo:deb_repository.bzl", _deb_repository = "deb_repository")
 load("//rules/private/repo:pip_repository.bzl", _pip_lock_repository = "pip_lock_repository")
 load("//rules/private/repo:pull.bzl", _image_pull = "image_pull")
@@ -17,11 +18,4 @@ load("//rules/private/repo:pull.bzl", _image_pull = "image_pull")
 pip_lock_repository = _pip_lock_repository
 image_pull = _image_pull
 deb_repository = _deb_repository
-
-def rules_shiko_dependencies():
-    """Declares the repositories rules_shiko's own tools need (their pinned wheels)."""
-    if not native.existing_rule("rules_shiko_pip"):
-        pip_lock_repository(
-            name = "rules_shiko_pip",
-            requirements_lock = "@rules_shiko//python_tools:requirements_lock.txt",
-        )
+rules_shiko_dependencies = _rules_shiko_dependencies
