@@ -19,7 +19,7 @@ def tool(name, srcs = None, deps = [], binary = True):
             name = name,
             srcs = [name + ".py"],
             main = name + ".py",
-            python_version = "PY3",
+            python_version = "3.11",  # cp311 wheels; rules_python switches per target
             deps = [":%s_lib" % name],
         )
 
@@ -34,7 +34,7 @@ def tool_test(name, deps, srcs = [], tags = [], size = "medium"):
         srcs = ["tests/pytest_main.py", main_src] + srcs,
         args = ["$(location %s)" % main_src],
         main = "tests/pytest_main.py",
-        python_version = "PY3",
+        python_version = "3.11",  # cp311 wheels; rules_python switches per target
         tags = tags,
         deps = deps + ["@rules_shiko_pip//pytest"],
     )

@@ -122,14 +122,21 @@ _RULES_PYTHON = {
 
 load(":native.bzl", "NativePyInfo", "NativePyRuntimeInfo")
 
+def _major_only(attrs):
+    # rules_python takes versions like "3.11"; the native rules only "PY2"/"PY3".
+    v = attrs.get("python_version")
+    if v != None and v not in ("PY2", "PY3"):
+        attrs["python_version"] = "PY2" if v.startswith("2") else "PY3"
+    return attrs
+
 def py_binary(**attrs):
-    native.py_binary(**attrs)
+    native.py_binary(**_major_only(attrs))
 
 def py_library(**attrs):
     native.py_library(**attrs)
 
 def py_test(**attrs):
-    native.py_test(**attrs)
+    native.py_test(**_major_only(attrs))
 
 def py_runtime(**attrs):
     native.py_runtime(**attrs)
