@@ -9,16 +9,16 @@
     )
     use_repo(images, "base")
 
-Then `image(base = "@base", ...)` as in WORKSPACE mode (see rules/private/pull.bzl).
+Then `image(base = "@base", ...)` as in WORKSPACE mode (see rules/private/repo/pull.bzl).
 WORKSPACE users load `image_pull` from `//rules:repositories.bzl` instead.
 
-Debian packages pinned by a deb_lock lock file (rules/private/deb_repository.bzl):
+Debian packages pinned by a deb_lock lock file (rules/private/repo/deb_repository.bzl):
 
     debs = use_extension("@rules_shiko//rules:extensions.bzl", "debs")
     debs.lock(name = "my_debs", lock = "//pkg:packages.lock.json")
     use_repo(debs, "my_debs")
 
-Python wheels pinned with hashes in a requirements lock (rules/private/pip_repository.bzl), for
+Python wheels pinned with hashes in a requirements lock (rules/private/repo/pip_repository.bzl), for
 the host or for an image's platform; the same labels as `pip_lock_repository` in WORKSPACE mode
 (`@<name>//<package>`):
 
