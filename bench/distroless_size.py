@@ -31,7 +31,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from python_tools import deb_lock  # noqa: E402
+from python_tools.shiko.debian import sources as deb_sources  # noqa: E402
 
 TARGET = "//examples/distroless:python3"
 
@@ -71,7 +71,7 @@ def blob_of_index(layout):
 
 
 def debootstrap_sizes(suite, keep):
-    mirror = deb_lock.archive_urls([suite], {})[suite][0]
+    mirror = deb_sources.archive_urls([suite], {})[suite][0]
     target = keep or tempfile.mkdtemp(prefix="shiko-debootstrap-", dir="/var/tmp")
     started = time.monotonic()
     if not os.path.exists(os.path.join(target, "usr", "bin", "python3")):

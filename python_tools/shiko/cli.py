@@ -108,27 +108,45 @@ class Args:
         return "Args(%r)" % self.__dict__
 
 
+def _is_params_file(arg):
+    return arg.startswith("@") and not arg.startswith("@@") and len(arg) > 1
+
+
+def _read_params(path):
+    with open(path, "r", encoding="utf-8") as f:
+        return [line for line in f.read().split("\n") if line != ""]
+
+
 def expand_params(argv):
     """Expands `@file` arguments (Bazel's "multiline" params files: one argument per line)."""
     out = []
     for a in argv:
-        if a.startswith("@") and not a.startswith("@@") and len(a) > 1:
-            with open(a[1:], "r", encoding="utf-8") as f:
-                out.extend(line for line in f.read().split("\n") if line != "")
+        if _is_params_file(a):
+            out.extend(_read_params(a[1:]))
         else:
             out.append(a)
     return out
 
 
 def parse(flags, argv):
-    """Parses argv (no program name) against `flags`; returns Args. UsageError on mistakes."""
+    """Parses argv (no program name) against `flags`; returns Args. UsageError on mistakes.
+
+    An `@file` argument where a flag is expected is a params file, read in place; a flag's value
+    is never one (`--target @repo` is the label @repo).
+    """
     by_name = {f.name: f for f in flags}
     values = {f.name: (list(f.default) if f.kind == "multi" else f.default) for f in flags}
     seen = set()
-    args = expand_params(list(argv))
+    args = list(argv)
+    from_file = 0  # args[:from_file] may come from params files: not expanded again
     i = 0
     while i < len(args):
         a = args[i]
+        if i >= from_file and _is_params_file(a):
+            lines = _read_params(a[1:])
+            args[i:i + 1] = lines
+            from_file = i + len(lines)
+            continue
         i += 1
         if not a.startswith("--") or a == "--":
             raise UsageError("unexpected argument %r (flags look like --name=value)" % a)

@@ -1,4 +1,5 @@
-"""Unit tests of python_tools/assets.py: real files processed, outputs read back and checked."""
+"""Unit tests of python_tools/assets.py and python_tools/shiko/assets/: real files processed,
+outputs read back and checked."""
 
 import base64
 import gzip
@@ -12,8 +13,10 @@ import zlib
 import brotli
 import pytest
 
-from python_tools import assets
-from python_tools import common
+from python_tools.shiko.assets import hashed as assets
+from python_tools.shiko.assets.encodings import gzip_bytes
+from python_tools.shiko.errors import UserError
+from python_tools.shiko.files import canonical_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET = "//pkg:assets"
@@ -77,7 +80,7 @@ def test_hashed_names_and_manifest(tmp_path, srcs):
     result = assets.process(manifest(srcs), out)
     on_disk = json.loads(read(out, "manifest.json"))
     assert on_disk == {"version": 1, "assets": result}
-    assert read(out, "manifest.json") == common.canonical_json(on_disk)
+    assert read(out, "manifest.json") == canonical_json(on_disk)
 
     js = result["js/app.js"]
     h = hashlib.sha256(JS).hexdigest()
@@ -197,7 +200,7 @@ def test_names_without_extension_and_dotted_names():
     ({"compress": ["zstd"]}, "compress", "zstd", "unknown encoding"),
 ])
 def test_bad_options(tmp_path, srcs, kw, attr, value, problem):
-    with pytest.raises(common.UserError) as e:
+    with pytest.raises(UserError) as e:
         assets.process(manifest(srcs, **kw), str(tmp_path / "out"))
     assert e.value.attr == attr and e.value.value == value and problem in e.value.problem
 
@@ -205,7 +208,7 @@ def test_bad_options(tmp_path, srcs, kw, attr, value, problem):
 @pytest.mark.parametrize("logical", ["/abs.css", "a/../b.css", "a//b.css", "manifest.json", ""])
 def test_bad_names(tmp_path, logical):
     p = write(str(tmp_path), "x.css", b"x")
-    with pytest.raises(common.UserError) as e:
+    with pytest.raises(UserError) as e:
         assets.process(manifest([{"logical": logical, "src": p}]), str(tmp_path / "out"))
     assert e.value.attr == "srcs"
 
@@ -213,30 +216,56 @@ def test_bad_names(tmp_path, logical):
 def test_duplicate_names_and_css_cycles(tmp_path):
     a = write(str(tmp_path), "a.css", b'@import "b.css";')
     b = write(str(tmp_path), "b.css", b"x { background: url(a.css) }")
-    with pytest.raises(common.UserError) as e:
+    with pytest.raises(UserError) as e:
         assets.process(manifest([{"logical": "a.css", "src": a}, {"logical": "a.css", "src": b}]),
                        str(tmp_path / "o1"))
     assert "two source files" in e.value.problem
-    with pytest.raises(common.UserError) as e:
+    with pytest.raises(UserError) as e:
         assets.process(manifest([{"logical": "a.css", "src": a}, {"logical": "b.css", "src": b}]),
                        str(tmp_path / "o2"))
     assert "cycle" in e.value.problem and "a.css -> b.css -> a.css" in e.value.problem
 
 
-def test_cli_error_is_one_line_and_leaves_nothing(tmp_path):
+def run_cli(mpath, out):
+    return subprocess.run([sys.executable, "-m", "python_tools.assets", "--manifest", mpath,
+                           "--output_dir", out], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+# "missing.js" fails before anything is written; "zz/missing.js" after ok.js and its variants.
+@pytest.mark.parametrize("missing", ["missing.js", "zz/missing.js"])
+def test_cli_error_is_one_line_and_leaves_nothing(tmp_path, missing):
     a = write(str(tmp_path), "ok.js", JS)
-    m = manifest([{"logical": "ok.js", "src": a}, {"logical": "missing.js",
+    m = manifest([{"logical": "ok.js", "src": a}, {"logical": missing,
                                                     "src": str(tmp_path / "missing.js")}])
     mpath = write(str(tmp_path), "m.json", json.dumps(m).encode())
     out = str(tmp_path / "out")
-    os.makedirs(out)
-    res = subprocess.run([sys.executable, "-m", "python_tools.assets", "--manifest", mpath,
-                          "--output_dir", out], cwd=REPO, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    write(out, "stale/file.txt", b"from an earlier run")
+    res = run_cli(mpath, out)
     assert res.returncode == 1, res.stderr
     lines = res.stderr.strip().splitlines()
-    assert lines == ["ERROR: //pkg:assets: attribute 'srcs': 'missing.js': cannot read %s: "
-                     "No such file or directory" % (tmp_path / "missing.js")], res.stderr
+    assert lines == ["ERROR: //pkg:assets: attribute 'srcs': %r: cannot read %s: "
+                     "No such file or directory" % (missing, tmp_path / "missing.js")], res.stderr
+    assert os.listdir(out) == []
+
+
+def test_library_failure_leaves_the_output_directory_empty(tmp_path, srcs):
+    out = str(tmp_path / "out")
+    write(out, "stale.txt", b"old")
+    bad = srcs + [{"logical": "zz.js", "src": str(tmp_path / "nope.js")}]
+    with pytest.raises(UserError):
+        assets.process(manifest(bad), out)
+    assert os.path.isdir(out) and os.listdir(out) == []
+
+
+def test_cli_bad_manifest_is_one_line(tmp_path):
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    res = run_cli(str(tmp_path / "no-such-manifest.json"), out)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot read the manifest" in lines[0], res.stderr
     assert os.listdir(out) == []
 
 
@@ -255,6 +284,6 @@ def test_cli_writes_the_same_as_the_library(tmp_path, srcs):
 
 def test_gzip_is_plain_zlib_deflate():
     data = b"hello hello hello hello\n" * 30
-    gz = assets.gzip_bytes(data)
+    gz = gzip_bytes(data)
     co = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
     assert gz[10:-8] == co.compress(data) + co.flush()

@@ -1,5 +1,5 @@
-"""Unit tests of python_tools/deb.py: real .deb files built at test time are unpacked into a
-tar, which is read back member by member."""
+"""Unit tests of python_tools/deb.py and python_tools/shiko/debian/unpack.py: real .deb files
+built at test time are unpacked into a tar, which is read back member by member."""
 
 import hashlib
 import json
@@ -10,8 +10,8 @@ import tarfile
 
 import pytest
 
-from python_tools import common
-from python_tools import deb
+from python_tools.shiko.debian.unpack import build_tar
+from python_tools.shiko.files import sha256_file
 from python_tools.tests import debian_fixtures as fx
 
 TARGET = "//pkg:base_libs_deb"
@@ -59,7 +59,7 @@ class Repo:
 
 
 def unpack(manifest, out):
-    deb.run(manifest, str(out))
+    build_tar(manifest, str(out))
     members = {}
     with tarfile.open(str(out)) as tf:
         order = [m.name for m in tf.getmembers()]
@@ -141,9 +141,9 @@ def test_hardlink_to_a_dropped_file_becomes_a_file(tmp_path):
 def test_reproducible_output(tmp_path):
     repo = Repo(tmp_path / "repo")
     libfoo(repo)
-    deb.run(repo.manifest(), str(tmp_path / "a.tar"))
-    deb.run(repo.manifest(), str(tmp_path / "b.tar"))
-    assert common.sha256_file(str(tmp_path / "a.tar")) == common.sha256_file(str(tmp_path / "b.tar"))
+    build_tar(repo.manifest(), str(tmp_path / "a.tar"))
+    build_tar(repo.manifest(), str(tmp_path / "b.tar"))
+    assert sha256_file(str(tmp_path / "a.tar")) == sha256_file(str(tmp_path / "b.tar"))
 
 
 def test_ca_certificates_bundle(tmp_path):
@@ -178,46 +178,59 @@ def test_tzdata_and_base_files_maintainer_work(tmp_path):
     assert m["etc/nsswitch.conf"][1] == b"hosts: files\n"
 
 
-def errors_of(manifest, out, capsys):
-    with pytest.raises(SystemExit) as e:
-        common.run_tool(lambda: deb.run(manifest, str(out)), [str(out)])
-    assert e.value.code == 1
-    err = capsys.readouterr().err
+def run_cli(manifest_path, out):
+    """Runs the tool (python -m python_tools.deb) as Bazel does."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.run([sys.executable, "-m", "python_tools.deb", "--manifest", str(manifest_path),
+                           "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def errors_of(manifest, out):
+    """The tool's stderr for a manifest that must fail: one line, exit 1, no output left."""
+    mpath = os.path.join(os.path.dirname(str(out)), "m.json")
+    with open(mpath, "w") as f:
+        json.dump(manifest, f)
+    with open(str(out), "w") as f:
+        f.write("stale output of an earlier run")
+    res = run_cli(mpath, out)
+    assert res.returncode == 1, res.stderr
+    err = res.stderr
     assert len(err.strip().splitlines()) == 1, err
     assert not os.path.exists(str(out)), "a failed run left its output behind"
     return err
 
 
-def test_tampered_deb_is_a_sha256_error_naming_the_package(tmp_path, capsys):
+def test_tampered_deb_is_a_sha256_error_naming_the_package(tmp_path):
     repo = Repo(tmp_path / "repo")
     path = libfoo(repo)
     manifest = repo.manifest()
     with open(path, "r+b") as f:
         f.seek(-10, os.SEEK_END)
         f.write(b"0123456789")
-    err = errors_of(manifest, tmp_path / "out.tar", capsys)
+    err = errors_of(manifest, tmp_path / "out.tar")
     assert err.startswith("ERROR: %s: attribute 'packages': 'libfoo': libfoo.deb has sha256 " % TARGET)
     assert "the lock says %s" % repo.entries[0]["sha256"] in err
     assert "not the locked package" in err
 
 
-def test_wrong_architecture_and_version(tmp_path, capsys):
+def test_wrong_architecture_and_version(tmp_path):
     repo = Repo(tmp_path / "repo", arch="amd64")
     repo.add("armlib", "1", [("./usr/lib/x", "file", b"x", 0o644)], arch="arm64")
-    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    err = errors_of(repo.manifest(), tmp_path / "out.tar")
     assert "'armlib': armlib 1: built for arm64, the image is amd64" in err
     repo = Repo(tmp_path / "repo2")
     repo.add("lib", "1", [("./usr/lib/x", "file", b"x", 0o644)])
     repo.entries[0]["version"] = "2"
-    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    err = errors_of(repo.manifest(), tmp_path / "out.tar")
     assert "the .deb is lib 1" in err
 
 
-def test_two_packages_with_one_file(tmp_path, capsys):
+def test_two_packages_with_one_file(tmp_path):
     repo = Repo(tmp_path / "repo")
     repo.add("a", "1", [("./usr/bin/tool", "file", b"a", 0o755), ("./usr/share/same", "file", b"s", 0o644)])
     repo.add("b", "1", [("./usr/bin/tool", "file", b"b", 0o755), ("./usr/share/same", "file", b"s", 0o644)])
-    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    err = errors_of(repo.manifest(), tmp_path / "out.tar")
     assert "'/usr/bin/tool': shipped by both a and b" in err
     # Identical files and shared directories are fine.
     repo = Repo(tmp_path / "repo2")
@@ -226,24 +239,24 @@ def test_two_packages_with_one_file(tmp_path, capsys):
     assert unpack(repo.manifest(), tmp_path / "ok.tar")["usr/share/same"][1] == b"s"
 
 
-def test_special_files_and_unsafe_names_are_errors(tmp_path, capsys):
+def test_special_files_and_unsafe_names_are_errors(tmp_path):
     repo = Repo(tmp_path / "repo")
     repo.add("fifo", "1", [("./run/fifo", "fifo", None, 0o644)])
-    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    err = errors_of(repo.manifest(), tmp_path / "out.tar")
     assert "device, FIFO or another special file" in err
     repo = Repo(tmp_path / "repo2")
     repo.add("evil", "1", [("./../../etc/passwd", "file", b"x", 0o644)])
-    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    err = errors_of(repo.manifest(), tmp_path / "out.tar")
     assert "unsafe member name" in err
 
 
-def test_not_a_deb(tmp_path, capsys):
+def test_not_a_deb(tmp_path):
     repo = Repo(tmp_path / "repo")
     path = repo.add("x", "1", [])
     with open(path, "wb") as f:
         f.write(b"hello")
     repo.entries[0]["sha256"] = hashlib.sha256(b"hello").hexdigest()
-    err = errors_of(repo.manifest(), tmp_path / "out.tar", capsys)
+    err = errors_of(repo.manifest(), tmp_path / "out.tar")
     assert "'x': x 1 is not a .deb" in err
 
 
@@ -277,9 +290,34 @@ def test_cli(tmp_path):
     mpath = tmp_path / "m.json"
     mpath.write_text(json.dumps(repo.manifest()))
     out = tmp_path / "cli.tar"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    res = subprocess.run([sys.executable, "-m", "python_tools.deb", "--manifest", str(mpath),
-                          "--output", str(out)], env=env, stderr=subprocess.PIPE)
-    assert res.returncode == 0, res.stderr.decode()
+    res = run_cli(mpath, out)
+    assert res.returncode == 0, res.stderr
     with tarfile.open(str(out)) as tf:
         assert "usr/bin/foo" in tf.getnames()
+    # The same bytes as the library writes.
+    build_tar(repo.manifest(), str(tmp_path / "lib.tar"))
+    assert sha256_file(str(out)) == sha256_file(str(tmp_path / "lib.tar"))
+
+
+@pytest.mark.parametrize("content", [None, "{not json", "[1, 2"])
+def test_cli_bad_manifest_is_one_line_and_leaves_no_output(tmp_path, content):
+    mpath = tmp_path / "m.json"
+    if content is not None:
+        mpath.write_text(content)
+    out = tmp_path / "out.tar"
+    out.write_text("stale output of an earlier run")
+    res = run_cli(mpath, out)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    problem = "cannot read the manifest" if content is None else "the manifest is not valid JSON"
+    assert lines[0].startswith("ERROR: ") and problem in lines[0], lines[0]
+    assert "attribute '--manifest': %r" % str(mpath) in lines[0], lines[0]
+    assert not out.exists(), "a failed run left its output behind"
+
+
+def test_cli_missing_flag_is_a_usage_error(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run([sys.executable, "-m", "python_tools.deb", "--output", str(tmp_path / "o.tar")],
+                         cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    assert res.returncode == 2 and res.stderr == "ERROR: deb: missing required flag: --manifest\n"

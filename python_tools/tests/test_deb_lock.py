@@ -1,5 +1,5 @@
-"""Unit tests of python_tools/deb_lock.py: Debian versions (checked against dpkg itself),
-relations, the resolver on real-format Packages data, and whole locks from file:// archives
+"""Unit tests of python_tools/deb_lock.py and shiko/debian/: Debian versions (checked against dpkg
+itself), relations, the resolver on real-format Packages data, and whole locks from file:// archives
 whose Release files are signed at test time by a throwaway gpg key."""
 
 import hashlib
@@ -8,11 +8,22 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from python_tools import deb_lock
+from python_tools.shiko import cli
+from python_tools.shiko.debian import deb822, errors, indexes, lockfile, resolver, signatures, sources
+from python_tools.shiko.debian import version as deb_version
 from python_tools.tests import debian_fixtures as fx
+
+
+def main(argv):
+    """Runs the deb_lock command line as the script would; returns its exit code."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(deb_lock.COMMANDS, argv=["deb_lock.py"] + list(argv))
+    return e.value.code
 
 
 # --- versions ----------------------------------------------------------------------------------
@@ -28,15 +39,15 @@ ORDERED = [
 def test_version_order_is_total_and_matches_the_list():
     for i, a in enumerate(ORDERED):
         for j, b in enumerate(ORDERED):
-            c = deb_lock.version_compare(a, b)
+            c = deb_version.version_compare(a, b)
             want = (i > j) - (i < j)
             assert (c > 0) - (c < 0) == want, (a, b, c)
 
 
 def test_equal_spellings():
-    assert deb_lock.version_compare("1.0", "1.0-0") == 0
-    assert deb_lock.version_compare("0:1.0", "1.0") == 0
-    assert deb_lock.version_compare("1.001", "1.1") == 0
+    assert deb_version.version_compare("1.0", "1.0-0") == 0
+    assert deb_version.version_compare("0:1.0", "1.0") == 0
+    assert deb_version.version_compare("1.001", "1.1") == 0
 
 
 def test_version_compare_agrees_with_dpkg():
@@ -47,13 +58,13 @@ def test_version_compare_agrees_with_dpkg():
         ("1.2.3~rc1+dfsg-2", "1.2.3+dfsg-1"), ("5.3.28+dfsg2-1", "5.3.28+dfsg1-0.10"),
     ]
     for a, b in pairs:
-        ours = deb_lock.version_compare(a, b) < 0
+        ours = deb_version.version_compare(a, b) < 0
         theirs = subprocess.run([dpkg, "--compare-versions", a, "lt", b]).returncode == 0
         assert ours == theirs, (a, b)
 
 
 def test_version_relations():
-    s = deb_lock.version_satisfies
+    s = deb_version.version_satisfies
     assert s("1.0", "<<", "1.1") and not s("1.1", "<<", "1.1")
     assert s("1.1", "<=", "1.1") and s("1.1", "<", "1.1")  # obsolete "<" means "<="
     assert s("1.1", ">=", "1.1") and s("1.2", ">>", "1.1") and not s("1.1", ">>", "1.1")
@@ -62,7 +73,7 @@ def test_version_relations():
 
 
 def test_parse_relations():
-    r = deb_lock.parse_relations(
+    r = deb822.parse_relations(
         "libc6 (>= 2.34), python3:any (<< 3.12) | python3.11, foo [amd64] <!nocheck>,bar (=1:2-3)")
     assert r == [
         [("libc6", ">=", "2.34")],
@@ -70,13 +81,13 @@ def test_parse_relations():
         [("foo", None, None)],
         [("bar", "=", "1:2-3")],
     ]
-    assert deb_lock.parse_relations("") == []
-    with pytest.raises(deb_lock.DebError, match="malformed relation"):
-        deb_lock.parse_relations("libc6 (>= 2.34")
+    assert deb822.parse_relations("") == []
+    with pytest.raises(errors.DebError, match="malformed relation"):
+        deb822.parse_relations("libc6 (>= 2.34")
 
 
 def test_parse_stanzas_keeps_multiline_fields():
-    st = deb_lock.parse_stanzas("A: 1\nB: x\n y\n\n\nA: 2\n")
+    st = deb822.parse_stanzas("A: 1\nB: x\n y\n\n\nA: 2\n")
     assert st == [{"A": "1", "B": "x\ny"}, {"A": "2"}]
 
 
@@ -84,9 +95,9 @@ def test_parse_stanzas_keeps_multiline_fields():
 
 def universe(*suites):
     """suites: [(suite, "Packages text")] in preference order."""
-    u = deb_lock.Universe()
+    u = resolver.Universe()
     for suite, text in suites:
-        u.add(deb_lock.parse_stanzas(text), suite)
+        u.add(deb822.parse_stanzas(text), suite)
     u.finish()
     return u
 
@@ -108,12 +119,12 @@ def test_alternatives_take_the_first_available_unless_one_is_selected():
         pkg("gawk", "5.2", Depends="libc6"),
         pkg("libc6", "2.36"),
     ])))
-    assert names(deb_lock.resolve(u, ["app"])) == {"app": "1", "mawk": "1.3", "libc6": "2.36"}
+    assert names(resolver.resolve(u, ["app"])) == {"app": "1", "mawk": "1.3", "libc6": "2.36"}
     # gawk requested: it satisfies the group, mawk is not pulled in.
-    assert names(deb_lock.resolve(u, ["app", "gawk"])) == {"app": "1", "gawk": "5.2", "libc6": "2.36"}
+    assert names(resolver.resolve(u, ["app", "gawk"])) == {"app": "1", "gawk": "5.2", "libc6": "2.36"}
     # The first alternative missing from the archive: the second one.
     u2 = universe(("s", "\n".join([pkg("app", "1", Depends="nosuch | gawk"), pkg("gawk", "5.2")])))
-    assert names(deb_lock.resolve(u2, ["app"])) == {"app": "1", "gawk": "5.2"}
+    assert names(resolver.resolve(u2, ["app"])) == {"app": "1", "gawk": "5.2"}
 
 
 def test_virtual_packages_via_provides():
@@ -123,7 +134,7 @@ def test_virtual_packages_via_provides():
         pkg("foo2", "2.0", Provides="libfoo-abi (= 2.1)"),
         pkg("foo1", "1.0", Provides="libfoo-abi (= 1.0), libfoo-abi-old"),
     ])))
-    res = deb_lock.resolve(u, ["app"])
+    res = resolver.resolve(u, ["app"])
     assert names(res) == {"app": "1", "exim": "4", "foo2": "2.0"}
     assert res.depends["app"] == ["exim", "foo2"]
 
@@ -133,9 +144,9 @@ def test_unversioned_provides_do_not_satisfy_a_versioned_dependency():
         pkg("app", "1", Depends="virt (>= 1)"),
         pkg("prov", "1", Provides="virt"),
     ])))
-    with pytest.raises(deb_lock.DebError, match=r"unsatisfiable dependency: app 1 .*virt \(>= 1\).*"
+    with pytest.raises(errors.DebError, match=r"unsatisfiable dependency: app 1 .*virt \(>= 1\).*"
                                                 r"virt: virtual, provided by prov"):
-        deb_lock.resolve(u, ["app"], arch="amd64")
+        resolver.resolve(u, ["app"], arch="amd64")
 
 
 def test_several_providers_ask_for_a_choice():
@@ -144,10 +155,10 @@ def test_several_providers_ask_for_a_choice():
         pkg("mawk", "1", Provides="awk"),
         pkg("gawk", "1", Provides="awk"),
     ])))
-    with pytest.raises(deb_lock.DebError, match="virtual package provided by gawk, mawk"):
-        deb_lock.resolve(u, ["app"])
-    assert names(deb_lock.resolve(u, ["mawk", "app"])) == {"app": "1", "mawk": "1"}
-    assert names(deb_lock.resolve(u, ["app"], exclude=["awk"])) == {"app": "1"}
+    with pytest.raises(errors.DebError, match="virtual package provided by gawk, mawk"):
+        resolver.resolve(u, ["app"])
+    assert names(resolver.resolve(u, ["mawk", "app"])) == {"app": "1", "mawk": "1"}
+    assert names(resolver.resolve(u, ["app"], exclude=["awk"])) == {"app": "1"}
 
 
 def test_version_constraints_pick_an_older_version_from_another_suite():
@@ -157,13 +168,13 @@ def test_version_constraints_pick_an_older_version_from_another_suite():
         ("bookworm", "\n".join([pkg("libfoo", "1.5-1"), pkg("app", "1.0", Depends="libfoo (<< 2)"),
                                 pkg("tool", "1", Depends="libfoo (<< 1.6~)")])),
     )
-    res = deb_lock.resolve(u, ["app"])
+    res = resolver.resolve(u, ["app"])
     assert names(res) == {"app": "1.1", "libfoo": "2.0-1+deb12u1"}
     assert res.selected["libfoo"]["_suite"] == "bookworm-security"
-    res = deb_lock.resolve(u, ["app=1.0"])
+    res = resolver.resolve(u, ["app=1.0"])
     assert names(res) == {"app": "1.0", "libfoo": "1.5-1"}
     assert res.selected["libfoo"]["_suite"] == "bookworm"
-    assert names(deb_lock.resolve(u, ["tool"])) == {"tool": "1", "libfoo": "1.5-1"}
+    assert names(resolver.resolve(u, ["tool"])) == {"tool": "1", "libfoo": "1.5-1"}
 
 
 def test_conflicting_constraints_are_an_error():
@@ -172,9 +183,9 @@ def test_conflicting_constraints_are_an_error():
         pkg("b", "1", Depends="lib (<< 2)"),
         pkg("lib", "2"), pkg("lib", "1"),
     ])))
-    with pytest.raises(deb_lock.DebError, match=r"b 1 .*lib \(<< 2\).*lib: 2 is already selected "
+    with pytest.raises(errors.DebError, match=r"b 1 .*lib \(<< 2\).*lib: 2 is already selected "
                                                 r"\(needed by lib <- a\)"):
-        deb_lock.resolve(u, ["a", "b"], arch="amd64")
+        resolver.resolve(u, ["a", "b"], arch="amd64")
 
 
 def test_unsatisfiable_dependency_names_the_chain_and_what_exists():
@@ -183,8 +194,8 @@ def test_unsatisfiable_dependency_names_the_chain_and_what_exists():
         pkg("libpython", "3.11", Pre_Depends="libc6 (>= 2.40)"),
         pkg("libc6", "2.36"),
     ])))
-    with pytest.raises(deb_lock.DebError) as e:
-        deb_lock.resolve(u, ["python3"], arch="amd64")
+    with pytest.raises(errors.DebError) as e:
+        resolver.resolve(u, ["python3"], arch="amd64")
     msg = str(e.value)
     assert "amd64: unsatisfiable dependency: libpython 3.11 (needed by libpython <- python3)" in msg
     assert "Pre-Depends 'libc6 (>= 2.40)'" in msg
@@ -193,12 +204,12 @@ def test_unsatisfiable_dependency_names_the_chain_and_what_exists():
 
 def test_requests_that_cannot_be_met():
     u = universe(("s", "\n".join([pkg("a", "1", Provides="v"), pkg("b", "1", Provides="v")])))
-    with pytest.raises(deb_lock.DebError, match="'nosuch' is not in the archive"):
-        deb_lock.resolve(u, ["nosuch"])
-    with pytest.raises(deb_lock.DebError, match="requested a=2, but the archive has 1 only"):
-        deb_lock.resolve(u, ["a=2"])
-    with pytest.raises(deb_lock.DebError, match="'v' is virtual, provided by a, b"):
-        deb_lock.resolve(u, ["v"])
+    with pytest.raises(errors.DebError, match="'nosuch' is not in the archive"):
+        resolver.resolve(u, ["nosuch"])
+    with pytest.raises(errors.DebError, match="requested a=2, but the archive has 1 only"):
+        resolver.resolve(u, ["a=2"])
+    with pytest.raises(errors.DebError, match="'v' is virtual, provided by a, b"):
+        resolver.resolve(u, ["v"])
 
 
 def test_essential_packages_are_assumed_not_installed():
@@ -208,18 +219,18 @@ def test_essential_packages_are_assumed_not_installed():
         pkg("tar", "1.34", Essential="yes"),
         pkg("install-info", "7"),
     ])))
-    res = deb_lock.resolve(u, ["readline-common"])
+    res = resolver.resolve(u, ["readline-common"])
     assert names(res) == {"readline-common": "8"}
     assert res.assumed == ["dpkg"]
     # Requested explicitly, an Essential package is installed (with its dependencies).
-    res = deb_lock.resolve(u, ["dpkg"])
+    res = resolver.resolve(u, ["dpkg"])
     assert names(res) == {"dpkg": "1.21"}
     assert res.assumed == ["tar"]
 
 
 def test_same_version_in_two_suites_comes_from_the_first():
     u = universe(("bookworm", pkg("a", "1")), ("bookworm-updates", pkg("a", "1")))
-    assert deb_lock.resolve(u, ["a"]).selected["a"]["_suite"] == "bookworm"
+    assert resolver.resolve(u, ["a"]).selected["a"]["_suite"] == "bookworm"
 
 
 # --- apt sources -------------------------------------------------------------------------------
@@ -237,17 +248,17 @@ def test_apt_sources_deb822_and_one_line(tmp_path):
         "Suites: bookworm-security\nComponents: main\n\n"
         "Types: deb\nEnabled: no\nURIs: http://off.example/debian\nSuites: bookworm\n")
     (apt / "sources.list.d" / "x.list.disabled").write_text("deb http://nope.example/ bookworm main\n")
-    urls = deb_lock.archive_urls(["bookworm", "bookworm-security", "bookworm-backports"], {},
+    urls = sources.archive_urls(["bookworm", "bookworm-security", "bookworm-backports"], {},
                                  str(apt))
     assert urls == {
         "bookworm": ["http://mirror.example/debian"],
         "bookworm-security": ["http://mirror.example/debian-security"],
         "bookworm-backports": ["http://one.example/debian"],
     }
-    assert deb_lock.archive_urls(["bookworm", "x"], {"*": "file:///a/", "bookworm": "http://b"},
+    assert sources.archive_urls(["bookworm", "x"], {"*": "file:///a/", "bookworm": "http://b"},
                                  str(apt)) == {"bookworm": ["http://b"], "x": ["file:///a"]}
-    with pytest.raises(deb_lock.DebError, match="no apt source lists suite 'trixie'"):
-        deb_lock.archive_urls(["trixie"], {}, str(apt))
+    with pytest.raises(errors.DebError, match="no apt source lists suite 'trixie'"):
+        sources.archive_urls(["trixie"], {}, str(apt))
 
 
 # --- whole locks from signed file:// archives --------------------------------------------------
@@ -313,8 +324,8 @@ def _manifest(tmp_path, data=None):
 
 def test_lock_from_signed_archives(tmp_path, key):
     urls, shas = _archive(tmp_path, key)
-    manifest, digest = deb_lock.read_manifest(_manifest(tmp_path))
-    lock = deb_lock.build_lock(manifest, digest, urls, key.keyring)
+    manifest, digest = lockfile.read_manifest(_manifest(tmp_path))
+    lock = lockfile.build_lock(manifest, digest, urls, key.keyring)
     assert lock["lock_version"] == 1 and lock["suites"] == ["bookworm", "bookworm-security"]
     for arch in ("amd64", "arm64"):
         pkgs = {p["name"]: p for p in lock["architectures"][arch]["packages"]}
@@ -329,14 +340,14 @@ def test_lock_from_signed_archives(tmp_path, key):
             base = urls[p["suite"]][0][len("file://"):]
             with open(os.path.join(base, p["path"]), "rb") as f:
                 assert hashlib.sha256(f.read()).hexdigest() == p["sha256"]
-    data = deb_lock.encode_lock(lock)
-    assert data == deb_lock.encode_lock(json.loads(data))  # stable encoding
+    data = lockfile.encode_lock(lock)
+    assert data == lockfile.encode_lock(json.loads(data))  # stable encoding
 
 
 def test_release_and_detached_signature(tmp_path, key):
     urls, _ = _archive(tmp_path, key, inrelease=False)
     assert not os.path.exists(urls["bookworm"][0][len("file://"):] + "/dists/bookworm/InRelease")
-    fields, files, _ = deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring)
+    fields, files, _ = indexes.fetch_release(urls["bookworm"], "bookworm", key.keyring)
     assert fields["Codename"] == "bookworm" and "main/binary-amd64/Packages.xz" in files
 
 
@@ -347,8 +358,8 @@ def test_tampered_inrelease_is_a_bad_signature(tmp_path, key):
         data = f.read()
     with open(path, "wb") as f:
         f.write(data.replace(b"Label: Test", b"Label: Evil"))
-    with pytest.raises(deb_lock.DebError, match=r"dists/bookworm/InRelease: bad signature"):
-        deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring)
+    with pytest.raises(errors.DebError, match=r"dists/bookworm/InRelease: bad signature"):
+        indexes.fetch_release(urls["bookworm"], "bookworm", key.keyring)
 
 
 def test_tampered_release_with_detached_signature(tmp_path, key):
@@ -356,18 +367,18 @@ def test_tampered_release_with_detached_signature(tmp_path, key):
     path = urls["bookworm"][0][len("file://"):] + "/dists/bookworm/Release"
     with open(path, "ab") as f:
         f.write(b"Evil: yes\n")
-    with pytest.raises(deb_lock.DebError, match=r"dists/bookworm/Release: bad signature"):
-        deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring)
+    with pytest.raises(errors.DebError, match=r"dists/bookworm/Release: bad signature"):
+        indexes.fetch_release(urls["bookworm"], "bookworm", key.keyring)
 
 
 def test_signature_by_a_key_outside_the_keyring(tmp_path, key, other_key):
     urls, _ = _archive(tmp_path, other_key)
-    with pytest.raises(deb_lock.DebError, match="bad signature"):
-        deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring)
+    with pytest.raises(errors.DebError, match="bad signature"):
+        indexes.fetch_release(urls["bookworm"], "bookworm", key.keyring)
     # ... and against the Debian archive keyring.
-    if os.path.exists(deb_lock.DEFAULT_KEYRING):
-        with pytest.raises(deb_lock.DebError, match="bad signature"):
-            deb_lock.fetch_release(urls["bookworm"], "bookworm", deb_lock.DEFAULT_KEYRING)
+    if os.path.exists(signatures.DEFAULT_KEYRING):
+        with pytest.raises(errors.DebError, match="bad signature"):
+            indexes.fetch_release(urls["bookworm"], "bookworm", signatures.DEFAULT_KEYRING)
 
 
 def test_packages_index_must_match_the_release(tmp_path, key):
@@ -376,34 +387,34 @@ def test_packages_index_must_match_the_release(tmp_path, key):
     import lzma
     with open(path, "wb") as f:
         f.write(lzma.compress(b"Package: evil\nVersion: 1\n"))
-    manifest, digest = deb_lock.read_manifest(_manifest(tmp_path))
-    with pytest.raises(deb_lock.DebError, match=r"binary-arm64/Packages.xz: sha256 .* does not match "
+    manifest, digest = lockfile.read_manifest(_manifest(tmp_path))
+    with pytest.raises(errors.DebError, match=r"binary-arm64/Packages.xz: sha256 .* does not match "
                                                 r"the signed Release file"):
-        deb_lock.build_lock(manifest, digest, urls, key.keyring)
+        lockfile.build_lock(manifest, digest, urls, key.keyring)
 
 
 def test_expired_release(tmp_path, key):
     urls, _ = _archive(tmp_path, key, valid_until="Sat, 08 Jan 2000 00:00:00 UTC")
-    with pytest.raises(deb_lock.DebError, match="expired"):
-        deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring)
-    deb_lock.fetch_release(urls["bookworm"], "bookworm", key.keyring, ignore_valid_until=True)
+    with pytest.raises(errors.DebError, match="expired"):
+        indexes.fetch_release(urls["bookworm"], "bookworm", key.keyring)
+    indexes.fetch_release(urls["bookworm"], "bookworm", key.keyring, ignore_valid_until=True)
 
 
 def test_missing_suite(tmp_path, key):
     urls, _ = _archive(tmp_path, key)
-    with pytest.raises(deb_lock.DebError, match="suite 'trixie' not found"):
-        deb_lock.fetch_release(urls["bookworm"], "trixie", key.keyring)
+    with pytest.raises(errors.DebError, match="suite 'trixie' not found"):
+        indexes.fetch_release(urls["bookworm"], "trixie", key.keyring)
 
 
 def test_manifest_errors(tmp_path):
-    with pytest.raises(deb_lock.DebError, match="'suites' is required"):
-        deb_lock.read_manifest(_manifest(tmp_path, {"architectures": ["amd64"], "packages": ["a"]}))
-    with pytest.raises(deb_lock.DebError, match="unknown key 'pakages'"):
-        deb_lock.read_manifest(_manifest(tmp_path, dict(MANIFEST, pakages=[])))
+    with pytest.raises(errors.DebError, match="'suites' is required"):
+        lockfile.read_manifest(_manifest(tmp_path, {"architectures": ["amd64"], "packages": ["a"]}))
+    with pytest.raises(errors.DebError, match="unknown key 'pakages'"):
+        lockfile.read_manifest(_manifest(tmp_path, dict(MANIFEST, pakages=[])))
     p = tmp_path / "bad.json"
     p.write_text("{")
-    with pytest.raises(deb_lock.DebError, match="not valid JSON"):
-        deb_lock.read_manifest(str(p))
+    with pytest.raises(errors.DebError, match="not valid JSON"):
+        lockfile.read_manifest(str(p))
 
 
 def test_cli_writes_the_lock_and_reports_changes(tmp_path, key, capsys):
@@ -413,27 +424,27 @@ def test_cli_writes_the_lock_and_reports_changes(tmp_path, key, capsys):
     argv = ["lock", "--manifest", manifest, "--lock", out, "--keyring", key.keyring,
             "--archive", "bookworm=" + urls["bookworm"][0],
             "--archive", "bookworm-security=" + urls["bookworm-security"][0]]
-    assert deb_lock.main(argv) == 0
+    assert main(argv) == 0
     first = open(out, "rb").read()
     assert "new lock" in capsys.readouterr().out
     lock = json.loads(first)
     assert lock["manifest_sha256"] == hashlib.sha256(open(manifest, "rb").read()).hexdigest()
     # Unchanged archive: the same bytes, no change reported.
-    assert deb_lock.main(argv) == 0
+    assert main(argv) == 0
     assert open(out, "rb").read() == first
     assert "0 change(s)" in capsys.readouterr().out
     # An older lock: the changes are listed.
     lock["architectures"]["amd64"]["packages"][1]["version"] = "2.36-8"
     with open(out, "w") as f:
         json.dump(lock, f)
-    assert deb_lock.main(argv) == 0
+    assert main(argv) == 0
     assert "amd64: libc6 2.36-8 -> 2.36-9+deb12u1" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, key, other_key, capsys):
     urls, _ = _archive(tmp_path, other_key)
     out = str(tmp_path / "packages.lock.json")
-    rc = deb_lock.main(["lock", "--manifest", _manifest(tmp_path), "--lock", out, "--keyring",
+    rc = main(["lock", "--manifest", _manifest(tmp_path), "--lock", out, "--keyring",
                         key.keyring, "--archive", "*=" + urls["bookworm"][0],
                         "--target", "//x:lock.update"])
     assert rc == 1
@@ -448,19 +459,36 @@ def test_cli_sources(tmp_path, capsys):
     (apt / "sources.list.d").mkdir(parents=True)
     (apt / "sources.list.d" / "d.sources").write_text(
         "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm\nComponents: main\n")
-    assert deb_lock.main(["sources", "--apt_dir", str(apt), "--suite", "bookworm"]) == 0
+    assert main(["sources", "--apt_dir", str(apt), "--suite", "bookworm"]) == 0
     assert json.loads(capsys.readouterr().out) == {"bookworm": ["http://m.example/debian"]}
-    assert deb_lock.main(["sources", "--apt_dir", str(apt), "--suite", "sid"]) == 1
+    assert main(["sources", "--apt_dir", str(apt), "--suite", "sid"]) == 1
     assert "no apt source lists suite 'sid'" in capsys.readouterr().err
+
+
+def test_cli_as_deb_repository_runs_it(tmp_path):
+    """The host's python3 on the script itself, `--flag value` pairs, a label starting with @."""
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    (apt / "sources.list.d" / "d.sources").write_text(
+        "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm\nComponents: main\n")
+    argv = [sys.executable, "-B", "-I", "-S", deb_lock.__file__, "sources", "--apt_dir", str(apt),
+            "--target", "@debs"]
+    r = subprocess.run(argv + ["--suite", "bookworm"], capture_output=True, text=True, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"bookworm": ["http://m.example/debian"]}
+    r = subprocess.run(argv + ["--suite", "sid"], capture_output=True, text=True, cwd=str(tmp_path))
+    assert r.returncode == 1
+    assert r.stderr.startswith("ERROR: @debs: no apt source lists suite 'sid'"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_cli_probe(tmp_path, capsys):
     f = tmp_path / "x.deb"
     f.write_bytes(b"deb bytes")
     missing = "file://%s/nope.deb" % tmp_path
-    assert deb_lock.main(["probe", "--url", missing, "--url", "file://%s" % f]) == 0
+    assert main(["probe", "--url", missing, "--url", "file://%s" % f]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got == {"url": "file://%s" % f, "sha256": hashlib.sha256(b"deb bytes").hexdigest(),
                    "size": 9}
-    assert deb_lock.main(["probe", "--url", missing]) == 0
+    assert main(["probe", "--url", missing]) == 0
     assert "no such file" in json.loads(capsys.readouterr().out)["error"]

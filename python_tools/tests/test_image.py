@@ -10,15 +10,17 @@ import subprocess
 
 import pytest
 
+from python_tools.shiko.oci.media_types import (
+    DOCKER_CONFIG,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
+from python_tools.shiko.oci.media_types import DOCKER_LAYER_GZIP as DOCKER_LAYER
 from python_tools.tests import engines
 from python_tools.tests.engines import build_image, image_manifest, layout_manifest, make_layer, read_json
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 
 def sha(data):
@@ -82,7 +84,7 @@ class HandLayout(object):
             config["variant"] = variant
         if docker:
             config["container_config"] = {"Cmd": ["/bin/sh", "-c", "#(nop)"]}
-        config_desc = self.blob(config, DOCKER_CONFIG if docker else "application/vnd.oci.image.config.v1+json")
+        config_desc = self.blob(config, DOCKER_CONFIG if docker else OCI_CONFIG)
         manifest = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST, "config": config_desc, "layers": [layer_desc]}
         desc = self.blob(manifest, manifest["mediaType"])
         desc["platform"] = {"architecture": arch, "os": "linux"}
@@ -135,7 +137,7 @@ def test_scratch_layout_structure(work, hello_layer):
     assert open(out_manifest, "rb").read() == manifest_bytes
     manifest = json.loads(manifest_bytes)
     assert manifest["schemaVersion"] == 2 and manifest["mediaType"] == OCI_MANIFEST
-    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert manifest["config"]["mediaType"] == OCI_CONFIG
     assert manifest["layers"] == [{k: hello_layer["desc"][k] for k in ("mediaType", "digest", "size")}]
     assert manifest["annotations"] == {"org.opencontainers.image.source": "https://example.com/x"}
     # canonical JSON: sorted keys, no spaces
@@ -314,7 +316,7 @@ def test_docker_schema2_base_keeps_layer_media_types(work, hello_layer):
     layout, _, _ = build_image(work, "out", image_manifest(base={"layout": hand.path, "label": "//test:dockerbase"}, layers=[child], env={"X": "$X$X"}))
     _, manifest, config = layout_manifest(layout)
     assert manifest["mediaType"] == OCI_MANIFEST
-    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert manifest["config"]["mediaType"] == OCI_CONFIG
     assert [l["mediaType"] for l in manifest["layers"]] == [DOCKER_LAYER, child["desc"]["mediaType"]]
     assert config["config"]["Env"] == ["PATH=/bin", "X=11"]
     assert config["container_config"] == {"Cmd": ["/bin/sh", "-c", "#(nop)"]}  # the base config is kept

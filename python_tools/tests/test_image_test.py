@@ -1,4 +1,4 @@
-"""Tests of python_tools/image_test.py, rootfs.py and image_run.py.
+"""Tests of python_tools/image_test.py, shiko/image_test/ (spec, checks, drivers) and rootfs.py.
 
 - rootfs: whiteouts (.wh. files and opaque directories), replacements, implicit and symlinked
   parents, hardlinks, the layer each path came from, gzip/zstd/plain layers, unpacking;
@@ -21,8 +21,10 @@ import tarfile
 
 import pytest
 
-from python_tools.shiko.image_test import run as image_run
-from python_tools import image_test
+from python_tools.shiko.engines import discovery
+from python_tools.shiko.image_test import sandbox
+from python_tools.shiko.image_test.harness import run_test
+from python_tools.shiko.image_test.spec import validate
 from python_tools.shiko.tar import rootfs
 from python_tools.tests import engines
 from python_tools.tests.engines import build_image, image_manifest, write_json
@@ -263,12 +265,12 @@ def rich_image(work, extra_members=()):
 def spec_for(layout, labels, driver="none", **spec):
     manifest = {"target": "//t:test", "image": {"label": "//t:image", "layout": layout, "layers": labels},
                 "driver": driver, "spec": spec}
-    return image_test.validate(manifest)
+    return validate(manifest)
 
 
 def run(spec, driver=None):
     out = io.StringIO()
-    code = image_test.run_test(spec, None, driver, out=out)
+    code = run_test(spec, None, driver, out=out)
     return code, out.getvalue()
 
 
@@ -498,12 +500,12 @@ def probe_commands():
 @pytest.mark.parametrize("backend", ["bwrap", "unshare"])
 def test_none_driver_runs_commands_as_the_image_says(rich, work, backend, monkeypatch):
     layout, labels, _ = rich
-    real_init = image_run.NoEngine.__init__
+    real_init = sandbox.NoEngine.__init__
 
     def init(self, image, tmp, log, backend_=None):
         real_init(self, image, tmp, log, backend=backend)
 
-    monkeypatch.setattr(image_run.NoEngine, "__init__", init)
+    monkeypatch.setattr(sandbox.NoEngine, "__init__", init)
     code, out = run(spec_for(layout, labels, commands=probe_commands()))
     assert code == 0, out
     assert "driver: none (%s" % backend in out and "user 1000:1000, workdir /srv" in out
@@ -568,7 +570,7 @@ def test_unreachable_docker_fails_the_test(rich, monkeypatch, work):
 
 def test_auto_falls_back_to_no_engine_and_the_env_var_overrides(rich, monkeypatch, work):
     layout, labels, _ = rich
-    for k in ("DOCKER_HOST",) + image_run.PODMAN_ENV:
+    for k in ("DOCKER_HOST", "XDG_RUNTIME_DIR") + discovery.PODMAN_ENV:
         monkeypatch.delenv(k, raising=False)
     if os.path.exists("/var/run/docker.sock"):
         pytest.fail("a docker daemon socket exists at /var/run/docker.sock; this test needs a machine without one")

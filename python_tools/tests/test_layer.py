@@ -1,4 +1,5 @@
-"""Unit tests of python_tools/layer.py: real tars written, read back and checked byte for byte."""
+"""Unit tests of python_tools/layer.py and its library python_tools/shiko/layer/: real tars
+written, read back and checked byte for byte."""
 
 import bz2
 import gzip
@@ -15,8 +16,9 @@ import tarfile
 import pytest
 import zstandard
 
-from python_tools import common
-from python_tools import layer
+from python_tools.shiko.errors import UserError
+from python_tools.shiko.files import canonical_json
+from python_tools.shiko.layer.build import build_layer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGET = "//pkg:img_layer"
@@ -107,13 +109,13 @@ class Built(object):
 
 def build(tmp_path, m, name="layer.out", **kw):
     out = str(tmp_path / name)
-    desc, listing = layer.build_layer(m, out, **kw)
+    desc, listing = build_layer(m, out, **kw)
     return Built(out, desc, listing)
 
 
 def user_error(tmp_path, m):
-    with pytest.raises(common.UserError) as e:
-        layer.build_layer(m, str(tmp_path / "err.out"))
+    with pytest.raises(UserError) as e:
+        build_layer(m, str(tmp_path / "err.out"))
     return e.value
 
 
@@ -838,7 +840,7 @@ def test_cli_success(tmp_path, src):
         [f_entry("app/bin/hello", src / "hello.sh")], compression="gzip"))
     assert p.returncode == 0, p.stderr
     d = json.loads(desc.read_bytes())
-    assert desc.read_bytes() == common.canonical_json(d)
+    assert desc.read_bytes() == canonical_json(d)
     blob = out.read_bytes()
     assert d["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
     assert d["diff_id"] == "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest()

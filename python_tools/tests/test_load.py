@@ -1,6 +1,6 @@
-"""Tests of python_tools/load.py (and the archive stream of docker_archive.py it shares with the
-tarball tool): the streamed bytes, tag handling, and real loads into a private dockerd (over its
-unix socket, and over TCP through a forwarder) and a private podman.
+"""Tests of python_tools/load.py and shiko/engines/ (and the archive stream of docker_archive.py it
+shares with the tarball tool): the streamed bytes, tag handling, and real loads into a private
+dockerd (over its unix socket, and over TCP through a forwarder) and a private podman.
 
 How "a second load transfers nothing" is known, independently of the tool's own summary: the
 engine's event log. dockerd records an image `load` event per `POST /images/load` (read with the
@@ -24,9 +24,10 @@ import time
 
 import pytest
 
-from python_tools import common
+from python_tools.shiko.engines import discovery, docker_api, image_load, podman
+from python_tools.shiko.errors import UserError
+from python_tools.shiko.files import sha256_file
 from python_tools.shiko.oci import docker_archive
-from python_tools import load
 from python_tools.tests import engines
 from python_tools.tests.engines import build_image, build_tarball, image_manifest, layout_manifest, make_layer
 
@@ -136,7 +137,7 @@ def test_stream_needs_only_write_and_sends_blobs_in_large_pieces(work):
     tar, _ = build_tarball(work, layout, ["x:1"])
     rec = _Recorder()
     docker_archive.Archive(layout, [docker_archive.parse_reference("x:1", TARGET)], TARGET).write(rec)
-    assert rec.h.hexdigest() == common.sha256_file(tar)[0]
+    assert rec.h.hexdigest() == sha256_file(tar)[0]
     assert max(rec.sizes) == docker_archive.COPY_BUFFER  # blobs are copied 1 MiB at a time
 
 
@@ -176,7 +177,7 @@ def test_large_layer_streams_into_docker_without_temp_files_or_memory_growth(wor
 
             t.addfile(ti, Zeroish())
     os.chmod(raw, 0o444)
-    digest, blob_size = common.sha256_file(raw)
+    digest, blob_size = sha256_file(raw)
     desc = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:" + digest,
             "size": blob_size, "diff_id": "sha256:" + digest, "compression": "none", "compressor": "none"}
     layer = {"blob": raw, "descriptor": engines.write_json(os.path.join(work, "big.json"), desc), "label": "//test:big"}
@@ -241,12 +242,12 @@ def test_build_mode_expands_stamps_and_checks_tags(work):
 def test_run_time_tag_flags_replace_or_extend():
     m = {"target": TARGET, "repo_tags": ["a:1", "b"]}
     fam = lambda refs: [r.familiar for r in refs]  # noqa: E731
-    assert fam(load.effective_tags(m, [], [])) == ["a:1", "b:latest"]
-    assert fam(load.effective_tags(m, ["c:2", "c:2"], [])) == ["c:2"]
-    assert fam(load.effective_tags(m, [], ["c:2", "a:1"])) == ["a:1", "b:latest", "c:2"]
-    assert fam(load.effective_tags(m, ["c:2"], ["d"])) == ["c:2", "d:latest"]
-    with pytest.raises(common.UserError) as e:
-        load.effective_tags(m, [], ["Bad"])
+    assert fam(image_load.effective_tags(m, [], [])) == ["a:1", "b:latest"]
+    assert fam(image_load.effective_tags(m, ["c:2", "c:2"], [])) == ["c:2"]
+    assert fam(image_load.effective_tags(m, [], ["c:2", "a:1"])) == ["a:1", "b:latest", "c:2"]
+    assert fam(image_load.effective_tags(m, ["c:2"], ["d"])) == ["c:2", "d:latest"]
+    with pytest.raises(UserError) as e:
+        image_load.effective_tags(m, [], ["Bad"])
     assert e.value.render() == "%s: flag --add_repo_tag='Bad': repository name must be lowercase" % TARGET
 
 
@@ -440,13 +441,13 @@ def test_podman_load_run_then_second_load_only_retags(work):
 
 def test_auto_engine_picks_podman_when_no_docker_daemon_exists(work, monkeypatch):
     layout, config_digest = busybox_image(work)
-    monkeypatch.setattr(load, "DEFAULT_DOCKER_SOCKETS", (os.path.join(work, "no-docker.sock"),))
+    monkeypatch.setattr(discovery, "DEFAULT_DOCKER_SOCKETS", (os.path.join(work, "no-docker.sock"),))
     # The choice itself (the default sockets of this machine are replaced by a missing one).
     env = {"PATH": "/usr/bin:/bin"}
-    assert isinstance(load.choose_engine("auto", TARGET, env), load.Podman)
-    assert isinstance(load.choose_engine("auto", TARGET, dict(env, DOCKER_HOST="unix:///x.sock")), load.Docker)
-    with pytest.raises(common.UserError) as e:
-        load.choose_engine("auto", TARGET, {"PATH": work})
+    assert isinstance(image_load.choose_engine("auto", TARGET, env), podman.Podman)
+    assert isinstance(image_load.choose_engine("auto", TARGET, dict(env, DOCKER_HOST="unix:///x.sock")), docker_api.Docker)
+    with pytest.raises(UserError) as e:
+        image_load.choose_engine("auto", TARGET, {"PATH": work})
     assert "no container engine found" in e.value.render() and "install podman" in e.value.render()
     # The real thing, in-process (so the replaced default socket applies): it loads into podman.
     with engines.Podman(work) as p:
@@ -455,7 +456,7 @@ def test_auto_engine_picks_podman_when_no_docker_daemon_exists(work, monkeypatch
         monkeypatch.delenv("DOCKER_HOST", raising=False)
         monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
         out = io.StringIO()
-        summary = load.load(layout, [docker_archive.parse_reference("auto/picked:1", TARGET)], "auto", TARGET, out=out)
+        summary = image_load.load(layout, [docker_archive.parse_reference("auto/picked:1", TARGET)], "auto", TARGET, out=out)
         assert summary["engine"] == "podman" and summary["sent"] > 0, out.getvalue()
         assert p.run("image", "inspect", "--format", "{{.Id}}", "docker.io/auto/picked:1").stdout.strip() == config_digest[7:]
 

@@ -1,4 +1,4 @@
-"""Tests of python_tools/registry.py (and the push/pull tools' registry-facing parts).
+"""Tests of python_tools/shiko/registry/ (the client, and the push and pull libraries and tools).
 
 Parsing (references, auth files, challenges, Retry-After) is tested on data; the credential
 helper protocol with a real helper executable; retries against a scripted HTTP server on
@@ -19,8 +19,13 @@ import time
 
 import pytest
 
-from python_tools import pull, push
-from python_tools.shiko.registry import client as registry
+from python_tools import pull as pull_tool
+from python_tools.shiko import cli
+from python_tools.shiko.errors import UserError
+from python_tools.shiko.files import CHUNK
+from python_tools.shiko.oci import media_types, reference
+from python_tools.shiko.registry import auth, errors, progress, pull, push, tokens, transport
+from python_tools.shiko.registry.client import Client
 from python_tools.tests import registry_fixtures as rf
 
 
@@ -36,7 +41,7 @@ class Sleeps(list):
 
 
 def fast_policy(attempts=4):
-    return registry.RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.05, jitter=0, sleep=Sleeps())
+    return transport.RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.05, jitter=0, sleep=Sleeps())
 
 
 # --- References ---------------------------------------------------------------------------
@@ -52,22 +57,22 @@ def fast_policy(attempts=4):
     ("[::1]:5000/x", ("[::1]:5000", "x", None, None)),
 ])
 def test_parse_reference(ref, want):
-    r = registry.parse_reference(ref)
+    r = reference.parse(ref)
     assert (r.registry, r.repository, r.tag, r.digest) == want
 
 
 @pytest.mark.parametrize("ref", ["", "127.0.0.1:5000/A", "x@sha256:12", "host:5000/a:b:c", "a/b:-x", " a/b"])
 def test_parse_reference_rejects(ref):
     with pytest.raises(ValueError):
-        registry.parse_reference(ref)
+        reference.parse(ref)
 
 
 def test_loopback():
-    assert registry.is_loopback("127.0.0.1:5000")
-    assert registry.is_loopback("localhost:1")
-    assert registry.is_loopback("[::1]:5000")
-    assert not registry.is_loopback("registry.example:5000")
-    assert not registry.is_loopback("10.0.0.1:5000")
+    assert transport.is_loopback("127.0.0.1:5000")
+    assert transport.is_loopback("localhost:1")
+    assert transport.is_loopback("[::1]:5000")
+    assert not transport.is_loopback("registry.example:5000")
+    assert not transport.is_loopback("10.0.0.1:5000")
 
 
 # --- Credentials --------------------------------------------------------------------------
@@ -86,9 +91,9 @@ def b64(s):
 
 def test_auth_files_order(tmp_path):
     env = {"HOME": "/h", "REGISTRY_AUTH_FILE": "/a/auth.json", "DOCKER_CONFIG": "/d", "XDG_RUNTIME_DIR": "/run/u"}
-    assert registry.auth_files(env) == ["/a/auth.json", "/d/config.json", "/run/u/containers/auth.json",
+    assert auth.auth_files(env) == ["/a/auth.json", "/d/config.json", "/run/u/containers/auth.json",
                                         "/h/.config/containers/auth.json"]
-    assert registry.auth_files({"HOME": "/h"}) == ["/h/.config/containers/auth.json", "/h/.docker/config.json"]
+    assert auth.auth_files({"HOME": "/h"}) == ["/h/.config/containers/auth.json", "/h/.docker/config.json"]
 
 
 def test_auths_entries(tmp_path):
@@ -102,41 +107,41 @@ def test_auths_entries(tmp_path):
         "empty.example": {},
     }})
     env = {"HOME": str(tmp_path)}
-    c = registry.find_credentials("docker.io", env=env, files=[f])
+    c = auth.find_credentials("docker.io", env=env, files=[f])
     assert (c.username, c.password) == ("hub", "hubpw")
-    c = registry.find_credentials("r.example:5000", env=env, files=[f])
+    c = auth.find_credentials("r.example:5000", env=env, files=[f])
     assert (c.username, c.password) == ("u", "p")
-    c = registry.find_credentials("plain.example", env=env, files=[f])
+    c = auth.find_credentials("plain.example", env=env, files=[f])
     assert (c.username, c.password) == ("pl", "ain:colon")
     # podman's namespaced keys: the longest match wins.
-    assert registry.find_credentials("q.example", "team/app", env=env, files=[f]).username == "team"
-    assert registry.find_credentials("q.example", "other/app", env=env, files=[f]).username == "top"
-    assert registry.find_credentials("tok.example", env=env, files=[f]).identity_token == "idtok"
-    assert registry.find_credentials("empty.example", env=env, files=[f]) is None
-    assert registry.find_credentials("none.example", env=env, files=[f]) is None
+    assert auth.find_credentials("q.example", "team/app", env=env, files=[f]).username == "team"
+    assert auth.find_credentials("q.example", "other/app", env=env, files=[f]).username == "top"
+    assert auth.find_credentials("tok.example", env=env, files=[f]).identity_token == "idtok"
+    assert auth.find_credentials("empty.example", env=env, files=[f]) is None
+    assert auth.find_credentials("none.example", env=env, files=[f]) is None
 
 
 def test_first_file_wins_and_env_files(tmp_path):
     a = write(str(tmp_path / "auth.json"), {"auths": {"r.example": {"auth": b64("podman:1")}}})
     d = write(str(tmp_path / "docker" / "config.json"), {"auths": {"r.example": {"auth": b64("docker:2")}}})
     env = {"HOME": str(tmp_path / "home"), "REGISTRY_AUTH_FILE": a, "DOCKER_CONFIG": os.path.dirname(d)}
-    assert registry.find_credentials("r.example", env=env).username == "podman"
+    assert auth.find_credentials("r.example", env=env).username == "podman"
     del env["REGISTRY_AUTH_FILE"]
-    assert registry.find_credentials("r.example", env=env).username == "docker"
+    assert auth.find_credentials("r.example", env=env).username == "docker"
 
 
 def test_malformed_auth_file(tmp_path):
     f = tmp_path / "c.json"
     f.write_text("{not json")
-    with pytest.raises(registry.AuthError, match="cannot read the auth file"):
-        registry.find_credentials("r.example", env={}, files=[str(f)])
+    with pytest.raises(errors.AuthError, match="cannot read the auth file"):
+        auth.find_credentials("r.example", env={}, files=[str(f)])
     write(str(f), {"auths": {"r.example": {"auth": b64("nocolon")}}})
-    with pytest.raises(registry.AuthError, match="malformed `auth`"):
-        registry.find_credentials("r.example", env={}, files=[str(f)])
+    with pytest.raises(errors.AuthError, match="malformed `auth`"):
+        auth.find_credentials("r.example", env={}, files=[str(f)])
 
 
 def test_credential_repr_hides_secrets():
-    c = registry.Credential(username="alice", password="hunter2", source="x")
+    c = auth.Credential(username="alice", password="hunter2", source="x")
     assert "hunter2" not in repr(c) and "hunter2" not in str(c) and "alice" not in repr(c)
     assert c.basic_header() == "Basic " + b64("alice:hunter2")
 
@@ -148,7 +153,7 @@ def helper_env(tmp_path):
     rf.write_credential_helper(bin_dir, "shikotest", {
         "r.example:5000": ("helperuser", "helpersecret"),
         "tok.example": ("<token>", "refresh-token"),
-        registry.DOCKER_HUB_AUTH_KEY: ("hubuser", "hubsecret"),
+        auth.DOCKER_HUB_AUTH_KEY: ("hubuser", "hubsecret"),
     }, log)
     env = {"HOME": str(tmp_path / "home"), "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     return env, log
@@ -162,16 +167,16 @@ def test_credential_helper_protocol(tmp_path, helper_env):
         # credHelpers win over auths entries.
         "auths": {"r.example:5000": {"auth": b64("fileuser:filepw")}},
     })
-    c = registry.find_credentials("r.example:5000", env=env, files=[f])
+    c = auth.find_credentials("r.example:5000", env=env, files=[f])
     assert (c.username, c.password, c.source) == ("helperuser", "helpersecret", "docker-credential-shikotest")
-    c = registry.find_credentials("tok.example", env=env, files=[f])
+    c = auth.find_credentials("tok.example", env=env, files=[f])
     assert c.identity_token == "refresh-token" and c.password is None
-    c = registry.find_credentials("docker.io", env=env, files=[f])
+    c = auth.find_credentials("docker.io", env=env, files=[f])
     assert c.username == "hubuser"
-    assert registry.find_credentials("missing.example", env=env, files=[f]) is None
+    assert auth.find_credentials("missing.example", env=env, files=[f]) is None
     with open(log) as fh:
         calls = fh.read().splitlines()
-    assert calls == ["get r.example:5000", "get tok.example", "get " + registry.DOCKER_HUB_AUTH_KEY,
+    assert calls == ["get r.example:5000", "get tok.example", "get " + auth.DOCKER_HUB_AUTH_KEY,
                      "get missing.example"]
 
 
@@ -179,21 +184,21 @@ def test_creds_store_after_auths(tmp_path, helper_env):
     env, log = helper_env
     f = write(str(tmp_path / "c.json"), {"credsStore": "shikotest",
                                          "auths": {"file.example": {"auth": b64("f:pw")}, "r.example:5000": {}}})
-    assert registry.find_credentials("file.example", env=env, files=[f]).username == "f"
-    assert registry.find_credentials("r.example:5000", env=env, files=[f]).username == "helperuser"
+    assert auth.find_credentials("file.example", env=env, files=[f]).username == "f"
+    assert auth.find_credentials("r.example:5000", env=env, files=[f]).username == "helperuser"
 
 
 def test_credential_helper_failures(tmp_path, helper_env):
     env, _ = helper_env
     f = write(str(tmp_path / "c.json"), {"credHelpers": {"x.example": "nosuchhelper"}})
-    with pytest.raises(registry.AuthError, match="docker-credential-nosuchhelper .* not on PATH"):
-        registry.find_credentials("x.example", env=env, files=[f])
+    with pytest.raises(errors.AuthError, match="docker-credential-nosuchhelper .* not on PATH"):
+        auth.find_credentials("x.example", env=env, files=[f])
     bad = tmp_path / "bin" / "docker-credential-broken"
     bad.write_text("#!/bin/sh\necho 'keychain locked'\nexit 3\n")
     bad.chmod(0o755)
     write(str(tmp_path / "c.json"), {"credHelpers": {"x.example": "broken"}})
-    with pytest.raises(registry.AuthError, match=r"failed for x.example \(exit 3\): keychain locked"):
-        registry.find_credentials("x.example", env=env, files=[f])
+    with pytest.raises(errors.AuthError, match=r"failed for x.example \(exit 3\): keychain locked"):
+        auth.find_credentials("x.example", env=env, files=[f])
 
 
 # --- Challenges and retry policy ----------------------------------------------------------
@@ -202,17 +207,17 @@ def test_credential_helper_failures(tmp_path, helper_env):
 def test_parse_challenges():
     h = ('Bearer realm="https://auth.example/token",service="registry.example",'
          'scope="repository:a/b:pull,push repository:c:pull",error="insufficient_scope"')
-    assert registry.parse_challenges(h) == [("bearer", {
+    assert tokens.parse_challenges(h) == [("bearer", {
         "realm": "https://auth.example/token", "service": "registry.example",
         "scope": "repository:a/b:pull,push repository:c:pull", "error": "insufficient_scope"})]
-    assert registry.parse_challenges('Basic realm="Registry Realm"') == [("basic", {"realm": "Registry Realm"})]
-    assert registry.parse_challenges('Basic realm="a \\"q\\"", Bearer realm="r",service=s') == [
+    assert tokens.parse_challenges('Basic realm="Registry Realm"') == [("basic", {"realm": "Registry Realm"})]
+    assert tokens.parse_challenges('Basic realm="a \\"q\\"", Bearer realm="r",service=s') == [
         ("basic", {"realm": 'a "q"'}), ("bearer", {"realm": "r", "service": "s"})]
-    assert registry.parse_challenges("") == []
+    assert tokens.parse_challenges("") == []
 
 
 def test_retry_policy_backoff_and_retry_after():
-    p = registry.RetryPolicy(attempts=5, base_delay=0.5, max_delay=3, jitter=0)
+    p = transport.RetryPolicy(attempts=5, base_delay=0.5, max_delay=3, jitter=0)
     assert [p.delay(i) for i in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     assert p.delay(1, "7") == 7.0
     now = time.time()
@@ -221,8 +226,8 @@ def test_retry_policy_backoff_and_retry_after():
     assert p.delay(2, "garbage") == 1.0  # unparsable: plain backoff
     with pytest.raises(ValueError, match="retry after 3600 s"):
         p.delay(1, "3600")
-    assert registry.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    j = registry.RetryPolicy(base_delay=1, jitter=0.25)
+    assert transport.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    j = transport.RetryPolicy(base_delay=1, jitter=0.25)
     assert all(1.0 <= j.delay(1) <= 1.25 for _ in range(50))
 
 
@@ -286,7 +291,7 @@ def test_retries_resets_5xx_and_429():
     with ScriptedServer(["reset", (500, {}), (429, {"Retry-After": "2"}), (503, {}),
                          (200, {"Content-Length": "5"})]) as s:
         policy = fast_policy(attempts=6)
-        c = registry.Client(s.host, retry=policy, env={})
+        c = Client(s.host, retry=policy, env={})
         assert c.blob_size("a", "sha256:" + "1" * 64, ["repository:a:pull"]) is not None
         # The reset hit the connection kept alive since the /v2/ check: that one is retried at
         # once on a new connection (as for any idle connection the server closed); the 500, 429
@@ -299,8 +304,8 @@ def test_retries_resets_5xx_and_429():
 
 def test_retries_are_bounded():
     with ScriptedServer([(500, {})] * 10) as s:
-        c = registry.Client(s.host, retry=fast_policy(attempts=3), env={})
-        with pytest.raises(registry.RegistryError) as e:
+        c = Client(s.host, retry=fast_policy(attempts=3), env={})
+        with pytest.raises(errors.RegistryError) as e:
             c.blob_size("a", "sha256:" + "1" * 64, ["repository:a:pull"])
         msg = str(e.value)
         assert "HEAD blob sha256:111" in msg and s.host in msg and "HTTP 500" in msg
@@ -310,8 +315,8 @@ def test_retries_are_bounded():
 
 def test_retry_after_too_long_fails_at_once():
     with ScriptedServer([(429, {"Retry-After": "86400"})]) as s:
-        c = registry.Client(s.host, retry=fast_policy(), env={})
-        with pytest.raises(registry.RegistryError, match="HTTP 429.*retry after 86400 s"):
+        c = Client(s.host, retry=fast_policy(), env={})
+        with pytest.raises(errors.RegistryError, match="HTTP 429.*retry after 86400 s"):
             c.blob_size("a", "sha256:" + "1" * 64, ["repository:a:pull"])
 
 
@@ -329,8 +334,8 @@ def test_chunked_upload_resumes_from_the_registry_offset(tmp_path):
         (202, dict(loc, Range="0-249")),             # PATCH 150-249
         (201, {"Docker-Content-Digest": sha(data)}),  # PUT ?digest=
     ]) as s:
-        c = registry.Client(s.host, retry=fast_policy(), env={})
-        c.upload_blob("a", sha(data), str(p), registry.push_scopes("a"), chunk_size=100)
+        c = Client(s.host, retry=fast_policy(), env={})
+        c.upload_blob("a", sha(data), str(p), tokens.push_scopes("a"), chunk_size=100)
         assert [m for m, _ in s.seen] == ["POST", "PATCH", "PATCH", "GET", "PATCH", "PUT"]
         assert [s.ranges[i] for i in (1, 2, 4)] == ["0-99", "100-199", "150-249"]
         assert "digest=" + sha(data).replace(":", "%3A") in s.seen[-1][1]
@@ -338,9 +343,9 @@ def test_chunked_upload_resumes_from_the_registry_offset(tmp_path):
 
 def test_client_errors_are_not_retried():
     with ScriptedServer([(400, {})]) as s:
-        c = registry.Client(s.host, retry=fast_policy(), env={})
-        with pytest.raises(registry.RegistryError, match="HTTP 400"):
-            c.put_manifest("a", "t", b"{}", registry.OCI_MANIFEST, ["repository:a:pull,push"])
+        c = Client(s.host, retry=fast_policy(), env={})
+        with pytest.raises(errors.RegistryError, match="HTTP 400"):
+            c.put_manifest("a", "t", b"{}", media_types.OCI_MANIFEST, ["repository:a:pull,push"])
         assert len(s.seen) == 1
 
 
@@ -363,18 +368,18 @@ def blob_file(tmp_path):
 
 def test_blob_roundtrip_monolithic_and_chunked(plain_registry, blob_file, tmp_path):
     path, digest, size = blob_file
-    c = registry.Client(plain_registry.host, env={})
-    scopes = registry.push_scopes("unit/a")
+    c = Client(plain_registry.host, env={})
+    scopes = tokens.push_scopes("unit/a")
     assert c.blob_size("unit/a", digest, scopes) is None
-    progress = []
-    assert c.upload_blob("unit/a", digest, path, scopes, progress=progress.append) == size
-    assert sum(progress) == size and max(progress) <= registry.CHUNK
+    sent = []
+    assert c.upload_blob("unit/a", digest, path, scopes, progress=sent.append) == size
+    assert sum(sent) == size and max(sent) <= CHUNK
     assert c.blob_size("unit/a", digest, scopes) == size
 
     # Chunked (PATCH pieces) to another repository, then read back verified.
-    assert c.upload_blob("unit/b", digest, path, registry.push_scopes("unit/b"), chunk_size=1000000) == size
+    assert c.upload_blob("unit/b", digest, path, tokens.push_scopes("unit/b"), chunk_size=1000000) == size
     out = str(tmp_path / "out")
-    assert c.get_blob("unit/b", digest, out, [registry.pull_scope("unit/b")], size=size) == size
+    assert c.get_blob("unit/b", digest, out, [tokens.pull_scope("unit/b")], size=size) == size
     with open(out, "rb") as f, open(path, "rb") as g:
         assert f.read() == g.read()
 
@@ -383,9 +388,9 @@ def test_mount_from_another_repository(plain_registry, tmp_path):
     data = os.urandom(10000)
     p = tmp_path / "m"
     p.write_bytes(data)
-    c = registry.Client(plain_registry.host, env={})
-    c.upload_blob("unit/src", sha(data), str(p), registry.push_scopes("unit/src"))
-    scopes = registry.push_scopes("unit/dst", ["unit/src"])
+    c = Client(plain_registry.host, env={})
+    c.upload_blob("unit/src", sha(data), str(p), tokens.push_scopes("unit/src"))
+    scopes = tokens.push_scopes("unit/dst", ["unit/src"])
     assert scopes == ["repository:unit/dst:pull,push", "repository:unit/src:pull"]
     assert c.mount_blob("unit/dst", sha(data), "unit/src", scopes)
     assert c.blob_size("unit/dst", sha(data), scopes) == len(data)
@@ -394,21 +399,21 @@ def test_mount_from_another_repository(plain_registry, tmp_path):
 
 
 def test_manifests_and_tags(plain_registry, tmp_path):
-    c = registry.Client(plain_registry.host, env={})
-    scopes = registry.push_scopes("unit/m")
+    c = Client(plain_registry.host, env={})
+    scopes = tokens.push_scopes("unit/m")
     cfg = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
     p = tmp_path / "cfg"
     p.write_bytes(cfg)
     c.upload_blob("unit/m", sha(cfg), str(p), scopes)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": registry.OCI_MANIFEST,
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": media_types.OCI_MANIFEST,
+                           "config": {"mediaType": media_types.OCI_CONFIG,
                                       "digest": sha(cfg), "size": len(cfg)}, "layers": []},
                           sort_keys=True).encode()
-    d = c.put_manifest("unit/m", sha(manifest), manifest, registry.OCI_MANIFEST, scopes)
+    d = c.put_manifest("unit/m", sha(manifest), manifest, media_types.OCI_MANIFEST, scopes)
     assert d == sha(manifest)
-    assert c.put_manifest("unit/m", "v1", manifest, registry.OCI_MANIFEST, scopes) == d
+    assert c.put_manifest("unit/m", "v1", manifest, media_types.OCI_MANIFEST, scopes) == d
     body, media, digest = c.get_manifest("unit/m", "v1", scopes)
-    assert (body, media, digest) == (manifest, registry.OCI_MANIFEST, d)
+    assert (body, media, digest) == (manifest, media_types.OCI_MANIFEST, d)
     assert c.manifest_digest("unit/m", "v1", scopes) == d
     assert c.manifest_digest("unit/m", "nope", scopes) is None
     assert c.tags("unit/m", scopes) == ["v1"]
@@ -418,15 +423,15 @@ def test_corrupt_blob_in_registry_is_refused(plain_registry, tmp_path):
     data = os.urandom(50000)
     p = tmp_path / "c"
     p.write_bytes(data)
-    c = registry.Client(plain_registry.host, env={})
-    c.upload_blob("unit/c", sha(data), str(p), registry.push_scopes("unit/c"))
+    c = Client(plain_registry.host, env={})
+    c.upload_blob("unit/c", sha(data), str(p), tokens.push_scopes("unit/c"))
     stored = plain_registry.blob_data_path(sha(data))
     with open(stored, "r+b") as f:
         f.seek(100)
         f.write(b"\x00corrupt\x00")
     out = str(tmp_path / "out")
-    with pytest.raises(registry.DigestMismatch, match="digest mismatch"):
-        c.get_blob("unit/c", sha(data), out, [registry.pull_scope("unit/c")], size=len(data))
+    with pytest.raises(errors.DigestMismatch, match="digest mismatch"):
+        c.get_blob("unit/c", sha(data), out, [tokens.pull_scope("unit/c")], size=len(data))
     assert not os.path.exists(out) and not os.path.exists(out + ".part")
 
 
@@ -454,37 +459,37 @@ def _config_env(tmp_path, host, user, password):
 
 def test_tls_basic_auth(basic_registry, tls, tmp_path):
     env = _config_env(tmp_path, basic_registry.host, "alice", "correct horse")
-    c = registry.Client(basic_registry.host, ca_file=tls.ca_cert, env=env)
+    c = Client(basic_registry.host, ca_file=tls.ca_cert, env=env)
     data = b"tls blob"
     p = tmp_path / "b"
     p.write_bytes(data)
-    c.upload_blob("unit/tls", sha(data), str(p), registry.push_scopes("unit/tls"))
+    c.upload_blob("unit/tls", sha(data), str(p), tokens.push_scopes("unit/tls"))
     assert c.base_url() == "https://" + basic_registry.host
-    assert c.blob_size("unit/tls", sha(data), registry.push_scopes("unit/tls")) == len(data)
+    assert c.blob_size("unit/tls", sha(data), tokens.push_scopes("unit/tls")) == len(data)
 
 
 def test_tls_untrusted_without_ca(basic_registry, tmp_path):
-    c = registry.Client(basic_registry.host, env={"HOME": str(tmp_path)})
-    with pytest.raises(registry.RegistryError, match="TLS certificate is not trusted.*--ca_file"):
-        c.blob_size("unit/tls", sha(b"x"), registry.push_scopes("unit/tls"))
+    c = Client(basic_registry.host, env={"HOME": str(tmp_path)})
+    with pytest.raises(errors.RegistryError, match="TLS certificate is not trusted.*--ca_file"):
+        c.blob_size("unit/tls", sha(b"x"), tokens.push_scopes("unit/tls"))
     # --insecure: no verification (still TLS).
-    c = registry.Client(basic_registry.host, insecure=True,
+    c = Client(basic_registry.host, insecure=True,
                         env=_config_env(tmp_path, basic_registry.host, "alice", "correct horse"))
-    assert c.blob_size("unit/tls", sha(b"never"), registry.push_scopes("unit/tls")) is None
+    assert c.blob_size("unit/tls", sha(b"never"), tokens.push_scopes("unit/tls")) is None
     assert c.base_url().startswith("https://")
 
 
 def test_wrong_password_and_no_credentials(basic_registry, tls, tmp_path):
     env = _config_env(tmp_path, basic_registry.host, "alice", "wrong-password-123")
-    c = registry.Client(basic_registry.host, ca_file=tls.ca_cert, env=env)
-    with pytest.raises(registry.AuthError) as e:
-        c.blob_size("unit/tls", sha(b"x"), registry.push_scopes("unit/tls"))
+    c = Client(basic_registry.host, ca_file=tls.ca_cert, env=env)
+    with pytest.raises(errors.AuthError) as e:
+        c.blob_size("unit/tls", sha(b"x"), tokens.push_scopes("unit/tls"))
     msg = str(e.value)
     assert "HTTP 401" in msg and basic_registry.host in msg and "were refused" in msg
     assert "wrong-password-123" not in msg and b64("alice:wrong-password-123") not in msg
-    c = registry.Client(basic_registry.host, ca_file=tls.ca_cert, env={"HOME": str(tmp_path / "nohome")})
-    with pytest.raises(registry.AuthError, match="no credentials for 127.0.0.1:[0-9]+ were found"):
-        c.blob_size("unit/tls", sha(b"x"), registry.push_scopes("unit/tls"))
+    c = Client(basic_registry.host, ca_file=tls.ca_cert, env={"HOME": str(tmp_path / "nohome")})
+    with pytest.raises(errors.AuthError, match="no credentials for 127.0.0.1:[0-9]+ were found"):
+        c.blob_size("unit/tls", sha(b"x"), tokens.push_scopes("unit/tls"))
 
 
 def test_credential_helper_against_registry(basic_registry, tls, tmp_path):
@@ -494,8 +499,8 @@ def test_credential_helper_against_registry(basic_registry, tls, tmp_path):
     d = str(tmp_path / "dc")
     rf.write_docker_config(d, cred_helpers={basic_registry.host: "shikounit"})
     env = {"HOME": str(tmp_path), "DOCKER_CONFIG": d, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    c = registry.Client(basic_registry.host, ca_file=tls.ca_cert, env=env)
-    assert c.blob_size("unit/helper", sha(b"y"), registry.push_scopes("unit/helper")) is None
+    c = Client(basic_registry.host, ca_file=tls.ca_cert, env=env)
+    assert c.blob_size("unit/helper", sha(b"y"), tokens.push_scopes("unit/helper")) is None
     with open(log) as f:
         assert f.read().splitlines() == ["get " + basic_registry.host]
 
@@ -511,12 +516,12 @@ def token_setup(tmp_path_factory):
 def test_token_auth_scopes_and_mount(token_setup, tmp_path):
     reg, ts = token_setup
     env = _config_env(tmp_path, reg.host, "bob", "tokenpw")
-    c = registry.Client(reg.host, env=env)
+    c = Client(reg.host, env=env)
     data = os.urandom(20000)
     p = tmp_path / "t"
     p.write_bytes(data)
-    c.upload_blob("unit/tok-src", sha(data), str(p), registry.push_scopes("unit/tok-src"))
-    scopes = registry.push_scopes("unit/tok-dst", ["unit/tok-src"])
+    c.upload_blob("unit/tok-src", sha(data), str(p), tokens.push_scopes("unit/tok-src"))
+    scopes = tokens.push_scopes("unit/tok-dst", ["unit/tok-src"])
     assert c.mount_blob("unit/tok-dst", sha(data), "unit/tok-src", scopes)
     asked = [sorted(s) for user, s, status in ts.requests if status == 200]
     assert ["repository:unit/tok-src:pull,push"] in asked
@@ -528,9 +533,9 @@ def test_token_auth_scopes_and_mount(token_setup, tmp_path):
 def test_token_auth_wrong_password(token_setup, tmp_path):
     reg, ts = token_setup
     env = _config_env(tmp_path, reg.host, "bob", "not-the-pw")
-    c = registry.Client(reg.host, env=env, retry=fast_policy())
-    with pytest.raises(registry.AuthError) as e:
-        c.blob_size("unit/x", sha(b"x"), registry.push_scopes("unit/x"))
+    c = Client(reg.host, env=env, retry=fast_policy())
+    with pytest.raises(errors.AuthError) as e:
+        c.blob_size("unit/x", sha(b"x"), tokens.push_scopes("unit/x"))
     msg = str(e.value)
     assert "token server" in msg and "HTTP 401" in msg and "not-the-pw" not in msg
 
@@ -553,24 +558,24 @@ def make_layout(d, platforms=(("amd64", ""),), layer_data=None):
         return {"digest": sha(data), "size": len(data)}
 
     layer = put(layer_data or os.urandom(200000))
-    layer["mediaType"] = "application/vnd.oci.image.layer.v1.tar"
+    layer["mediaType"] = media_types.OCI_LAYER
     descs = []
     for arch, variant in platforms:
         cfg = {"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}}
         if variant:
             cfg["variant"] = variant
         c = put(cj(cfg))
-        c["mediaType"] = "application/vnd.oci.image.config.v1+json"
-        m = cj({"schemaVersion": 2, "mediaType": registry.OCI_MANIFEST, "config": c, "layers": [layer]})
+        c["mediaType"] = media_types.OCI_CONFIG
+        m = cj({"schemaVersion": 2, "mediaType": media_types.OCI_MANIFEST, "config": c, "layers": [layer]})
         md = put(m)
-        md["mediaType"] = registry.OCI_MANIFEST
+        md["mediaType"] = media_types.OCI_MANIFEST
         md["platform"] = dict({"os": "linux", "architecture": arch}, **({"variant": variant} if variant else {}))
         descs.append(md)
     if len(descs) == 1:
         top = descs[0]
     else:
-        top = put(cj({"schemaVersion": 2, "mediaType": registry.OCI_INDEX, "manifests": descs}))
-        top["mediaType"] = registry.OCI_INDEX
+        top = put(cj({"schemaVersion": 2, "mediaType": media_types.OCI_INDEX, "manifests": descs}))
+        top["mediaType"] = media_types.OCI_INDEX
     with open(os.path.join(d, "oci-layout"), "w") as f:
         f.write('{"imageLayoutVersion":"1.0.0"}')
     with open(os.path.join(d, "index.json"), "wb") as f:
@@ -584,21 +589,21 @@ def test_push_index_children_first_then_skip(plain_registry, tmp_path):
     assert [m[0]["digest"] for m in plan.manifests] == [c["digest"] for c in children] + [top["digest"]]
     assert len(plan.blobs) == 3  # one shared layer, two configs
     env = {"HOME": str(tmp_path), "SHIKO_BLOB_SOURCES": str(tmp_path / "sources.json")}
-    ref = registry.parse_reference(plain_registry.host + "/unit/index")
-    client = registry.Client(plain_registry.host, env=env)
+    ref = reference.parse(plain_registry.host + "/unit/index")
+    client = Client(plain_registry.host, env=env)
     digest, result = push.push(plan, ref, ["multi"], client, env=env)
     assert digest == top["digest"]
     assert (result.pushed, result.skipped, result.mounted) == (3, 0, 0)
-    scopes = registry.push_scopes("unit/index")
+    scopes = tokens.push_scopes("unit/index")
     for c in children:
         assert client.manifest_digest("unit/index", c["digest"], scopes) == c["digest"]
     assert client.manifest_digest("unit/index", "multi", scopes) == top["digest"]
     # Again: every blob is there, no byte is sent.
-    digest2, again = push.push(plan, ref, ["multi"], registry.Client(plain_registry.host, env=env), env=env)
+    digest2, again = push.push(plan, ref, ["multi"], Client(plain_registry.host, env=env), env=env)
     assert digest2 == digest and (again.pushed, again.skipped, again.bytes_sent) == (0, 3, 0)
     # To another repository of the same registry: remembered blobs are mounted, not sent.
-    ref2 = registry.parse_reference(plain_registry.host + "/unit/index-copy")
-    _, third = push.push(plan, ref2, [], registry.Client(plain_registry.host, env=env), env=env)
+    ref2 = reference.parse(plain_registry.host + "/unit/index-copy")
+    _, third = push.push(plan, ref2, [], Client(plain_registry.host, env=env), env=env)
     assert (third.pushed, third.mounted, third.bytes_sent) == (0, 3, 0)
 
 
@@ -611,20 +616,19 @@ def test_push_rejects_a_corrupt_layout(plain_registry, tmp_path):
         f.write(b"tampered")
     plan = push.read_plan(str(tmp_path / "l"), "//t:push")
     env = {"HOME": str(tmp_path), "SHIKO_BLOB_SOURCES": str(tmp_path / "sources.json")}
-    client = registry.Client(plain_registry.host, env=env)
-    ref = registry.parse_reference(plain_registry.host + "/unit/corrupt")
-    with pytest.raises(registry.DigestMismatch, match="corrupt layout"):
+    client = Client(plain_registry.host, env=env)
+    ref = reference.parse(plain_registry.host + "/unit/corrupt")
+    with pytest.raises(errors.DigestMismatch, match="corrupt layout"):
         push.push(plan, ref, ["t"], client, env=env)
-    assert client.manifest_digest("unit/corrupt", "t", registry.push_scopes("unit/corrupt")) is None
+    assert client.manifest_digest("unit/corrupt", "t", tokens.push_scopes("unit/corrupt")) is None
 
 
 def test_resolve_destination_errors():
-    from python_tools import common
-    with pytest.raises(common.UserError, match="attribute '--repository'.*'127.0.0.1:5000/A'"):
+    with pytest.raises(UserError, match="attribute '--repository'.*'127.0.0.1:5000/A'"):
         push.resolve_destination("//t:p", "127.0.0.1:5000/A", "", [], [], None)
-    with pytest.raises(common.UserError, match="attribute '--tag': '-bad'"):
+    with pytest.raises(UserError, match="attribute '--tag': '-bad'"):
         push.resolve_destination("//t:p", "127.0.0.1:5000/a", "", ["-bad"], [], None)
-    with pytest.raises(common.UserError, match="no repository to push to"):
+    with pytest.raises(UserError, match="no repository to push to"):
         push.resolve_destination("//t:p", None, "", [], [], None)
     ref, tags = push.resolve_destination("//t:p", None, "r.example/a", [], ["x", "y", "x"], None)
     assert ref.name == "r.example/a" and tags == ["x", "y"]
@@ -635,7 +639,7 @@ def test_resolve_destination_errors():
 def test_live_progress_line():
     import io
     out = io.StringIO()
-    p = push.Progress(live=True, stream=out)
+    p = progress.Progress(live=True, stream=out)
     p.total = 3
     p.begin("sha256:" + "ab" * 32, 5000000)
     p.add("sha256:" + "ab" * 32, 2000000)
@@ -644,7 +648,7 @@ def test_live_progress_line():
     p.end("sha256:" + "ab" * 32)
     assert p._line().startswith("blobs 1/3")
     p.cancel.set()
-    with pytest.raises(push.Cancelled):
+    with pytest.raises(progress.Cancelled):
         p.add("sha256:" + "cd" * 32, 1)
 
 
@@ -667,19 +671,22 @@ def test_pull_fetch_cli(plain_registry, tmp_path):
     top, children = make_layout(str(tmp_path / "l"), platforms=(("amd64", ""), ("arm64", "v8")))
     env = {"HOME": str(tmp_path), "SHIKO_BLOB_SOURCES": str(tmp_path / "sources.json")}
     plan = push.read_plan(str(tmp_path / "l"), "//t:push")
-    push.push(plan, registry.parse_reference(plain_registry.host + "/unit/pull"), ["v"],
-              registry.Client(plain_registry.host, env=env), env=env)
+    push.push(plan, reference.parse(plain_registry.host + "/unit/pull"), ["v"],
+              Client(plain_registry.host, env=env), env=env)
     out = str(tmp_path / "fetched")
     layer = [d for d, (desc, _) in plan.blobs.items() if desc["size"] == 200000][0]
-    rc = pull.main(["fetch", "--image", plain_registry.host + "/unit/pull", "--dir", out,
-                    "--manifest", top["digest"], "--blob", "%s:%d" % (layer, 200000)])
-    assert rc == 0
+    rc, text = cli.run_captured(pull_tool.COMMANDS, "pull", [
+        "fetch", "--image", plain_registry.host + "/unit/pull", "--dir", out,
+        "--manifest", top["digest"], "--blob", "%s:%d" % (layer, 200000)])
+    assert (rc, text) == (0, "")
     assert sorted(os.listdir(out)) == sorted([top["digest"][7:], layer[7:]])
     # A wrong size is a failure, and nothing is kept.
     out2 = str(tmp_path / "fetched2")
-    rc = pull.main(["fetch", "--image", plain_registry.host + "/unit/pull", "--dir", out2,
-                    "--blob", "%s:%d" % (layer, 199999), "--retries", "1"])
+    rc, text = cli.run_captured(pull_tool.COMMANDS, "pull", [
+        "fetch", "--image", plain_registry.host + "/unit/pull", "--dir", out2,
+        "--blob", "%s:%d" % (layer, 199999), "--retries", "1"])
     assert rc == 1 and os.listdir(out2) == []
+    assert text.startswith("ERROR: registry %s: " % plain_registry.host) and text.count("\n") == 1, text
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from python_tools import tarball
+from python_tools.shiko.oci import docker_archive, media_types
 from python_tools.tests import engines
 from python_tools.tests.engines import build_image, build_tarball, image_manifest, layout_manifest, make_layer, read_json
 
@@ -80,7 +80,7 @@ def test_tar_holds_layout_and_docker_manifest(work, small_image):
     ]
     assert json.loads(files["oci-layout"]) == {"imageLayoutVersion": "1.0.0"}
     index = json.loads(files["index.json"])
-    assert index["schemaVersion"] == 2 and index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert index["schemaVersion"] == 2 and index["mediaType"] == media_types.OCI_INDEX
     base = {k: desc[k] for k in ("mediaType", "digest", "size", "platform")}
     assert index["manifests"] == [
         dict(base, annotations={"io.containerd.image.name": "docker.io/rules_shiko/static_c:latest", "org.opencontainers.image.ref.name": "latest"}),
@@ -115,7 +115,8 @@ def test_tar_is_reproducible_and_tagless_lists_manifest_once(work, small_image):
     ],
 )
 def test_reference_parsing(ref, familiar, full, tag):
-    assert tarball.parse_reference(ref, "//t") == (familiar, full, tag)
+    r = docker_archive.parse_reference(ref, "//t")
+    assert (r.familiar, r.full, r.tag) == (familiar, full, tag)
 
 
 @pytest.mark.parametrize(

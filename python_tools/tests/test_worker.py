@@ -1,4 +1,4 @@
-"""Unit tests of python_tools/worker.py: the proto worker protocol against a real tool process."""
+"""Unit tests of python_tools/shiko/worker.py: the proto worker protocol, against a real tool process."""
 
 import io
 import json
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from python_tools import worker
+from python_tools.shiko import cli
 from python_tools.shiko import worker as protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,10 +19,10 @@ def request(args, request_id=0):
     out = b""
     for a in args:
         data = a.encode()
-        out += b"\x0a" + worker.encode_varint(len(data)) + data
+        out += b"\x0a" + protocol.encode_varint(len(data)) + data
     if request_id:
-        out += b"\x18" + worker.encode_varint(request_id)
-    return worker.encode_varint(len(out)) + out
+        out += b"\x18" + protocol.encode_varint(request_id)
+    return protocol.encode_varint(len(out)) + out
 
 
 def parse_response(data):
@@ -44,10 +44,10 @@ def parse_response(data):
 
 def test_varints_round_trip():
     for v in (0, 1, 127, 128, 300, 2 ** 31 - 1, 2 ** 40):
-        enc = worker.encode_varint(v)
+        enc = protocol.encode_varint(v)
         assert protocol._decode_varint(enc, 0) == (v, len(enc))
         assert protocol._read_varint(io.BytesIO(enc)) == v
-    assert worker.encode_varint(300) == b"\xac\x02"
+    assert protocol.encode_varint(300) == b"\xac\x02"
     assert protocol._read_varint(io.BytesIO(b"")) is None
     with pytest.raises(EOFError):
         protocol._read_varint(io.BytesIO(b"\x80"))
@@ -56,20 +56,20 @@ def test_varints_round_trip():
 def test_parse_request_skips_unknown_fields():
     # arguments "a", "bc"; inputs (field 2, a nested message) skipped; request_id 7; verbosity 5.
     body = (b"\x0a\x01a" + b"\x0a\x02bc" + b"\x12\x04\x0a\x02xy" + b"\x18\x07" + b"\x28\x05")
-    req = worker.parse_work_request(body)
+    req = protocol.parse_work_request(body)
     assert req == {"arguments": ["a", "bc"], "request_id": 7, "cancel": False}
 
 
 def test_response_encoding():
-    assert worker.encode_work_response(0, "", 0) == b""
-    assert parse_response(worker.encode_work_response(1, "ERROR: x\n", 5)) == {
+    assert protocol.encode_work_response(0, "", 0) == b""
+    assert parse_response(protocol.encode_work_response(1, "ERROR: x\n", 5)) == {
         "exit_code": 1, "output": "ERROR: x\n", "request_id": 5}
 
 
 def test_expand_params(tmp_path):
     p = tmp_path / "params"
     p.write_text("--manifest\nm.json\n--output=o\n")
-    assert worker.expand_params(["@" + str(p), "--x"]) == ["--manifest", "m.json", "--output=o", "--x"]
+    assert cli.expand_params(["@" + str(p), "--x"]) == ["--manifest", "m.json", "--output=o", "--x"]
 
 
 def _layer_manifest(tmp_path, name, content, bad=False):
@@ -113,7 +113,7 @@ def test_layer_tool_as_a_persistent_worker(tmp_path):
     stream = io.BytesIO(proc.stdout)
     responses = []
     while True:
-        msg = worker.read_message(stream)
+        msg = protocol.read_message(stream)
         if msg is None:
             break
         responses.append(parse_response(msg))

@@ -25,7 +25,9 @@ from conftest import REPO_ROOT, run
 
 sys.path.insert(0, REPO_ROOT)
 
-from python_tools import image_test  # noqa: E402
+from python_tools.shiko.image_test.harness import run_test  # noqa: E402
+from python_tools.shiko.image_test.image import Image  # noqa: E402
+from python_tools.shiko.image_test.spec import validate  # noqa: E402
 
 PKG = "//tests/image_test"
 STATUS_RE = re.compile(r"^(//\S+)\s+(?:\(cached\) )?(PASSED|FAILED|TIMEOUT|NO STATUS|FLAKY|INCOMPLETE)\b", re.M)
@@ -336,7 +338,7 @@ def _image_test_passes(layout, spec):
     manifest = {"target": "//tests/e2e:cross_check", "driver": "none", "spec": spec,
                 "image": {"label": PKG + ":image", "layout": layout, "layers": []}}
     out = io.StringIO()
-    code = image_test.run_test(image_test.validate(manifest), None, out=out)
+    code = run_test(validate(manifest), None, out=out)
     return code == 0, out.getvalue()
 
 
@@ -429,8 +431,8 @@ def test_final_filesystem_matches_docker_and_podman(fixture_image, dockerd, podm
     from python_tools.shiko.tar import rootfs
 
     layout, tarball = fixture_image
-    image = image_test.Image({"target": "//tests/e2e:fs", "platform": "",
-                              "image": {"label": PKG + ":image", "layout": layout, "layers": []}}, None)
+    image = Image({"target": "//tests/e2e:fs", "platform": "",
+                   "image": {"label": PKG + ":image", "layout": layout, "layers": []}}, None)
     ours = {}
     for path, n in image.tree.nodes.items():
         if path != "/":

@@ -23,97 +23,45 @@ So `rules_shiko/app:1` loads as rules_shiko/app:1 in Docker and docker.io/rules_
 podman (`podman run rules_shiko/app:1` finds it), never as localhost/rules_shiko/app:1.
 
 Use:
-    tags = resolve_tags(raw_tags, stamp_values, target)      # [Reference], validated
+    tags = resolve_tags(raw_tags, stamp_values, target)      # [reference.Reference], validated
     archive = Archive(layout_dir, tags, target)              # reads and checks the layout
     archive.write(fileobj)                                   # returns the number of bytes written
 """
 
-import collections
 import hashlib
 import io
 import os
-import re
 import tarfile
 
-from python_tools import common
+from python_tools.shiko.errors import UserError
+from python_tools.shiko.files import canonical_json
 from python_tools.shiko.oci import layout as oci_layout
-
-MANIFEST_TYPES = oci_layout.MANIFEST_TYPES
-
-# github.com/distribution/reference grammar.
-_ALNUM = r"[a-z0-9]+"
-_SEPARATOR = r"(?:[._]|__|[-]+)"
-NAME_COMPONENT_RE = re.compile(r"^%s(?:%s%s)*$" % (_ALNUM, _SEPARATOR, _ALNUM))
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-DOMAIN_RE = re.compile(r"^%s(?:\.%s)*(?::[0-9]+)?$" % (_DOMAIN_COMPONENT, _DOMAIN_COMPONENT))
-TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
-NAME_TOTAL_LENGTH_MAX = 255
-DEFAULT_DOMAIN = "docker.io"
-
-# familiar: "name:tag" as the user wrote it (":latest" added); full: fully qualified reference;
-# repository: `full` without its tag; tag: the tag.
-Reference = collections.namedtuple("Reference", ["familiar", "full", "tag"])
+from python_tools.shiko.oci import reference
+from python_tools.shiko.oci.media_types import MANIFEST_TYPES, OCI_INDEX
+from python_tools.shiko.stamp import expand_stamp
 
 COPY_BUFFER = 1 << 20
 
 
 def parse_reference(ref, target, attr="repo_tags"):
-    """Validates `name[:tag]`; returns Reference(familiar "name:tag", fully qualified ref, tag)."""
-
-    def err(problem):
-        return common.UserError(problem, target, attr, ref)
-
-    if not isinstance(ref, str) or not ref:
-        raise err("must be a non-empty image reference name[:tag]")
-    if "@" in ref:
-        raise err("must be name[:tag]; digests cannot be loaded as tags")
-    name, tag = ref, "latest"
-    slash = ref.rfind("/")
-    colon = ref.rfind(":")
-    if colon > slash:
-        name, tag = ref[:colon], ref[colon + 1:]
-        if not TAG_RE.match(tag):
-            raise err("tag %r must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}" % tag)
-    if len(name) > NAME_TOTAL_LENGTH_MAX:
-        raise err("repository name is longer than %d characters" % NAME_TOTAL_LENGTH_MAX)
-    components = name.split("/")
-    domain = None
-    first = components[0]
-    if len(components) > 1 and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
-        domain = first
-        components = components[1:]
-        if not DOMAIN_RE.match(domain):
-            if "." not in domain and ":" not in domain and NAME_COMPONENT_RE.match(domain.lower()):
-                raise err("repository name must be lowercase")
-            raise err("registry host %r is not a valid host[:port]" % domain)
-    for c in components:
-        if not NAME_COMPONENT_RE.match(c):
-            if c.lower() != c and NAME_COMPONENT_RE.match(c.lower()):
-                raise err("repository name must be lowercase")
-            raise err("repository name component %r must match [a-z0-9]+ joined by '.', '_', '__' or '-'" % c)
-    path = "/".join(components)
-    if domain is None:
-        full = "%s/%s%s:%s" % (DEFAULT_DOMAIN, "" if len(components) > 1 else "library/", path, tag)
-    else:
-        full = "%s/%s:%s" % (domain, path, tag)
-    return Reference("%s:%s" % (name, tag), full, tag)
-
-
-def repository(ref):
-    """The fully qualified repository of a Reference (its `full` without the tag)."""
-    return ref.full[:len(ref.full) - len(ref.tag) - 1]
+    """Validates `name[:tag]` (reference.parse_tag): a reference.Reference whose `familiar` is
+    "name:tag" as written and `full` the fully qualified reference; UserError when bad."""
+    try:
+        return reference.parse_tag(ref)
+    except ValueError as e:
+        raise UserError(str(e), target, attr, ref)
 
 
 def resolve_tags(raw_tags, stamp_values, target, attr="repo_tags"):
     """Expands stamp placeholders in each tag and validates it; drops duplicates (same full ref)."""
     if not isinstance(raw_tags, list):
-        raise common.UserError("must be a list of strings", target, attr, raw_tags)
+        raise UserError("must be a list of strings", target, attr, raw_tags)
     tags = []
     seen = set()
     for raw in raw_tags:
         if not isinstance(raw, str):
-            raise common.UserError("must be a string", target, attr, raw)
-        ref = parse_reference(common.expand_stamp(raw, stamp_values, target, attr), target, attr)
+            raise UserError("must be a string", target, attr, raw)
+        ref = parse_reference(expand_stamp(raw, stamp_values, target, attr), target, attr)
         if ref.full not in seen:
             seen.add(ref.full)
             tags.append(ref)
@@ -220,7 +168,7 @@ class Archive(object):
                 index_manifests.append(d)
         else:
             index_manifests = [base_desc]
-        index = {"schemaVersion": 2, "mediaType": oci_layout.OCI_INDEX, "manifests": index_manifests}
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_manifests}
         docker_manifest = [
             {
                 "Config": "blobs/sha256/" + self.config_digest[len("sha256:"):],
@@ -229,9 +177,9 @@ class Archive(object):
             }
         ]
         return {
-            "index.json": common.canonical_json(index),
-            "manifest.json": common.canonical_json(docker_manifest),
-            "oci-layout": common.canonical_json({"imageLayoutVersion": oci_layout.OCI_LAYOUT_VERSION}),
+            "index.json": canonical_json(index),
+            "manifest.json": canonical_json(docker_manifest),
+            "oci-layout": canonical_json({"imageLayoutVersion": oci_layout.OCI_LAYOUT_VERSION}),
         }
 
     def write(self, out):

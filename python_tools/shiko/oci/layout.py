@@ -1,44 +1,20 @@
 """Reading OCI image layouts: index walking, platform selection, verified blobs.
 
 Shared by every tool that consumes a layout (image bases, tarball, load, push, tests). Every
-blob handed out is checked against its digest and size first; problems are common.UserError
-naming the target, the attribute and the value that gave the layout.
+blob handed out is checked against its digest and size first; problems are UserError naming
+the target, the attribute and the value that gave the layout.
 """
 
 import os
-import re
 
-from python_tools import common
+from python_tools.shiko.errors import UserError
+from python_tools.shiko.files import read_json, sha256_file
+from python_tools.shiko.oci import platform as oci_platform
+from python_tools.shiko.oci.media_types import INDEX_TYPES, MANIFEST_TYPES
+from python_tools.shiko.oci.reference import DIGEST_RE
 
 OCI_LAYOUT_VERSION = "1.0.0"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
-EPOCH = "1970-01-01T00:00:00Z"
-DEFAULT_VARIANTS = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
 MAX_INDEX_DEPTH = 8
-
-DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-
-
-# --- Platforms -----------------------------------------------------------------------------
-
-
-def _platform_key(p):
-    arch = p.get("architecture") or ""
-    variant = p.get("variant") or DEFAULT_VARIANTS.get(arch, "")
-    return (p.get("os") or "", arch, variant)
-
-
-def platform_str(p):
-    parts = [p.get("os") or "?", p.get("architecture") or "?"]
-    if p.get("variant"):
-        parts.append(p["variant"])
-    return "/".join(parts)
 
 
 # --- Reading a base layout -------------------------------------------------------------------
@@ -47,7 +23,7 @@ def platform_str(p):
 class Layout(object):
     """Reads an OCI image layout and verifies every blob it hands out.
 
-    Errors are common.UserError naming `target`, attribute `attr` and the value `label`
+    Errors are UserError naming `target`, attribute `attr` and the value `label`
     (the Bazel label that gave the layout, or its path).
     """
 
@@ -59,15 +35,15 @@ class Layout(object):
         self.verified = {}  # digest -> path
 
     def error(self, problem):
-        return common.UserError(problem, self.target, self.attr, self.label)
+        return UserError(problem, self.target, self.attr, self.label)
 
     def check_layout(self):
         for name in ("oci-layout", "index.json"):
             if not os.path.isfile(os.path.join(self.layout, name)):
                 raise self.error("is not an OCI image layout (%s has no %s)" % (self.layout, name))
         try:
-            oci_layout = common.read_json(os.path.join(self.layout, "oci-layout"))
-            index = common.read_json(os.path.join(self.layout, "index.json"))
+            oci_layout = read_json(os.path.join(self.layout, "oci-layout"))
+            index = read_json(os.path.join(self.layout, "index.json"))
         except (ValueError, OSError) as e:
             raise self.error("is not an OCI image layout (unreadable oci-layout or index.json: %s)" % e)
         if not isinstance(oci_layout, dict) or not isinstance(index, dict):
@@ -88,7 +64,7 @@ class Layout(object):
             return path
         if not os.path.isfile(path):
             raise self.error("blob %s is missing" % digest)
-        got, size = common.sha256_file(path)
+        got, size = sha256_file(path)
         if "sha256:" + got != digest:
             raise self.error("blob %s digest mismatch (got sha256:%s)" % (digest, got))
         if desc.get("size") != size:
@@ -99,7 +75,7 @@ class Layout(object):
     def read_json_blob(self, desc):
         path = self.verify(desc)
         try:
-            obj = common.read_json(path)
+            obj = read_json(path)
         except ValueError:
             raise self.error("blob %s is not JSON" % desc["digest"])
         if not isinstance(obj, dict):
@@ -113,20 +89,20 @@ class Layout(object):
         self._walk(index, candidates, 0)
         if not candidates:
             raise self.error("has no image manifest")
-        want = _platform_key(platform)
+        want = oci_platform.key(platform)
         matches = {}
         for digest, desc, manifest, plat in candidates:
             # A manifest whose platform is unknown matches only when it is the only one.
-            if _platform_key(plat) == want or (len(candidates) == 1 and not plat.get("architecture")):
+            if oci_platform.key(plat) == want or (len(candidates) == 1 and not plat.get("architecture")):
                 matches.setdefault(digest, (desc, manifest))
         if not matches:
-            available = sorted(set(platform_str(c[3]) for c in candidates))
+            available = sorted(set(oci_platform.to_str(c[3]) for c in candidates))
             raise self.error(
-                "has no image for platform %s (available: %s)" % (platform_str(platform), ", ".join(available))
+                "has no image for platform %s (available: %s)" % (oci_platform.to_str(platform), ", ".join(available))
             )
         if len(matches) > 1:
             raise self.error(
-                "has several images for platform %s (%s)" % (platform_str(platform), ", ".join(sorted(matches)))
+                "has several images for platform %s (%s)" % (oci_platform.to_str(platform), ", ".join(sorted(matches)))
             )
         desc, manifest = next(iter(matches.values()))
         if manifest is None:
@@ -198,5 +174,5 @@ class Layout(object):
         plats = self.platforms()
         if len(plats) != 1:
             raise self.error("holds %d images (%s); one was expected" % (
-                len(plats), ", ".join(platform_str(p) for p in plats)))
+                len(plats), ", ".join(oci_platform.to_str(p) for p in plats)))
         return self.select(plats[0])

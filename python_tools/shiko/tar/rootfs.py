@@ -22,25 +22,22 @@ Every node remembers the layer that last wrote it (`Node.layer`, an index into t
 added) and every whiteout what it removed (`Tree.removed_by`), so checks can say where a file
 came from, or which layer deleted it.
 
-Member names lose a leading "/" or "./"; a ".." component is an error (LayerError).
-Only the Python standard library is needed for plain and gzip layers; python-isal (faster
-gzip) and zstandard (zstd layers) are used when importable.
+Layer blobs are read by shiko/tar/stream.py: gzip, zstd or plain (shiko/tar/compression.py;
+only the standard library is needed for plain and gzip layers); member names lose a leading
+"/" or "./" and a ".." component is an error (LayerError). `Tree.unpack` is shiko/tar/unpack.py.
+LayerError, norm_member, open_layer, full_root and remove_tree are importable from here too.
 """
 
-import errno
-import gzip
-import os
-import shutil
-import stat
 import tarfile
+
+from python_tools.shiko.tar import stream
+from python_tools.shiko.tar import unpack as unpacking
+from python_tools.shiko.tar.stream import LayerError, norm_member, open_layer  # noqa: F401 (API)
+from python_tools.shiko.tar.unpack import full_root, remove_tree  # noqa: F401 (API)
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 MAX_SYMLINKS = 40
-READ_SIZE = 1 << 20
-
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 _KINDS = {
     tarfile.REGTYPE: "file",
@@ -54,10 +51,6 @@ _KINDS = {
     tarfile.BLKTYPE: "block",
     tarfile.FIFOTYPE: "fifo",
 }
-
-
-class LayerError(Exception):
-    """A layer that cannot be read or applied (corrupt, unsafe names, impossible paths)."""
 
 
 class NotFound(Exception):
@@ -119,65 +112,6 @@ def _parent(path):
     return _split(path)[0] if path != "/" else "/"
 
 
-def norm_member(name):
-    """'./usr//bin/' -> '/usr/bin'; LayerError on '..'."""
-    parts = []
-    for c in name.split("/"):
-        if c in ("", "."):
-            continue
-        if c == "..":
-            raise LayerError("member %r has a '..' component" % name)
-        parts.append(c)
-    return "/" + "/".join(parts)
-
-
-def open_layer(path):
-    """Opens a layer blob as a stream of tar bytes: gzip, zstd or plain (by magic number)."""
-    f = open(path, "rb")
-    head = f.read(4)
-    f.seek(0)
-    if head.startswith(_GZIP_MAGIC):
-        try:
-            from isal import igzip
-            return igzip.IGzipFile(fileobj=f, mode="rb")
-        except ImportError:
-            return gzip.GzipFile(fileobj=f, mode="rb")
-    if head.startswith(_ZSTD_MAGIC):
-        try:
-            import zstandard
-        except ImportError:
-            f.close()
-            raise LayerError("%s is zstd-compressed and the zstandard module is missing" % path)
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=True)
-    return f
-
-
-def _stream(path):
-    """Yields (ordinal, TarInfo, tarfile) for each member of a layer, in order."""
-    raw = open_layer(path)
-    try:
-        try:
-            tar = tarfile.open(fileobj=raw, mode="r|")
-        except tarfile.ReadError as e:
-            # An empty blob is not a tar; an empty layer is two zero blocks (or nothing at all).
-            if str(e) == "empty file":
-                return
-            raise LayerError("%s is not a tar (%s)" % (path, e))
-        with tar:
-            i = 0
-            while True:
-                try:
-                    m = tar.next()
-                except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-                    raise LayerError("%s: unreadable tar (%s)" % (path, e))
-                if m is None:
-                    break
-                yield i, m, tar
-                i += 1
-    finally:
-        raw.close()
-
-
 class Tree(object):
     def __init__(self):
         self.nodes = {"/": Node("dir", 0o755, implicit=True)}
@@ -192,7 +126,7 @@ class Tree(object):
         self.layers.append(blob_path)
         whiteouts = []
         entries = []
-        for ordinal, m, _ in _stream(blob_path):
+        for ordinal, m, _ in stream.members(blob_path):
             path = norm_member(m.name)
             parent, base = _split(path)
             if base.startswith(WHITEOUT):
@@ -389,7 +323,7 @@ class Tree(object):
         out = {}
         for layer in sorted(wanted):
             ords = wanted[layer]
-            for ordinal, m, tar in _stream(self.layers[layer]):
+            for ordinal, m, tar in stream.members(self.layers[layer]):
                 if ordinal in ords:
                     f = tar.extractfile(m)
                     out[(layer, ordinal)] = f.read() if limit is None else f.read(limit)
@@ -409,120 +343,9 @@ class Tree(object):
         return self.read_files([node]).get(node.content, b"")
 
     def unpack(self, dest, keep_owner=None):
-        """Writes the tree under the existing empty directory `dest`.
-
-        keep_owner (default: when running as root with all ids mapped, see full_root) applies
-        uid/gid. Device nodes are created only then (skipped otherwise; returns the list of
-        skipped paths).
-        """
-        root = full_root()
-        if keep_owner is None:
-            keep_owner = root
-        skipped = []
-        dest = os.path.abspath(dest)
-
-        def host(p):
-            return dest if p == "/" else dest + p
-
-        dirs = sorted(p for p, n in self.nodes.items() if n.kind == "dir")
-        for p in dirs:
-            if p != "/":
-                os.mkdir(host(p), 0o700)
-        by_source = {}
-        for p, n in self.nodes.items():
-            if n.kind == "file":
-                by_source.setdefault(n.content, []).append(p)
-        layers = {}
-        for src in by_source:
-            layers.setdefault(src[0], set()).add(src[1])
-        for layer in sorted(layers):
-            ords = layers[layer]
-            for ordinal, m, tar in _stream(self.layers[layer]):
-                if ordinal not in ords:
-                    continue
-                paths = sorted(by_source[(layer, ordinal)])
-                first = host(paths[0])
-                fd = os.open(first, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    src = tar.extractfile(m)
-                    shutil.copyfileobj(src, out, READ_SIZE)
-                for p in paths[1:]:
-                    os.link(first, host(p))
-                ords.discard(ordinal)
-                if not ords:
-                    break
-            if ords:
-                raise LayerError("layer %d: members %s vanished on the second read" % (layer + 1, sorted(ords)))
-        for p, n in self.nodes.items():
-            h = host(p)
-            if n.kind == "symlink":
-                os.symlink(n.target, h)
-            elif n.kind == "fifo":
-                os.mkfifo(h, 0o600)
-            elif n.kind in ("char", "block"):
-                if not root:
-                    skipped.append(p)
-                    continue
-                kind = stat.S_IFCHR if n.kind == "char" else stat.S_IFBLK
-                os.mknod(h, kind | 0o600, os.makedev(n.dev[0], n.dev[1]))
-        for p, n in self.nodes.items():
-            if n.kind == "dir" or p in skipped:
-                continue
-            h = host(p)
-            if keep_owner:
-                os.lchown(h, n.uid, n.gid)
-            if n.kind != "symlink":
-                os.chmod(h, n.mode)
-            try:
-                os.utime(h, (n.mtime, n.mtime), follow_symlinks=False)
-            except OSError as e:
-                if e.errno not in (errno.ENOSYS, errno.EPERM):
-                    raise
-        for p in reversed(dirs):
-            n = self.nodes[p]
-            h = host(p)
-            if keep_owner:
-                os.lchown(h, n.uid, n.gid)
-            os.chmod(h, n.mode)
-            os.utime(h, (n.mtime, n.mtime))
-        return skipped
-
-
-def full_root():
-    """True when we are root with every uid and gid mapped (not root of a user namespace that
-    maps only itself, like Bazel's linux-sandbox): only then can any owner be set."""
-    if os.geteuid() != 0:
-        return False
-    for name in ("uid_map", "gid_map"):
-        try:
-            with open("/proc/self/" + name) as f:
-                lines = [l.split() for l in f.read().splitlines() if l.strip()]
-        except OSError:
-            return True  # no user namespaces at all
-        if not any(len(l) == 3 and l[0] == "0" and l[1] == "0" and int(l[2]) >= 65536 for l in lines):
-            return False
-    return True
-
-
-def remove_tree(path):
-    """Removes an unpacked tree, even directories without write or search permission."""
-
-    def onerror(func, p, exc):
-        parent = os.path.dirname(p)
-        try:
-            os.chmod(parent, 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, 0o700)
-        except OSError:
-            pass
-        try:
-            func(p)
-        except OSError:
-            pass
-
-    if os.path.lexists(path):
-        shutil.rmtree(path, onerror=onerror)
-
+        """Writes the tree under the existing empty directory `dest` (see unpack.unpack):
+        returns the device nodes skipped (created only as root with all ids mapped)."""
+        return unpacking.unpack(self, dest, keep_owner)
 
 def from_layers(blob_paths):
     tree = Tree()

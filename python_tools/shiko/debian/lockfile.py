@@ -1,0 +1,139 @@
+"""The deb_lock manifest and lock file: reading, building (fetch, verify, resolve), writing.
+
+The formats are documented in python_tools/deb_lock.py (the `lock` command).
+"""
+
+import hashlib
+import json
+import os
+
+from python_tools.shiko.debian.errors import DebError
+from python_tools.shiko.debian.indexes import fetch_packages, fetch_release
+from python_tools.shiko.debian.resolver import Universe, resolve
+
+LOCK_VERSION = 1
+
+
+def read_manifest(path):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        data = json.loads(raw.decode("utf-8"))
+    except OSError as e:
+        raise DebError("cannot read the manifest %s: %s" % (path, e.strerror))
+    except ValueError as e:
+        raise DebError("manifest %s is not valid JSON: %s" % (path, e))
+    if not isinstance(data, dict):
+        raise DebError("manifest %s: expected a JSON object" % path)
+    known = {"suites", "components", "architectures", "packages", "exclude"}
+    for k in data:
+        if k not in known and not k.startswith("_"):
+            raise DebError("manifest %s: unknown key %r (known: %s)" % (path, k, ", ".join(sorted(known))))
+
+    def strings(key, required, default=None):
+        v = data.get(key, default)
+        if v is None:
+            if required:
+                raise DebError("manifest %s: %r is required (a list of strings)" % (path, key))
+            return []
+        if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+            raise DebError("manifest %s: %r must be a list of non-empty strings" % (path, key))
+        return [x.strip() for x in v]
+
+    manifest = {
+        "suites": strings("suites", True),
+        "components": strings("components", False, ["main"]),
+        "architectures": strings("architectures", True),
+        "packages": strings("packages", True),
+        "exclude": strings("exclude", False),
+    }
+    for key in ("suites", "architectures", "packages"):
+        if not manifest[key]:
+            raise DebError("manifest %s: %r is empty" % (path, key))
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+def build_lock(manifest, manifest_sha256, urls, keyring, gpgv="gpgv", ignore_valid_until=False,
+               log=None):
+    """Fetches and verifies the indexes, resolves every architecture, returns the lock dict."""
+    releases = {}
+    for suite in manifest["suites"]:
+        releases[suite] = fetch_release(urls[suite], suite, keyring, gpgv, ignore_valid_until)
+        if log:
+            log("verified %s/dists/%s (%s)" % (releases[suite][2], suite,
+                                              releases[suite][0].get("Date", "no date")))
+    lock = {
+        "lock_version": LOCK_VERSION,
+        "manifest_sha256": manifest_sha256,
+        "suites": manifest["suites"],
+        "architectures": {},
+    }
+    for arch in manifest["architectures"]:
+        universe = Universe()
+        for suite in manifest["suites"]:
+            fields, files, base = releases[suite]
+            for comp in manifest["components"]:
+                universe.add(fetch_packages(base, suite, comp, arch, fields, files), suite)
+        universe.finish()
+        res = resolve(universe, manifest["packages"], manifest["exclude"], arch)
+        pkgs = []
+        for name in sorted(res.selected):
+            st = res.selected[name]
+            path = st["Filename"]
+            if path.startswith("/") or ".." in path.split("/"):
+                raise DebError("%s: %s: suspicious Filename %r in the index" % (arch, name, path))
+            pkgs.append({
+                "name": name,
+                "version": st["Version"],
+                "architecture": st.get("Architecture", arch),
+                "suite": st["_suite"],
+                "path": path,
+                "sha256": st["SHA256"],
+                "size": int(st.get("Size", "0") or 0),
+                "depends": res.depends.get(name, []),
+            })
+        lock["architectures"][arch] = {"packages": pkgs, "assumed": res.assumed}
+        if log:
+            log("%s: %d packages, %.1f MB of .deb files" % (
+                arch, len(pkgs), sum(p["size"] for p in pkgs) / 1e6))
+    return lock
+
+
+def encode_lock(lock):
+    return (json.dumps(lock, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def lock_changes(old, new):
+    """Human-readable lines of what changed between two locks."""
+    lines = []
+    for arch in sorted(set(old.get("architectures", {})) | set(new.get("architectures", {}))):
+        a = {p["name"]: p["version"] for p in old.get("architectures", {}).get(arch, {}).get("packages", [])}
+        b = {p["name"]: p["version"] for p in new.get("architectures", {}).get(arch, {}).get("packages", [])}
+        for n in sorted(set(a) | set(b)):
+            if n not in a:
+                lines.append("%s: + %s %s" % (arch, n, b[n]))
+            elif n not in b:
+                lines.append("%s: - %s %s" % (arch, n, a[n]))
+            elif a[n] != b[n]:
+                lines.append("%s: %s %s -> %s" % (arch, n, a[n], b[n]))
+    return lines
+
+
+def read_previous(path):
+    """The lock already at path (to report changes), or {} when there is none or it is unreadable."""
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def write(path, data):
+    """Writes the encoded lock atomically, creating its directory."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp-shiko"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

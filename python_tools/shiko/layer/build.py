@@ -1,0 +1,53 @@
+"""One layer written: manifest checked, members collected, tar streamed through a compression.
+
+    desc, listing = build_layer(manifest_dict, "out/app.tar.gz")
+
+The manifest contract, the output semantics and the descriptor and listing formats are
+documented in python_tools/layer.py. The diff_id (sha256 of the tar) and digest (sha256 of the
+blob) are computed while the tar is streamed, in one pass over the sources; the layer is never
+held in memory.
+"""
+
+import os
+
+from python_tools.shiko.layer.collect import Layer
+from python_tools.shiko.layer.manifest import MEDIA_TYPES, Spec
+from python_tools.shiko.layer.writer import TarStream, write_tar
+from python_tools.shiko.tar import compression
+
+
+def build_layer(manifest, output, _gzip_threads=None, _zstd_threads=compression.ZSTD_THREADS):
+    """Writes the blob of the layer described by `manifest` (a dict) to `output`.
+
+    Returns (descriptor dict, listing list). The thread counts are for tests: they change the
+    speed, never the bytes."""
+    spec = Spec(manifest)
+    layer = Layer(spec, os.path.dirname(os.path.abspath(output)))
+    backend = None
+    sink = None
+    try:
+        layer.collect()
+        members = layer.finalize()
+        sink = compression.Sink(output)
+        backend = compression.pipeline(spec.compression, sink, spec.level, _gzip_threads,
+                                       _zstd_threads)
+        entries = write_tar(members, TarStream(backend), spec.mtime)
+        backend.finish()
+        diff = backend.diff
+        backend = None
+    finally:
+        if backend is not None:
+            backend.abort()
+        if sink is not None:
+            sink.close()
+        layer.close()
+    desc = {
+        "mediaType": MEDIA_TYPES[spec.compression],
+        "digest": "sha256:" + sink.h.hexdigest(),
+        "size": sink.size,
+        "diff_id": "sha256:" + diff.hexdigest(),
+        "compression": spec.compression,
+        "compressor": compression.compressor_name(spec.compression, spec.level, _zstd_threads),
+        "members": len(entries),
+    }
+    return desc, entries

@@ -1,0 +1,214 @@
+"""All members of one layer: entries collected, conflicts checked, attributes and hardlinks decided.
+
+    layer = Layer(manifest.Spec(m), scratch_parent)
+    try:
+        layer.collect()
+        members = layer.finalize()      # sorted bytewise, parents first, modes/owners decided
+        ...                             # write them (writer.write_tar) while the sources are open
+    finally:
+        layer.close()                   # imported tars closed, scratch directory removed
+
+Several entries at one path: directories merge (attributes from an imported tar win over
+defaults, the first such tar in entry order wins); regular files with identical content (same
+resolved source, or same size and sha256) and symlinks with the same target keep the first;
+anything else is an error naming the path and both origins. Regular files with the same source
+and the same final mode/uid/gid are stored once, at the first path in output order; later paths
+become hardlinks to it.
+"""
+
+import hashlib
+import shutil
+import tempfile
+
+from python_tools.shiko.layer import walk
+from python_tools.shiko.layer.imports import ImportedTar
+from python_tools.shiko.layer.members import Member, Origin, sort_key
+from python_tools.shiko.tar import compression
+
+READ_SIZE = compression.READ_SIZE
+
+
+class Layer(object):
+    """The members of the layer a checked manifest (`spec`) describes.
+
+    scratch_parent: where the scratch directory (decompressed imported tars) is created, next
+    to the output so that it is on the same file system and removed with the action's outputs.
+    """
+
+    def __init__(self, spec, scratch_parent):
+        self.spec = spec
+        self.target = spec.target
+        self.scratch_parent = scratch_parent
+        self.scratch = None
+        self.tars = []
+        self.members = {}
+        self._digests = {}
+
+    def error(self, problem, attr=None, value=None):
+        return self.spec.error(problem, attr, value)
+
+    def scratch_dir(self):
+        if self.scratch is None:
+            self.scratch = tempfile.mkdtemp(prefix=".layer-import-", dir=self.scratch_parent)
+        return self.scratch
+
+    # -----------------------------------------------------------------------------------------
+    # Collecting members
+
+    def collect(self):
+        norm = self.spec.norm
+        for e in self.spec.entries:
+            if not isinstance(e, dict):
+                raise self.error("each entry must be an object", "entries", e)
+            o = e.get("origin") or {}
+            origin = Origin(o.get("attr") or "entries", o.get("label") or self.target)
+            kind = e.get("kind")
+            dest = e.get("dest", "")
+            shown = dest if not isinstance(dest, str) or dest.startswith("/") else "/" + dest
+            if kind == "file" or kind == "tree":
+                path = norm(dest, origin.attr, shown, allow_empty=(kind == "tree"))
+                executable = e.get("executable")
+                if executable is not None and not isinstance(executable, bool):
+                    raise self.error("'executable' must be true, false or null", origin.attr, shown)
+                walk.add_source(self, e.get("src"), path, origin, executable)
+            elif kind == "symlink":
+                path = norm(dest, origin.attr, shown)
+                target = e.get("target")
+                if not isinstance(target, str) or not target or "\0" in target:
+                    raise self.error("a symlink needs a non-empty target", origin.attr, shown)
+                self.add(Member(path, "symlink", origin, target=target))
+            elif kind == "dir":
+                path = norm(dest, origin.attr, shown)
+                self.add(Member(path, "dir", origin))
+            elif kind == "tar":
+                path = norm(dest, origin.attr, shown, allow_empty=True)
+                self._add_tar(e.get("src"), path, origin)
+            else:
+                raise self.error("unknown entry kind", origin.attr, kind)
+        self._add_parents()
+        self._apply_overrides()
+
+    def _add_tar(self, src, prefix, origin):
+        if not isinstance(src, str) or not src:
+            raise self.error("a tar entry needs a source path", origin.attr, "/" + prefix)
+        tar = ImportedTar(self, src, origin, len(self.tars))
+        self.tars.append(tar)
+        for m in tar.members(prefix):
+            self.add(m)
+
+    # -----------------------------------------------------------------------------------------
+    # Conflicts, parents, overrides
+
+    def _digest(self, m):
+        key = m.source.key
+        d = self._digests.get(key)
+        if d is None:
+            h = hashlib.sha256()
+            f = m.source.open()
+            try:
+                buf = bytearray(READ_SIZE)
+                mv = memoryview(buf)
+                left = m.size
+                while left:
+                    n = f.readinto(mv[: min(left, READ_SIZE)])
+                    if not n:
+                        raise RuntimeError("%s: source of /%s shrank while reading" % (
+                            self.target, m.path))
+                    h.update(mv[:n])
+                    left -= n
+            finally:
+                f.close()
+            d = self._digests[key] = h.digest()
+        return d
+
+    def _same(self, a, b):
+        if a.kind != b.kind:
+            return False
+        if a.kind == "dir":
+            return True
+        if a.kind == "symlink":
+            return a.target == b.target
+        if a.source.key == b.source.key:
+            return True
+        return a.size == b.size and self._digest(a) == self._digest(b)
+
+    def _conflict(self, existing, new, detail=""):
+        labels = (existing.origin.label, new.origin.label)
+        if labels[0] == labels[1]:
+            what = "%s (%s) and %s (%s)" % (labels[0], existing.kind, labels[1], new.kind)
+        else:
+            what = "%s and %s" % labels
+        return self.error("two different sources at one path: %s%s" % (what, detail),
+                          new.origin.attr, "/" + new.path)
+
+    def add(self, m):
+        old = self.members.get(m.path)
+        if old is None:
+            self.members[m.path] = m
+            return
+        if not self._same(old, m):
+            raise self._conflict(old, m)
+        if old.kind == "dir" and old.src_mode is None and m.src_mode is not None:
+            old.src_mode, old.src_uid, old.src_gid = m.src_mode, m.src_uid, m.src_gid
+
+    def _add_parents(self):
+        for path in list(self.members):
+            child = self.members[path]
+            while "/" in path:
+                path = path.rsplit("/", 1)[0]
+                p = self.members.get(path)
+                if p is None:
+                    self.members[path] = Member(path, "dir", child.origin, implicit=True)
+                elif p.kind != "dir":
+                    raise self._conflict(p, Member(path, "dir", child.origin),
+                                         " (%s needs a directory there for '/%s')" % (
+                                             child.origin.label, child.path))
+                else:
+                    break
+
+    def _apply_overrides(self):
+        for path, o, attr in self.spec.overrides:
+            m = self.members.get(path)
+            if m is None:
+                raise self.error("no file, directory or link of this layer has this path "
+                                 "(check for a typo)", attr, "/" + path)
+            m.override = o
+
+    # -----------------------------------------------------------------------------------------
+    # Final attributes and order
+
+    def finalize(self):
+        """Returns the members in output order with modes/owners and hardlinks decided."""
+        spec = self.spec
+        out = sorted(self.members.values(), key=lambda m: sort_key(m.path))
+        first = {}
+        for m in out:
+            o = m.override or {}
+            if "mode" in o:
+                m.mode = o["mode"]
+            elif m.src_mode is not None:
+                m.mode = m.src_mode
+            elif m.kind == "file":
+                m.mode = spec.file_mode if spec.file_mode is not None else (
+                    0o755 if m.exec_bit else 0o644)
+            elif m.kind == "dir":
+                m.mode = spec.dir_mode
+            else:
+                m.mode = 0o777
+            m.uid = o["uid"] if "uid" in o else (m.src_uid if m.src_uid is not None else spec.uid)
+            m.gid = o["gid"] if "gid" in o else (m.src_gid if m.src_gid is not None else spec.gid)
+            if m.kind == "file":
+                k = (m.source.key, m.mode, m.uid, m.gid)
+                if k in first:
+                    m.kind = "hardlink"
+                    m.target = first[k]
+                else:
+                    first[k] = m.path
+        return out
+
+    def close(self):
+        for t in self.tars:
+            t.close()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None

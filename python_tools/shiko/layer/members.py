@@ -1,0 +1,117 @@
+"""The members of a layer being built, and where their file content is read from."""
+
+import os
+
+MODE_MAX = 0o7777
+
+
+class Origin(object):
+    """The rule attribute and label an entry came from: every error about it names them."""
+
+    __slots__ = ("attr", "label")
+
+    def __init__(self, attr, label):
+        self.attr = attr
+        self.label = label
+
+
+class FsSource(object):
+    """A regular file on disk (already resolved through symlinks)."""
+
+    __slots__ = ("path", "key")
+
+    def __init__(self, path, st):
+        self.path = path
+        # Identity by resolved path, not inode: inodes depend on how Bazel, a sandbox or a
+        # cache materialized the inputs, and the tar's hardlinks must not.
+        self.key = ("fs", os.path.realpath(path))
+
+    def open(self):
+        return _FdReader(os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+
+
+class _FdReader(object):
+    """Minimal reader: os-level reads straight into the caller's buffer."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def readinto(self, mv):
+        return os.readv(self.fd, [mv])
+
+    def close(self):
+        os.close(self.fd)
+
+
+class _TarMemberReader(object):
+    """Reads one non-sparse member straight from the (plain) tar file."""
+
+    __slots__ = ("fd", "offset", "left")
+
+    def __init__(self, fd, offset, size):
+        self.fd = fd
+        self.offset = offset
+        self.left = size
+
+    def readinto(self, mv):
+        if len(mv) > self.left:
+            mv = mv[: self.left]
+        n = os.preadv(self.fd, [mv], self.offset)
+        self.offset += n
+        self.left -= n
+        return n
+
+    def close(self):
+        pass
+
+
+class TarMemberSource(object):
+    """A regular file inside an imported tar (`tar`: an imports.ImportedTar)."""
+
+    __slots__ = ("tar", "info", "key")
+
+    def __init__(self, tar, info):
+        self.tar = tar
+        self.info = info
+        self.key = ("tar", tar.index, info.name)
+
+    def open(self):
+        if self.info.sparse is not None:
+            return self.tar.tarfile.extractfile(self.info)
+        return _TarMemberReader(self.tar.raw.fileno(), self.info.offset_data, self.info.size)
+
+
+class Member(object):
+    """One path of the layer. `path` is relative, without a trailing slash."""
+
+    __slots__ = ("path", "kind", "origin", "size", "source", "target", "exec_bit",
+                 "src_mode", "src_uid", "src_gid", "implicit", "mode", "uid", "gid",
+                 "override")
+
+    def __init__(self, path, kind, origin, size=0, source=None, target=None, exec_bit=False,
+                 src_mode=None, src_uid=None, src_gid=None, implicit=False):
+        self.path = path
+        self.kind = kind  # "file" | "dir" | "symlink"; hardlinks are decided at the end.
+        self.origin = origin
+        self.size = size
+        self.source = source
+        self.target = target
+        self.exec_bit = exec_bit
+        self.src_mode = src_mode
+        self.src_uid = src_uid
+        self.src_gid = src_gid
+        self.implicit = implicit
+        self.mode = self.uid = self.gid = None
+        self.override = None
+
+
+def enc(s):
+    """A path as the bytes written to the tar (undecodable file names round-trip)."""
+    return s.encode("utf-8", "surrogateescape")
+
+
+def sort_key(path):
+    """Members and directory listings are sorted bytewise."""
+    return enc(path)

@@ -1,0 +1,84 @@
+"""Files and directory trees on disk turned into layer members (`file` and `tree` entries).
+
+A symlink inside a walked tree whose target is relative and stays inside the tree is kept as a
+symlink; any other symlink is dereferenced (its content is stored; a directory is walked, and
+every symlink below it is dereferenced too). Dangling symlinks, symlink loops, devices, FIFOs
+and sockets are errors. Directory entries are visited in bytewise order.
+"""
+
+import os
+import posixpath
+import stat
+
+from python_tools.shiko.layer.members import FsSource, Member, sort_key
+from python_tools.shiko.tar import names
+
+
+def add_source(layer, src, path, origin, executable=None):
+    """Adds the file or directory `src` at `path` to `layer` (a collect.Layer)."""
+    if not isinstance(src, str) or not src:
+        raise layer.error("an entry needs a source path", origin.attr, "/" + path)
+    try:
+        st = os.stat(src)
+    except OSError as e:
+        raise layer.error("cannot read the source %r of %s: %s" % (src, origin.label, e.strerror),
+                          origin.attr, "/" + path)
+    if stat.S_ISDIR(st.st_mode):
+        if path:
+            layer.add(Member(path, "dir", origin))
+        _walk(layer, src, path, origin, [(st.st_dev, st.st_ino)], False)
+    elif stat.S_ISREG(st.st_mode):
+        if not path:
+            raise layer.error("empty path: a layer member needs a name", origin.attr, "/")
+        _add_file(layer, src, st, path, origin, executable)
+    else:
+        raise layer.error("the source %r of %s is not a regular file or directory" % (
+            src, origin.label), origin.attr, "/" + path)
+
+
+def _add_file(layer, real, st, path, origin, executable=None):
+    if executable is None:
+        executable = bool(st.st_mode & stat.S_IXUSR)
+    layer.add(Member(path, "file", origin, size=st.st_size, source=FsSource(real, st),
+                     exec_bit=executable))
+
+
+def _walk(layer, real_dir, prefix, origin, stack, under_deref, rel=""):
+    """Adds the contents of a directory; `rel` is the logical path inside the tree."""
+    try:
+        entries = os.listdir(real_dir)
+    except OSError as e:
+        raise layer.error("cannot list %r: %s" % (real_dir, e.strerror), origin.attr,
+                          "/" + prefix)
+    entries.sort(key=sort_key)
+    for name in entries:
+        p = os.path.join(real_dir, name)
+        r = rel + "/" + name if rel else name
+        path = names.join(prefix, r)
+        st = os.lstat(p)
+        deref = under_deref
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(p)
+            if not under_deref and not target.startswith("/"):
+                inside = posixpath.normpath(posixpath.join(posixpath.dirname(r), target))
+                if inside != ".." and not inside.startswith("../"):
+                    layer.add(Member(path, "symlink", origin, target=target))
+                    continue
+            try:
+                st = os.stat(p)
+            except OSError:
+                raise layer.error("dangling symlink %r -> %r in the tree of %s" % (
+                    p, target, origin.label), origin.attr, "/" + path)
+            deref = True
+        if stat.S_ISDIR(st.st_mode):
+            ident = (st.st_dev, st.st_ino)
+            if ident in stack:
+                raise layer.error("symlink loop at %r in the tree of %s" % (p, origin.label),
+                                  origin.attr, "/" + path)
+            layer.add(Member(path, "dir", origin))
+            _walk(layer, p, prefix, origin, stack + [ident], deref, r)
+        elif stat.S_ISREG(st.st_mode):
+            _add_file(layer, p, st, path, origin)
+        else:
+            raise layer.error("%r in the tree of %s is not a regular file, directory or "
+                              "symlink" % (p, origin.label), origin.attr, "/" + path)

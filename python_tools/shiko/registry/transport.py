@@ -1,0 +1,298 @@
+"""HTTP plumbing of the registry client: TLS, keep-alive connections, one exchange, retry policy.
+
+- TLS: verified against the system CAs, plus `ca_file` and the CAs in
+  `/etc/docker/certs.d/<host>/` and `/etc/containers/certs.d/<host>/`; `insecure=True` skips
+  certificate checks (and, in session.py, allows plain HTTP to a non-loopback registry).
+- Connections: one keep-alive connection per thread and (scheme, host); a kept-alive connection
+  the server closed while idle is reopened once at once (never under a streamed blob body).
+- RetryPolicy: exponential backoff with jitter, honouring `Retry-After` (seconds or HTTP date).
+"""
+
+import email.utils
+import hashlib
+import http.client
+import ipaddress
+import json
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+
+from python_tools.shiko.files import CHUNK
+from python_tools.shiko.oci.reference import DOCKER_HUB
+from python_tools.shiko.registry.errors import RegistryError
+
+USER_AGENT = "rules_shiko-registry/0.1"
+DOCKER_HUB_API = "registry-1.docker.io"
+CERTS_DIRS = ("/etc/docker/certs.d", "/etc/containers/certs.d")
+
+# I/O failures worth another attempt (connection resets, timeouts, truncated responses).
+RETRYABLE_EXC = (ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException, OSError)
+
+
+# --- Hosts --------------------------------------------------------------------------------------
+
+
+def host_of(registry):
+    """The host part (no port, no brackets) of `host[:port]`."""
+    if registry.startswith("["):
+        return registry[1:registry.index("]")]
+    return registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+
+
+def is_loopback(registry):
+    host = host_of(registry)
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_host(registry):
+    """Where the API of `registry` lives (Docker Hub's is not at docker.io)."""
+    return DOCKER_HUB_API if registry == DOCKER_HUB else registry
+
+
+# --- Retry policy -------------------------------------------------------------------------------
+
+
+class RetryPolicy(object):
+    """How often and how long to retry. attempts counts the first try too."""
+
+    def __init__(self, attempts=6, base_delay=0.5, max_delay=20.0, max_retry_after=60.0, jitter=0.25,
+                 sleep=time.sleep):
+        self.attempts = max(1, int(attempts))
+        self.base_delay = float(base_delay)
+        self.max_delay = float(max_delay)
+        self.max_retry_after = float(max_retry_after)
+        self.jitter = float(jitter)
+        self.sleep = sleep
+
+    def delay(self, attempt, retry_after=None):
+        """Seconds to wait after failed attempt number `attempt` (1-based).
+
+        A `Retry-After` (seconds or an HTTP date) wins when given; more than max_retry_after
+        raises ValueError (the caller gives up rather than hanging)."""
+        if retry_after is not None:
+            secs = parse_retry_after(retry_after)
+            if secs is not None:
+                if secs > self.max_retry_after:
+                    raise ValueError("the registry asks to retry after %d s (more than %d s)"
+                                     % (secs, self.max_retry_after))
+                return secs
+        d = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return d * (1 + random.uniform(0, self.jitter))
+
+
+def parse_retry_after(value, now=None):
+    """Retry-After: delta seconds or an HTTP date -> seconds (>= 0), or None if unparsable."""
+    if value is None:
+        return None
+    v = str(value).strip()
+    if v.isdigit():
+        return float(int(v))
+    try:
+        when = email.utils.parsedate_to_datetime(v)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def exc_text(e):
+    """An exception as one line: `ConnectionResetError: [Errno 104] ...`."""
+    name = type(e).__name__
+    msg = str(e).strip()
+    return "%s: %s" % (name, msg) if msg else name
+
+
+# --- Requests and responses ---------------------------------------------------------------------
+
+
+class FileBody(object):
+    """A request body streamed from part of a file, hashed and counted as it goes."""
+
+    def __init__(self, path, offset=0, length=None, progress=None):
+        self.path = path
+        self.offset = offset
+        self.length = os.path.getsize(path) - offset if length is None else length
+        self.progress = progress
+        self.sha256 = None
+
+    def send(self, conn):
+        h = hashlib.sha256()
+        left = self.length
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            while left > 0:
+                buf = f.read(min(CHUNK, left))
+                if not buf:
+                    raise OSError("%s shrank while being sent" % self.path)
+                conn.send(buf)
+                h.update(buf)
+                left -= len(buf)
+                if self.progress:
+                    self.progress(len(buf))
+        self.sha256 = h.hexdigest()
+
+
+class Response(object):
+    def __init__(self, status, reason, headers, body, raw=None, url=None):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # {lowercase name: value}
+        self.body = body
+        self.raw = raw  # http.client.HTTPResponse, when streaming
+        self.url = url
+
+    def header(self, name, default=None):
+        return self.headers.get(name.lower(), default)
+
+
+def registry_errors(body):
+    """`{"errors": [{"code", "message"}]}` -> "CODE: message; ..." (or a short text)."""
+    if not body:
+        return ""
+    try:
+        data = json.loads(body.decode("utf-8", "replace"))
+        errs = data.get("errors") if isinstance(data, dict) else None
+        if isinstance(errs, list) and errs:
+            parts = []
+            for e in errs[:3]:
+                if isinstance(e, dict):
+                    parts.append(("%s: %s" % (e.get("code", ""), e.get("message", ""))).strip(": "))
+            return "; ".join(p for p in parts if p)
+        if isinstance(data, dict) and (data.get("details") or data.get("error")):
+            return str(data.get("details") or data.get("error"))[:200]
+    except ValueError:
+        pass
+    text = body[:200].decode("utf-8", "replace").strip().splitlines()
+    return text[0] if text else ""
+
+
+# --- Connections --------------------------------------------------------------------------------
+
+
+class Connections(object):
+    """TLS settings and one keep-alive connection per thread and (scheme, host) of a registry."""
+
+    def __init__(self, registry, insecure=False, ca_file=None, timeout=120.0, certs_dirs=CERTS_DIRS):
+        self.registry = registry
+        self.insecure = bool(insecure)
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self.certs_dirs = certs_dirs
+        self._local = threading.local()
+        self._ssl = None
+
+    def ssl_context(self):
+        if self._ssl is None:
+            if self.insecure:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            else:
+                ctx = ssl.create_default_context()
+                if self.ca_file:
+                    try:
+                        ctx.load_verify_locations(cafile=self.ca_file)
+                    except (OSError, ssl.SSLError) as e:
+                        raise RegistryError("cannot load the CA file %s: %s" % (self.ca_file, e))
+                for d in self.certs_dirs or ():
+                    hd = os.path.join(d, self.registry)
+                    if os.path.isdir(hd):
+                        for name in sorted(os.listdir(hd)):
+                            if name.endswith(".crt"):
+                                try:
+                                    ctx.load_verify_locations(cafile=os.path.join(hd, name))
+                                except (OSError, ssl.SSLError):
+                                    pass
+            self._ssl = ctx
+        return self._ssl
+
+    def _new(self, scheme, netloc):
+        if scheme == "https":
+            return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self.ssl_context())
+        return http.client.HTTPConnection(netloc, timeout=self.timeout)
+
+    def _get(self, scheme, netloc):
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        key = (scheme, netloc)
+        c = conns.get(key)
+        fresh = c is None
+        if fresh:
+            c = conns[key] = self._new(scheme, netloc)
+        return c, fresh
+
+    def drop(self, scheme, netloc):
+        conns = getattr(self._local, "conns", None) or {}
+        c = conns.pop((scheme, netloc), None)
+        if c is not None:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+    def drop_for(self, url):
+        u = urllib.parse.urlsplit(url)
+        self.drop(u.scheme, u.netloc)
+
+    def close(self):
+        for key in list((getattr(self._local, "conns", None) or {}).keys()):
+            self.drop(*key)
+
+    def exchange(self, method, url, headers, body=None, stream=False):
+        """One HTTP exchange (no retries, no auth). Raises OSError/HTTPException on I/O errors.
+
+        With stream=True a 2xx response is returned unread (`raw`); the caller reads it, closes
+        it and drops the connection (drop_for)."""
+        u = urllib.parse.urlsplit(url)
+        path = u.path + ("?" + u.query if u.query else "")
+        for attempt in (1, 2):
+            conn, fresh = self._get(u.scheme, u.netloc)
+            try:
+                conn.putrequest(method, path, skip_accept_encoding=True)
+                for k, v in headers.items():
+                    conn.putheader(k, v)
+                if isinstance(body, FileBody):
+                    conn.putheader("Content-Length", str(body.length))
+                    conn.endheaders()
+                    body.send(conn)
+                elif body is not None:
+                    conn.putheader("Content-Length", str(len(body)))
+                    conn.endheaders()
+                    if body:
+                        conn.send(body)
+                else:
+                    if method in ("PUT", "POST", "PATCH"):
+                        conn.putheader("Content-Length", "0")
+                    conn.endheaders()
+                resp = conn.getresponse()
+                hdrs = {k.lower(): v for k, v in resp.getheaders()}
+                if stream and 200 <= resp.status < 300:
+                    return Response(resp.status, resp.reason, hdrs, None, raw=resp, url=url)
+                data = resp.read()  # also for HEAD: frees the connection for the next request
+                if resp.will_close:
+                    self.drop(u.scheme, u.netloc)
+                return Response(resp.status, resp.reason, hdrs, data, url=url)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.drop(u.scheme, u.netloc)
+                # A kept-alive connection the server closed while idle: one immediate reconnect.
+                # Never for streamed blob bodies: the registry may have taken part of it, and
+                # the upload session must be restarted by the caller instead.
+                if not fresh and attempt == 1 and not isinstance(body, FileBody):
+                    continue
+                raise
+            except BaseException:
+                self.drop(u.scheme, u.netloc)
+                raise
+        raise AssertionError("unreachable")
