@@ -19,6 +19,13 @@ def repo_relative(f):
         return repo, rest
     return "", p
 
+def label_repo(label):
+    """A Label's repository name (canonical), "" for the main repository; `repo_name` where Bazel
+    has it (workspace_name is deprecated on 7+), `workspace_name` on Bazel 4."""
+    if hasattr(label, "repo_name"):
+        return label.repo_name
+    return label.workspace_name
+
 def runfiles_path(workspace_name, short_path):
     """The path below the runfiles root of a short_path (`../repo/x` or `pkg/x`)."""
     if short_path.startswith("../"):

@@ -14,6 +14,7 @@ A `deb_tar` action (python_tools/deb.py) unpacks the selected packages' data.tar
 which an `image_layer` imports (`tars`), so the layer tool writes it reproducibly.
 """
 
+load("//rules/private/common:macros.bzl", "helper_kwargs")
 load("//rules/private/image:image.bzl", "image")
 load("//rules/private/layer:layer.bzl", "image_layer")
 
@@ -156,8 +157,6 @@ def deb_layer(name, packages, architecture, include = None, exclude = None, keep
       allow_empty: accept a selection of no package.
       **kwargs: image_layer attributes (compression, compression_level, ...) and common ones.
     """
-    visibility = kwargs.get("visibility")
-    tags = kwargs.get("tags")
     deb_tar(
         name = name + "_deb",
         packages = packages,
@@ -166,8 +165,7 @@ def deb_layer(name, packages, architecture, include = None, exclude = None, keep
         exclude = exclude or [],
         keep_docs = keep_docs,
         allow_empty = allow_empty,
-        visibility = visibility,
-        tags = tags,
+        **helper_kwargs(kwargs)
     )
     image_layer(
         name = name,
@@ -243,10 +241,7 @@ def distroless_base(
         order.append("rest")
         star = "rest"
 
-    common = {}
-    for k in ("visibility", "tags", "testonly"):
-        if k in kwargs:
-            common[k] = kwargs[k]
+    common = helper_kwargs(kwargs)
 
     distroless_basics_tar(
         name = name + "_basics",

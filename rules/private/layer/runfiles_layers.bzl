@@ -33,7 +33,7 @@ changing (your code), and a code edit rebuilds, and re-pushes, one small layer.
 load(":layer.bzl", "LAYER_ATTRS", "file_entry", "origin", "write_layer")
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest")
 load("//rules/private/common:providers.bzl", "ExecutablesInfo")
-load("//rules/private/common:runfiles.bzl", "stable_path", "walk_runfiles")
+load("//rules/private/common:runfiles.bzl", "label_repo", "stable_path", "walk_runfiles")
 
 FIRST_PARTY = "first_party"
 THIRD_PARTY = "third_party"
@@ -85,7 +85,7 @@ def image_path(ctx, rpath):
 def _split_keys(ctx):
     keys = []
     for t in ctx.attr.split:
-        repo = t.label.workspace_name or ctx.workspace_name
+        repo = label_repo(t.label) or ctx.workspace_name
         keys.append((repo, t.label.package))
     return keys
 

@@ -27,6 +27,7 @@ py_binary's launcher:
 
 load("@rules_python//python:defs.bzl", "PyInfo")
 load("//rules/private/image:image.bzl", "IMAGE_ATTRS", "image_impl")
+load("//rules/private/common:macros.bzl", "helper_kwargs")
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest")
 load("//rules/private/common:providers.bzl", "PyMainInfo")
 load("//rules/private/common:runfiles.bzl", "runfiles_path", "stable_path")
@@ -185,11 +186,7 @@ def py_image(
     for k in _LAYER_KWARGS:
         if k in kwargs:
             layer_kwargs[k] = kwargs.pop(k)
-    common = {}
-    for k in ("tags", "visibility", "testonly"):
-        if k in kwargs:
-            common[k] = kwargs[k]
-    layer_kwargs.update(common)
+    layer_kwargs.update(helper_kwargs(kwargs))
     runfiles = runfiles_layers(
         name = name,
         binary = binary,

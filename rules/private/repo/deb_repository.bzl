@@ -21,20 +21,16 @@ Errors: a .deb whose sha256 is not the lock's names the package and both digests
 archive no longer has (Debian removes superseded versions) says how to re-lock.
 """
 
+load(":host.bzl", "find_python", "label_name")
+
 _TOOL = Label("//python_tools:deb_lock.py")
 
-def _label_name(rctx):
-    return rctx.attr.apparent_name or rctx.name
+_label_name = label_name
 
 def _find_python(rctx):
-    candidates = []
-    if rctx.os.environ.get("SHIKO_PYTHON"):
-        candidates.append(rctx.os.environ["SHIKO_PYTHON"])
-    candidates += ["python3", "/usr/bin/python3"]
-    for c in candidates:
-        path = rctx.which(c) if not c.startswith("/") else rctx.path(c)
-        if path and path.exists:
-            return path
+    path, _ = find_python(rctx)
+    if path:
+        return path
     fail("@%s: deb_repository needs a python3 on PATH (or $SHIKO_PYTHON) to read the apt sources; " %
          _label_name(rctx) + "or set `archives` for every suite of the lock")
 

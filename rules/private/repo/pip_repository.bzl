@@ -5,7 +5,7 @@ refer to the same labels in WORKSPACE and MODULE mode:
 
     @<name>//<normalized_name>        py_library of one package (e.g. @rules_shiko_pip//absl_py)
     @<name>//<normalized_name>:pkg    the same (alias)
-    @<name>//:requirements.bzl        requirement("absl-py") -> "@<name>//absl_py"
+    @<name>//:requirements.bzl        requirement("absl-py") -> Label("@<name>//absl_py")
     @<name>//<normalized_name>:site-packages/<path>   any file of the unpacked wheel (exported,
                                       e.g. a tool a wheel ships: protoc, a Go binary, ...)
 
@@ -15,6 +15,8 @@ ever written in the repository. Every wheel is checked against the lock's hashes
 platform other than the host's (`platforms`, `python_version`), for images of another
 architecture.
 """
+
+load(":host.bzl", "find_python")
 
 _PIP_ENV = [
     "PIP_INDEX_URL",
@@ -74,22 +76,9 @@ def _host_platform(rctx):
     fail("pip_lock_repository: unsupported host architecture %r; set `platforms`" % arch)
 
 def _find_python(rctx):
-    candidates = []
-    if rctx.attr.python_interpreter:
-        candidates.append(rctx.attr.python_interpreter)
-    if rctx.os.environ.get("SHIKO_PYTHON"):
-        candidates.append(rctx.os.environ["SHIKO_PYTHON"])
-    candidates += ["python3", "/usr/bin/python3"]
-    tried = []
-    for c in candidates:
-        path = rctx.which(c) if not c.startswith("/") else rctx.path(c)
-        if not path or not path.exists:
-            tried.append(c + " (not found)")
-            continue
-        r = rctx.execute([path, "-m", "pip", "--version"], quiet = True)
-        if r.return_code == 0:
-            return path
-        tried.append(c + " (no pip)")
+    path, tried = find_python(rctx, rctx.attr.python_interpreter, needs_pip = True)
+    if path:
+        return path
     fail(("%s: no Python with pip to fetch wheels; tried %s. " +
           "Install one (apt-get install python3-pip) or set python_interpreter / $SHIKO_PYTHON.") %
          (rctx.name, ", ".join(tried)))
@@ -256,9 +245,11 @@ def requirement(name):
     norm = name.lower().replace("-", "_").replace(".", "_")
     if norm not in _PACKAGES:
         fail("requirement %r is not in the lock of @{repo}" % name)
-    return "@{repo}//" + norm
 
-all_requirements = ["@{repo}//" + p for p in _PACKAGES]
+    # A Label, resolved here: right whatever name the caller's repository mapping gives @{repo}.
+    return Label("//" + norm)
+
+all_requirements = [Label("//" + p) for p in _PACKAGES]
 """.format(repo = rctx.attr.apparent_name or rctx.name, packages = repr(sorted(versions.keys()))))
 
 PIP_LOCK_ATTRS = {

@@ -29,12 +29,13 @@ How it fetches, and why this way:
   (docker/podman config files and credential helpers), read by pull.py only.
 """
 
+load(":host.bzl", "find_python", "label_name")
+
 _PULL_TOOL = Label("//python_tools:pull.py")
 
 _RESERVED = ["digest", "index.json", "oci-layout", "blobs", "BUILD", "BUILD.bazel", "WORKSPACE"]
 
-def _label_name(rctx):
-    return rctx.attr.apparent_name or rctx.name
+_label_name = label_name
 
 def _fail(rctx, attr, value, problem):
     fail("@%s: attribute '%s': %r: %s" % (_label_name(rctx), attr, value, problem))
@@ -48,14 +49,9 @@ def _is_digest(value):
     return True
 
 def _find_python(rctx):
-    candidates = []
-    if rctx.os.environ.get("SHIKO_PYTHON"):
-        candidates.append(rctx.os.environ["SHIKO_PYTHON"])
-    candidates += ["python3", "/usr/bin/python3"]
-    for c in candidates:
-        path = rctx.which(c) if not c.startswith("/") else rctx.path(c)
-        if path and path.exists:
-            return path
+    path, _ = find_python(rctx)
+    if path:
+        return path
     fail("@%s: image_pull needs a python3 (3.8+) on PATH or in $SHIKO_PYTHON to talk to the registry" %
          _label_name(rctx))
 

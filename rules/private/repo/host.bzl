@@ -1,0 +1,32 @@
+"""What repository rules read from the machine: the environment, a python3, their own name.
+
+Repository rules run on the client, not on workers: they may use the host's python3 (standard
+library only) and its pip/apt configuration.
+"""
+
+def label_name(rctx):
+    """The repository's name as its user wrote it (module extensions give longer canonical names)."""
+    return getattr(rctx.attr, "apparent_name", "") or rctx.name
+
+def getenv(rctx, name, default = None):
+    """An environment variable, declared as an input where Bazel can (rctx.getenv, Bazel 7.1+)."""
+    if hasattr(rctx, "getenv"):
+        return rctx.getenv(name, default)
+    return rctx.os.environ.get(name, default)
+
+def find_python(rctx, first = "", needs_pip = False):
+    """(path, tried): the first of `first`, $SHIKO_PYTHON, python3 on PATH, /usr/bin/python3 that
+    exists (and, with needs_pip, runs pip); path is None when none does."""
+    candidates = [c for c in [first, getenv(rctx, "SHIKO_PYTHON", "")] if c]
+    candidates += ["python3", "/usr/bin/python3"]
+    tried = []
+    for c in candidates:
+        path = rctx.which(c) if not c.startswith("/") else rctx.path(c)
+        if not path or not path.exists:
+            tried.append(c + " (not found)")
+            continue
+        if needs_pip and rctx.execute([path, "-m", "pip", "--version"], quiet = True).return_code != 0:
+            tried.append(c + " (no pip)")
+            continue
+        return path, tried
+    return None, tried
