@@ -25,22 +25,22 @@ def _py_image_layer_test_impl(ctx):
     dests = sorted(entries.keys())
     ws = ctx.workspace_name
     group = ctx.attr.group
-    isal = "app/external/rules_shiko_pip/isal/"
+    split = "app/external/python_app_pip/protobuf/"
     asserts.true(env, len(dests) > 0, "empty layer")
     for d in dests:
         _assert_stable(env, ws, d)
-        if group == "isal":
-            asserts.true(env, d.startswith(isal), "not isal's: %s" % d)
+        if group == "protobuf":
+            asserts.true(env, d.startswith(split), "not protobuf's: %s" % d)
         elif group == "deps":
             asserts.true(env, d.startswith("app/external/"), "first-party file in deps: %s" % d)
-            asserts.false(env, d.startswith(isal), "split package in deps: %s" % d)
+            asserts.false(env, d.startswith(split), "split package in deps: %s" % d)
         else:
             # First party: the main repository at its workspace-relative paths (and Bazel's
             # __init__.py files); never _repo_mapping (it names canonical repositories).
             asserts.false(env, d.startswith("app/external/"), "not first-party: %s" % d)
             asserts.false(env, d.endswith("_repo_mapping"), "_repo_mapping shipped: %s" % d)
     if group == "deps":
-        asserts.true(env, len([d for d in dests if d.startswith("app/external/rules_shiko_pip/absl_py/site-packages/absl/")]) > 0, "absl missing: %s" % dests[:5])
+        asserts.true(env, len([d for d in dests if d.startswith("app/external/python_app_pip/absl_py/site-packages/absl/")]) > 0, "absl missing: %s" % dests[:5])
     if group == "app":
         pkg = "app/tests/py_image/"
         for name in ["app.py", "lib.py", "data.txt", "gen.txt", "helper.py", "helper"]:
@@ -55,7 +55,7 @@ def _py_image_layer_test_impl(ctx):
 
 py_image_layer_test = analysistest.make(
     _py_image_layer_test_impl,
-    attrs = {"group": attr.string(doc = "isal, deps or app: which layer is under test.")},
+    attrs = {"group": attr.string(doc = "protobuf, deps or app: which layer is under test.")},
 )
 
 def _image_config(env):
@@ -69,13 +69,15 @@ def _py_image_config_test_impl(ctx):
     asserts.equals(env, ["--from-binary"], cfg["cmd"])  # the py_binary's own args
     path = cfg["env"]["PYTHONPATH"].split(":")
     asserts.equals(env, "/app", path[0])
-    asserts.true(env, "/app/external/rules_shiko_pip/isal/site-packages" in path, "isal import path: %s" % path)
-    asserts.true(env, "/app/external/rules_shiko_pip/absl_py/site-packages" in path, "absl import path: %s" % path)
+    asserts.true(env, "/app/external/python_app_pip/protobuf/site-packages" in path, "protobuf import path: %s" % path)
+    asserts.true(env, "/app/external/python_app_pip/absl_py/site-packages" in path, "absl import path: %s" % path)
     for p in path:
         _assert_stable(env, ctx.workspace_name, p)
     asserts.false(env, "RUNFILES_DIR" in cfg["env"], "RUNFILES_DIR set without a runfiles tree")
     labels = [l["label"] for l in m["layers"]]
-    asserts.equals(env, ["//tests/py_image:img_isal", "//tests/py_image:img_deps", "//tests/py_image:img_app"], labels)
+    # str(Label) spells the main repository differently across Bazel versions (`//` vs `@@//`).
+    want = [str(Label("//tests/py_image:img_" + g)) for g in ("protobuf", "deps", "app")]
+    asserts.equals(env, want, labels)
     return analysistest.end(env)
 
 py_image_config_test = analysistest.make(_py_image_config_test_impl)

@@ -68,7 +68,9 @@ def _py_image_impl(ctx):
     target = str(ctx.label)
     binary = ctx.attr.binary
     if PyInfo not in binary:
-        fail("%s: attribute 'binary': %r: is not a Python binary (no PyInfo)" % (target, str(binary.label)))
+        fail(("%s: attribute 'binary': %r: is not a Python binary (no PyInfo; on Bazel 7+ load " +
+              "py_binary from @rules_python//python:defs.bzl: Bazel's built-in PyInfo is another provider)") %
+             (target, str(binary.label)))
     info = binary[PyMainInfo]
     root = "/" + normalize_dest(target, "root", ctx.attr.root)
     python = ctx.attr.python
