@@ -37,7 +37,7 @@ TARGET = "//examples/distroless:python3"
 
 
 def image_sizes():
-    subprocess.run([os.path.join(ROOT, "bazelw"), "build", TARGET], cwd=ROOT, check=True,
+    subprocess.run([os.path.join(ROOT, "bazelw"), "build", "--output_groups=+layout", TARGET], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
     bazel_bin = subprocess.run([os.path.join(ROOT, "bazelw"), "info", "bazel-bin"], cwd=ROOT,
                                check=True, stdout=subprocess.PIPE, text=True,

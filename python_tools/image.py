@@ -1,13 +1,16 @@
-"""Writes an image's config, manifest and OCI image layout (rules_shiko `image` action).
+"""Writes an image's config, manifest and digest, or its OCI image layout (rules_shiko `image`).
 
-Usage:
-  python -m python_tools.image --manifest=M.json --output_layout=DIR --output_digest=FILE
-      [--output_config=FILE] [--output_manifest=FILE]
+Usage (two actions):
+  python -m python_tools.image --manifest=M.json --output_digest=FILE --output_config=FILE
+      --output_manifest=FILE                     # ShikoImage: metadata only, no layer bytes read
+  python -m python_tools.image --manifest=L.json --output_layout=DIR
+                                                 # ShikoLayout: on request (output group `layout`)
 
-Input contract (M.json, written by Starlark):
+Input contract of the first (M.json, written by Starlark):
   {
     "target": "//pkg:image",
-    "base": null | {"layout": "path/to/oci/layout/dir", "label": "//x:base"},
+    "base": null | {"layout": "path/to/oci/layout/dir", "label": "//x:base"}
+                 | {"config": "base.config.json", "manifest": "base.manifest.json", "label": "//x:base"},
     "platform": {"os": "linux", "architecture": "amd64", "variant": ""},
     "layers": [{"blob": "path/to/layer.tgz", "descriptor": "path/to/layer.json",
                 "label": "//pkg:layer"}],
@@ -26,8 +29,15 @@ Input contract (M.json, written by Starlark):
    "compression": "gzip", "compressor": "...", "members": N}; only mediaType, digest, size,
   diff_id and compressor are used. Its blob's size is checked (not re-hashed: one action made both).
 
+  (Layer `blob` paths are not read in this mode: descriptors carry digest, size and diff_id.)
+
+Input contract of the second (L.json): {"target", "platform", "config": path, "manifest": path
+  (the first action's outputs), "base": null | {"layout": dir, "label"}, "layers": [{"blob",
+  "descriptor", "label"}]}. The manifest must list exactly the base's layers and these.
+
 Base:
-  null means scratch. Otherwise `layout` must be an OCI image layout (`oci-layout` + `index.json`).
+  null means scratch. An `image` target base is given by its config and manifest (metadata;
+  its blobs only reach the layout action, through its own layout). Otherwise `layout` must be an OCI image layout (`oci-layout` + `index.json`).
   Its index may list one manifest or image indexes (OCI or Docker manifest lists, nested); the
   manifest whose platform matches `platform` is used (a missing variant matches the default one:
   arm64 = v8, arm = v7, amd64 = v1). Docker v2 schema 2 manifests and configs are accepted.
@@ -50,7 +60,7 @@ Stamping:
   Without stamping, a `created` holding any placeholder becomes 1970-01-01T00:00:00Z.
 
 Outputs:
-  DIR: oci-layout, index.json (one manifest descriptor with platform), blobs/sha256/<hex>. Layer
+  --output_layout DIR: oci-layout, index.json (one manifest descriptor with platform), blobs/sha256/<hex>. Layer
   blobs (base and ours) are hard-linked when the source file is read-only (as Bazel outputs are)
   and copied otherwise; everything this tool writes is mode 0644 (directories 0755).
   --output_digest: "sha256:<hex>\\n" of the manifest; --output_config / --output_manifest: the
@@ -65,15 +75,22 @@ from python_tools.shiko.oci import image
 
 FLAGS = [
     cli.string("manifest", required=True, help="JSON manifest written by Starlark (see module doc)."),
-    cli.string("output_layout", required=True, help="Directory to write the OCI image layout into."),
-    cli.string("output_digest", required=True, help="File to write the manifest digest into."),
-    cli.string("output_config", help="Optional file to write the config blob into."),
-    cli.string("output_manifest", help="Optional file to write the manifest blob into."),
+    cli.string("output_layout", help="Layout mode: the directory to write the OCI image layout into."),
+    cli.string("output_digest", help="Metadata mode: the file to write the manifest digest into."),
+    cli.string("output_config", help="Metadata mode: the file to write the config blob into."),
+    cli.string("output_manifest", help="Metadata mode: the file to write the manifest blob into."),
 ]
 
 
 def run(args, manifest):
-    image.build(manifest, args.output_layout, args.output_digest, args.output_config, args.output_manifest)
+    if args.output_layout:
+        if args.output_digest or args.output_config or args.output_manifest:
+            raise cli.UsageError("--output_layout goes alone (the layout of an image already built)")
+        image.build_layout(manifest, args.output_layout)
+    elif args.output_digest:
+        image.build(manifest, args.output_digest, args.output_config, args.output_manifest)
+    else:
+        raise cli.UsageError("give --output_digest (metadata) or --output_layout (layout)")
 
 
 if __name__ == "__main__":

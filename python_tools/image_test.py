@@ -87,11 +87,6 @@ FLAGS = [
 ]
 
 
-def _usage(problem):
-    sys.stderr.write("ERROR: image_test: %s\n" % problem)
-    return 2
-
-
 def _terminated(signum, frame):
     sys.stdout.write("ERROR: terminated (signal %d), probably by Bazel's test timeout\n" % signum)
     sys.stdout.flush()
@@ -126,10 +121,10 @@ def test(args):
 def run(args):
     if args.manifest:
         if not args.output:
-            return _usage("--manifest needs --output")
+            raise cli.UsageError("--manifest needs --output")
         return validate(args)
     if not args.spec:
-        return _usage("give --manifest and --output (validate) or --spec (test)")
+        raise cli.UsageError("give --manifest and --output (validate) or --spec (test)")
     return test(args)
 
 

@@ -39,8 +39,6 @@ A missing engine, an unreachable daemon or an engine error is one line
 `ERROR: <target>: <problem and how to fix it>` on stderr and exit code 1.
 """
 
-import sys
-
 from python_tools.shiko import cli
 from python_tools.shiko.engines import image_load
 from python_tools.shiko.errors import UserError
@@ -59,11 +57,6 @@ FLAGS = [
 ]
 
 
-def _usage(problem):
-    sys.stderr.write("ERROR: load: %s\n" % problem)
-    return 2
-
-
 def _read(path, what):
     try:
         return read_json(path)
@@ -74,12 +67,12 @@ def _read(path, what):
 def run(args):
     if args.manifest:
         if not args.output_run_manifest:
-            return _usage("--manifest needs --output_run_manifest")
+            raise cli.UsageError("--manifest needs --output_run_manifest")
         manifest = _read(args.manifest, "tool manifest")
         write_file_atomic(args.output_run_manifest, canonical_json(image_load.resolve_build_tags(manifest)))
         return 0
     if not args.run_manifest or not args.layout:
-        return _usage("give --run_manifest and --layout (or --manifest and --output_run_manifest)")
+        raise cli.UsageError("give --run_manifest and --layout (or --manifest and --output_run_manifest)")
     run_manifest = _read(args.run_manifest, "run manifest")
     target = run_manifest.get("target")
     tags = image_load.effective_tags(run_manifest, args.repo_tag, args.add_repo_tag)

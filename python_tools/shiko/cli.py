@@ -13,7 +13,8 @@ A tool module (`python_tools/<verb>.py`) declares its flags and its `run` functi
   one-line error, never a traceback) and calls `run(args, manifest)`, else `run(args)`;
 - turns a `UserError` into one line on stderr (`ERROR: <target>: attribute '<attr>': <value>:
   <problem>`), removes the files named by the `outputs` flags (a failed run writes nothing),
-  and exits 1; a bad command line exits 2 with `ERROR: <tool>: <problem>`.
+  and exits 1; a bad command line (a flag `parse` rejects, or a `UsageError` that `run` raises
+  for a bad combination of flags) exits 2 with `ERROR: <tool>: <problem>`, outputs removed too.
 
 Tools with sub-commands (`deb_lock.py lock|sources|probe`, `pull.py digest|fetch|…`) pass
 `cli.main({"lock": cli.Command(FLAGS, run, …), …})` instead.
@@ -36,7 +37,8 @@ _FALSE = ("0", "false", "f", "no", "n")
 
 
 class UsageError(Exception):
-    """A bad command line (exit 2)."""
+    """A bad command line (exit 2): raised by `parse`, or by a tool's `run` for a bad combination
+    of flags; printed as `ERROR: <tool>: <problem>`."""
 
 
 class Flag:
@@ -183,21 +185,24 @@ def parse(flags, argv):
     return Args(values)
 
 
-def read_manifest(path, flag="manifest"):
-    """Reads a tool's JSON manifest; a missing or malformed file is a UserError (one line)."""
+def read_manifest(path, flag="manifest", target=None):
+    """Reads a tool's JSON manifest; a missing or malformed file is a UserError (one line) naming
+    `target` (the entry point passes the tool's name), the flag and the path."""
     try:
         with open(path, "rb") as f:
             return json.loads(f.read().decode("utf-8"))
     except OSError as e:
-        raise UserError("cannot read the manifest: %s" % (e.strerror or e), attr="--" + flag, value=path)
+        raise UserError("cannot read the manifest: %s" % (e.strerror or e), target=target, attr="--" + flag,
+                        value=path)
     except ValueError as e:
-        raise UserError("the manifest is not valid JSON: %s" % e, attr="--" + flag, value=path)
+        raise UserError("the manifest is not valid JSON: %s" % e, target=target, attr="--" + flag, value=path)
 
 
 class Command:
     """One (sub-)command: its flags, its run function and how the entry point calls it.
 
-    run:       run(args) or, with `manifest`, run(args, manifest); its int result is the exit code.
+    run:       run(args) or, with `manifest`, run(args, manifest); its int result is the exit code;
+               it raises UserError for bad input (exit 1), UsageError for bad flags (exit 2).
     outputs:   names of flags whose paths are removed when run fails (files or directories).
     manifest:  name of the flag holding the JSON manifest to read before calling run.
     target:    a callable(args, manifest) giving the label for messages (default: the manifest's
@@ -225,7 +230,7 @@ class Command:
         outputs = [p for v in outputs for p in (v if isinstance(v, list) else [v]) if p]
         try:
             if self.manifest:
-                manifest = read_manifest(getattr(args, self.manifest), self.manifest)
+                manifest = read_manifest(getattr(args, self.manifest), self.manifest, target=prog)
                 args.target = self._target(args, manifest, prog)
                 code = self.run(args, manifest)
             else:
@@ -235,6 +240,10 @@ class Command:
             remove_outputs(outputs)
             sys.stderr.write("ERROR: %s\n" % e.render())
             return 1
+        except UsageError as e:
+            remove_outputs(outputs)
+            sys.stderr.write("ERROR: %s: %s\n" % (prog, e))
+            return 2
         except BaseException:
             remove_outputs(outputs)
             raise

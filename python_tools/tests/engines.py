@@ -19,9 +19,9 @@ import tempfile
 import time
 
 import python_tools
+from python_tools.shiko.oci import media_types
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(python_tools.__file__)))
-GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
 class EngineError(RuntimeError):
@@ -72,7 +72,7 @@ def make_layer(directory, name, entries, read_only=True, label=None):
         f.write(blob)
     os.chmod(blob_path, 0o444 if read_only else 0o644)
     desc = {
-        "mediaType": GZIP_LAYER,
+        "mediaType": media_types.OCI_LAYER_GZIP,
         "digest": "sha256:" + hashlib.sha256(blob).hexdigest(),
         "size": len(blob),
         "diff_id": "sha256:" + hashlib.sha256(raw).hexdigest(),
@@ -120,12 +120,25 @@ def run_tool(module, manifest, workdir, cwd=None, umask=None, **flags):
     return subprocess.run(argv, cwd=cwd or workdir, env=env, capture_output=True, text=True, preexec_fn=preexec)
 
 
-def build_image(workdir, name, manifest, check=True):
-    """Runs the image tool into WORKDIR/NAME (layout) and NAME.digest; returns (layout, digest, proc)."""
+def build_image(workdir, name, manifest, check=True, cwd=None, umask=None):
+    """Runs the image tool as the `image` rule does, in two actions: metadata (NAME.digest,
+    NAME.config.json, NAME.manifest.json in WORKDIR), then the OCI layout WORKDIR/NAME.
+
+    Returns (layout, digest, proc): proc is the first step that failed, else the layout step.
+    """
     layout = os.path.join(workdir, name)
-    os.makedirs(layout, exist_ok=True)
     digest_file = os.path.join(workdir, name + ".digest")
-    proc = run_tool("image", manifest, workdir, output_layout=layout, output_digest=digest_file)
+    config = os.path.join(workdir, name + ".config.json")
+    image_manifest_file = os.path.join(workdir, name + ".manifest.json")
+    proc = run_tool("image", manifest, workdir, cwd=cwd, umask=umask, output_digest=digest_file,
+                    output_config=config, output_manifest=image_manifest_file)
+    if proc.returncode == 0:
+        spec = {k: manifest.get(k) for k in ("target", "platform", "layers")}
+        base = manifest.get("base")
+        spec["base"] = {"layout": base["layout"], "label": base.get("label")} if base else None
+        spec.update(config=config, manifest=image_manifest_file)
+        os.makedirs(layout, exist_ok=True)  # as Bazel creates a declared directory
+        proc = run_tool("image", spec, workdir, cwd=cwd, umask=umask, output_layout=layout)
     if check and proc.returncode != 0:
         raise AssertionError("image tool failed (%d): %s" % (proc.returncode, proc.stderr))
     digest = open(digest_file).read().strip() if proc.returncode == 0 else None

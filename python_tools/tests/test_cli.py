@@ -133,6 +133,28 @@ def test_bad_command_line_exits_2_with_one_line(capsys):
     assert capsys.readouterr().err == "ERROR: tool: missing required flag: --manifest\n"
 
 
+def test_usage_error_raised_by_run_exits_2_and_removes_outputs(tmp_path, capsys):
+    out = tmp_path / "out"
+
+    def run(args):
+        out.write_text("partial")
+        if not args.name:
+            raise cli.UsageError("--output needs --name")
+        return 0
+
+    flags = [cli.string("name"), cli.string("output")]
+    code, _ = run_main(["--output", str(out)], flags=flags, run=run, outputs=["output"])
+    assert code == 2
+    assert capsys.readouterr().err == "ERROR: tool: --output needs --name\n"
+    assert not out.exists()
+    with pytest.raises(SystemExit) as e:
+        cli.main({"lock": cli.Command(flags, run, outputs=["output"])},
+                 argv=["deb_lock.py", "lock", "--output=" + str(out)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "ERROR: deb_lock lock: --output needs --name\n"
+    assert not out.exists()
+
+
 def test_program_name_from_argv0(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(FLAGS, lambda args: 0, argv=["/runfiles/_main/python_tools/layer.py", "--nope"])
@@ -215,7 +237,7 @@ def test_bad_manifest_is_one_line_and_removes_outputs(tmp_path, capsys, content,
                           manifest="manifest", outputs=["output"])
     assert code == 1 and not seen
     err = capsys.readouterr().err
-    assert err.startswith("ERROR: attribute '--manifest': %r: %s" % (str(m), problem)), err
+    assert err.startswith("ERROR: tool: attribute '--manifest': %r: %s" % (str(m), problem)), err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
 

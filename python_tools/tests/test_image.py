@@ -51,6 +51,7 @@ def assert_error(proc, attr, *fragments):
 def assert_no_outputs(workdir, name):
     assert not os.path.exists(os.path.join(workdir, name))
     assert not os.path.exists(os.path.join(workdir, name + ".digest"))
+    assert not os.path.exists(os.path.join(workdir, name + ".manifest.json"))
 
 
 # --- Hand-made base layouts (other tools' formats) ---------------------------------------------
@@ -114,12 +115,8 @@ def test_scratch_layout_structure(work, hello_layer):
     m = image_manifest(layers=[hello_layer], entrypoint=["/app/run"], cmd=["x"], env={"A": "1"}, workdir="/app", user="65532",
                        annotations={"org.opencontainers.image.source": "https://example.com/x"})
     layout, digest, proc = build_image(work, "out", m)
-    out_config = os.path.join(work, "cfg.json")
-    out_manifest = os.path.join(work, "man.json")
-    layout2 = os.path.join(work, "out2")
-    proc = engines.run_tool("image", m, work, output_layout=layout2, output_digest=os.path.join(work, "d2"),
-                            output_config=out_config, output_manifest=out_manifest)
-    assert proc.returncode == 0, proc.stderr
+    out_config = os.path.join(work, "out.config.json")
+    out_manifest = os.path.join(work, "out.manifest.json")
 
     assert sorted(os.listdir(layout)) == ["blobs", "index.json", "oci-layout"]
     assert read_json(os.path.join(layout, "oci-layout")) == {"imageLayoutVersion": "1.0.0"}
@@ -184,10 +181,9 @@ def test_output_is_reproducible_across_umasks_and_directories(work, hello_layer)
     for i, umask in enumerate((0o022, 0o077, 0o002)):
         d = os.path.join(work, "run%d" % i)
         os.makedirs(d)
-        layout = os.path.join(d, "layout")
-        proc = engines.run_tool("image", m, work, cwd=work, umask=umask, output_layout=layout, output_digest=os.path.join(d, "digest"))
+        layout, digest, proc = build_image(d, "layout", m, cwd=work, umask=umask)
         assert proc.returncode == 0, proc.stderr
-        results.append((tree(layout), open(os.path.join(d, "digest")).read()))
+        results.append((tree(layout), digest))
     assert results[0] == results[1] == results[2]
 
 
@@ -340,8 +336,7 @@ def test_corrupt_base_blob_is_refused_and_nothing_written(work, hello_layer, whi
     _, manifest, _ = layout_manifest(base["layout"])
     target = {"layer": manifest["layers"][0]["digest"], "config": manifest["config"]["digest"], "manifest": digest}[which]
     got = _corrupt(engines.blob(base["layout"], target))
-    layout = os.path.join(work, "out")
-    os.makedirs(layout)  # Bazel creates the tree artifact's directory
+    # The metadata action reads (and verifies) a layout base; it fails before the layout action.
     _, _, proc = build_image(work, "out", image_manifest(base=base), check=False)
     assert_error(proc, "base", "'//test:base'", "blob %s digest mismatch (got %s)" % (target, got))
     assert_no_outputs(work, "out")
@@ -502,3 +497,74 @@ def test_skopeo_reads_layout_and_its_copy_works_as_base(work, hello_layer):
     info2 = json.loads(_run(["skopeo", "inspect", "oci:" + layout2]).stdout)
     assert info2["Layers"] == [hello_layer["desc"]["digest"], child["desc"]["digest"]]
     assert info2["Labels"] == {"k": "v"}
+
+
+# --- Two actions: metadata (no layer bytes), then the layout on request -------------------
+
+
+def test_metadata_step_reads_no_layer_bytes(work, hello_layer):
+    """The metadata action gives the same digest with every layer blob absent (Build without
+    the Bytes: only descriptors reach it), also on an image base given by config + manifest."""
+    base, base_digest = _base(work, hello_layer)
+    child = make_layer(work, "child", {"child.txt": b"child\n"})
+    m = image_manifest(base=base, layers=[child], env={"X": "1"})
+    _, want, _ = build_image(work, "full", m)
+
+    # The base as an `image` target gives it: its config and manifest files only.
+    as_image = dict(m, base={"config": os.path.join(work, "base.config.json"),
+                             "manifest": os.path.join(work, "base.manifest.json"), "label": "//test:base"})
+    os.chmod(child["blob"], 0o644)
+    os.unlink(child["blob"])
+    os.unlink(hello_layer["blob"])
+    out = os.path.join(work, "meta.digest")
+    proc = engines.run_tool("image", as_image, work, output_digest=out,
+                            output_config=os.path.join(work, "meta.config.json"),
+                            output_manifest=os.path.join(work, "meta.manifest.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert open(out).read().strip() == want
+    assert open(os.path.join(work, "meta.manifest.json"), "rb").read() == open(os.path.join(work, "full.manifest.json"), "rb").read()
+    assert base_digest != want
+
+
+def test_image_base_config_must_match_its_manifest(work, hello_layer):
+    _base(work, hello_layer)
+    with open(os.path.join(work, "base.config.json"), "ab") as f:
+        f.write(b" ")
+    m = image_manifest(base={"config": os.path.join(work, "base.config.json"),
+                             "manifest": os.path.join(work, "base.manifest.json"), "label": "//test:base"})
+    _, _, proc = build_image(work, "out", m, check=False)
+    assert_error(proc, "base", "'//test:base'", "the base image's config does not match its manifest")
+    assert_no_outputs(work, "out")
+
+
+def test_layout_step_checks_blobs_and_leaves_nothing(work, hello_layer):
+    m = image_manifest(layers=[hello_layer])
+    _, digest, _ = build_image(work, "ok", m)
+    # A blob that is not the one the descriptor (and so the manifest) describes.
+    os.chmod(hello_layer["blob"], 0o644)
+    with open(hello_layer["blob"], "ab") as f:
+        f.write(b"x")
+    layout = os.path.join(work, "out")
+    os.makedirs(layout)  # Bazel creates the tree artifact's directory
+    spec = {"target": "//test:image", "platform": m["platform"], "base": None, "layers": m["layers"],
+            "config": os.path.join(work, "ok.config.json"), "manifest": os.path.join(work, "ok.manifest.json")}
+    proc = engines.run_tool("image", spec, work, output_layout=layout)
+    assert_error(proc, "layers", "'//test:hello'", "its descriptor says")
+    assert not os.path.exists(layout)
+
+
+def test_layout_step_refuses_a_manifest_of_other_layers(work, hello_layer):
+    other = make_layer(work, "other", {"other.txt": b"other\n"})
+    build_image(work, "ok", image_manifest(layers=[hello_layer]))
+    spec = {"target": "//test:image", "platform": {"os": "linux", "architecture": "amd64", "variant": ""},
+            "base": None, "layers": image_manifest(layers=[other])["layers"],
+            "config": os.path.join(work, "ok.config.json"), "manifest": os.path.join(work, "ok.manifest.json")}
+    proc = engines.run_tool("image", spec, work, output_layout=os.path.join(work, "out"))
+    assert_error(proc, "layers", "does not list the base's and this image's layers")
+
+
+def test_layout_and_metadata_flags_do_not_mix(work, hello_layer):
+    proc = engines.run_tool("image", image_manifest(layers=[hello_layer]), work,
+                            output_layout=os.path.join(work, "out"), output_digest=os.path.join(work, "d"))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "ERROR: image: --output_layout goes alone (the layout of an image already built)"), proc.stderr

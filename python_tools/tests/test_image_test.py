@@ -415,6 +415,18 @@ def _validate_cli(work, manifest):
     return proc, out
 
 
+def test_cli_bad_flag_combinations_exit_2(work):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = engines.REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    for argv, problem in [
+        (["--manifest=" + os.path.join(work, "m.json")], "--manifest needs --output"),
+        (["--runfiles=" + work], "give --manifest and --output (validate) or --spec (test)"),
+    ]:
+        proc = subprocess.run([sys.executable, "-m", "python_tools.image_test"] + argv, capture_output=True,
+                              text=True, env=env)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", "ERROR: image_test: %s\n" % problem)
+
+
 def test_validation_cli_writes_the_spec(work):
     proc, out = _validate_cli(work, {"target": "//t:test", "image": {"label": "//t:i", "layout": "ws/t/i"},
                                      "driver": "none", "spec": {"absent": ["/bin/sh"]}})

@@ -239,6 +239,16 @@ def test_build_mode_expands_stamps_and_checks_tags(work):
     assert not os.path.exists(out)
 
 
+def test_bad_flag_combinations_exit_2(work):
+    for argv, problem in [
+        (["--manifest=" + os.path.join(work, "m.json")], "--manifest needs --output_run_manifest"),
+        (["--layout=" + work], "give --run_manifest and --layout (or --manifest and --output_run_manifest)"),
+    ]:
+        proc = subprocess.run([sys.executable, "-m", "python_tools.load"] + argv, cwd=work,
+                              env=tool_env(os.environ), capture_output=True, text=True)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", "ERROR: load: %s\n" % problem)
+
+
 def test_run_time_tag_flags_replace_or_extend():
     m = {"target": TARGET, "repo_tags": ["a:1", "b"]}
     fam = lambda refs: [r.familiar for r in refs]  # noqa: E731

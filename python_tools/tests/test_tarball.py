@@ -197,7 +197,7 @@ def test_large_blob_is_streamed(work):
             f.write(chunk)
             h.update(chunk)
     os.chmod(big, 0o444)
-    desc = {"mediaType": engines.GZIP_LAYER, "digest": "sha256:" + h.hexdigest(), "size": 256 << 20,
+    desc = {"mediaType": media_types.OCI_LAYER_GZIP, "digest": "sha256:" + h.hexdigest(), "size": 256 << 20,
             "diff_id": "sha256:" + "2" * 64, "compressor": "none"}
     engines.write_json(os.path.join(work, "big.json"), desc)
     layer = {"blob": big, "descriptor": os.path.join(work, "big.json"), "label": "//test:big"}

@@ -82,7 +82,19 @@ def _image_test_impl(ctx):
     asserts.equals(env, "image_subject.digest", info.digest.basename)
     asserts.equals(env, "amd64", info.platform.architecture)
     asserts.equals(env, 1, len(info.layers))
-    _action(env, "ShikoImage")
+
+    # Metadata only by default: digest, config, manifest. The assembly reads the layer's
+    # descriptor, never its blob; the layout (with the blob) is another action, on request.
+    defaults = sorted([f.basename for f in t[DefaultInfo].files.to_list()])
+    asserts.equals(env, ["image_subject.config.json", "image_subject.digest", "image_subject.manifest.json"], defaults)
+    layer = info.layers[0]
+    assembly = _action(env, "ShikoImage")
+    inputs = [f.path for f in assembly.inputs.to_list()]
+    asserts.true(env, layer.descriptor.path in inputs, "descriptor not an input: %s" % inputs)
+    asserts.false(env, layer.blob.path in inputs, "the assembly must not take the layer blob: %s" % inputs)
+    layout_action = _action(env, "ShikoLayout")
+    asserts.true(env, layer.blob.path in [f.path for f in layout_action.inputs.to_list()], "layout without the blob")
+    asserts.equals(env, [info.layout], t[OutputGroupInfo].layout.to_list())
     tar = t[OutputGroupInfo].tarball.to_list()
     asserts.equals(env, ["image_subject.tar"], [f.basename for f in tar])
     m = _written_json(env, ".image_manifest.json")
@@ -102,7 +114,12 @@ image_test = analysistest.make(_image_test_impl)
 def _based_image_test_impl(ctx):
     env = analysistest.begin(ctx)
     m = _written_json(env, ".image_manifest.json")
-    asserts.true(env, m["base"] != None and m["base"]["layout"].endswith("/image_subject"), "base layout: %s" % m["base"])
+
+    # An image base reaches the assembly as its config and manifest; its layout only the layout action.
+    asserts.true(env, m["base"] != None and m["base"]["manifest"].endswith("/image_subject.manifest.json"), "base: %s" % m["base"])
+    asserts.true(env, m["base"]["config"].endswith("/image_subject.config.json"), "base: %s" % m["base"])
+    lay = _written_json(env, ".layout_manifest.json")
+    asserts.true(env, lay["base"]["layout"].endswith("/image_subject"), "layout base: %s" % lay["base"])
     asserts.equals(env, [], m["config"]["cmd"])  # explicitly cleared
     asserts.equals(env, None, m["config"]["entrypoint"])  # inherited
     asserts.equals(env, {"os": "linux", "architecture": "amd64", "variant": ""}, m["platform"])

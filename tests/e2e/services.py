@@ -493,3 +493,91 @@ class Podman(_Service):
         subprocess.run([PODMAN, "rm", "--all", "--force"], env=self.env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
         self.env = None
+
+
+NGINX = "/usr/sbin/nginx"
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RemoteCache(_Service):
+    """A Bazel HTTP remote cache: Debian's nginx-light with WebDAV PUT, on 127.0.0.1:<port>.
+
+    Bazel GETs and PUTs /ac/<sha256> and /cas/<sha256>. The access log records, per request,
+    the method, URI, status and body bytes sent (`gets()` / `puts()` read them), so a test can
+    count exactly what a build downloaded.
+    """
+
+    name = "cache"
+    start_timeout = 20.0
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.port = None
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    @property
+    def access_log(self):
+        return os.path.join(self.dir, "access.log")
+
+    def start(self):
+        _require_executable(NGINX, "nginx", "nginx-light")
+        self._make_dir()
+        root = os.path.join(self.dir, "root")
+        os.makedirs(os.path.join(self.dir, "tmp"))
+        os.makedirs(root)
+        self.port = _free_port()
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(
+                ("user root;\n" if os.getuid() == 0 else "")
+                + "daemon off;\nworker_processes 2;\npid %s/nginx.pid;\nerror_log %s/error.log;\n"
+                "events { worker_connections 512; }\n"
+                "http {\n"
+                "  log_format c '$request_method $uri $status $body_bytes_sent $request_length';\n"
+                "  access_log %s c;\n"
+                "  client_body_temp_path %s/tmp;\n  client_max_body_size 0;\n"
+                "  server {\n    listen 127.0.0.1:%d;\n    root %s;\n"
+                "    location / { dav_methods PUT; create_full_put_path on; dav_access user:rw group:r all:r; }\n"
+                "  }\n}\n" % (self.dir, self.dir, self.access_log, self.dir, self.port, root))
+        self._spawn([NGINX, "-c", conf, "-p", self.dir])
+
+        def answers():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(b"GET /ac/none HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return s.recv(64).startswith(b"HTTP/1.")
+
+        self._wait_until(answers, "answering GET on 127.0.0.1:%d" % self.port)
+        return self
+
+    def log_offset(self):
+        """Where the access log ends now: pass it to requests() to see only later requests."""
+        try:
+            return os.path.getsize(self.access_log)
+        except OSError:
+            return 0
+
+    def requests(self, since=0):
+        """[(method, uri, status, body bytes sent, request length)] logged after offset `since`."""
+        out = []
+        with open(self.access_log, "rb") as f:
+            f.seek(since)
+            for line in f.read().decode("utf-8", "replace").splitlines():
+                parts = line.split()
+                if len(parts) == 5:
+                    out.append((parts[0], parts[1], int(parts[2]), int(parts[3]), int(parts[4])))
+        return out
+
+    def get_bytes(self, since=0):
+        """Body bytes the cache sent (successful GETs) after offset `since`."""
+        return sum(r[3] for r in self.requests(since) if r[0] == "GET" and r[2] == 200)
+
+    def put_bytes(self, since=0):
+        return sum(r[4] for r in self.requests(since) if r[0] == "PUT")

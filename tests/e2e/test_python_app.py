@@ -281,7 +281,7 @@ def _rebuild_after(ws, rel, old, new, inspect=None):
     path = ws.source(rel)
     original = _edit(path, old, new)
     try:
-        ws.build(IMAGE, groups="default")
+        ws.build(IMAGE, groups="+layout")
         layout = ws.layout()
         after = layout.layers
         if inspect is not None:

@@ -1,15 +1,14 @@
 """Verified archive indexes: a suite's signed Release, and Packages files checked against it."""
 
 import email.utils
-import gzip
 import hashlib
-import lzma
 import time
 
 from python_tools.shiko.debian.deb822 import parse_stanzas
 from python_tools.shiko.debian.errors import DebError, NotFound
 from python_tools.shiko.debian.fetch import fetch
 from python_tools.shiko.debian.signatures import gpgv_verify
+from python_tools.shiko.tar import compression
 
 
 def fetch_release(urls, suite, keyring, gpgv="gpgv", ignore_valid_until=False, now=None):
@@ -70,7 +69,7 @@ def fetch_packages(base, suite, component, arch, release_fields, release_files):
     """Stanzas of `<component>/binary-<arch>/Packages` of a suite, checked against the Release."""
     stem = "%s/binary-%s/Packages" % (component, arch)
     where = "%s/dists/%s" % (base, suite)
-    for ext, decompress in ((".xz", lzma.decompress), (".gz", gzip.decompress), ("", None)):
+    for ext, fmt in ((".xz", "xz"), (".gz", "gzip"), ("", "plain")):
         if stem + ext not in release_files:
             continue
         sha, size = release_files[stem + ext]
@@ -86,7 +85,7 @@ def fetch_packages(base, suite, component, arch, release_fields, release_files):
         if got != sha or len(data) != size:
             raise DebError("%s/%s: sha256 %s (%d bytes) does not match the signed Release file "
                            "(%s, %d bytes)" % (where, stem + ext, got, len(data), sha, size))
-        text = (decompress(data) if decompress else data).decode("utf-8", "replace")
+        text = compression.decompress(data, fmt, stem + ext).decode("utf-8", "replace")
         return parse_stanzas(text, _PACKAGE_FIELDS)
     raise DebError("%s: the Release file lists no %s(.xz|.gz) (is %r a component, %r an "
                    "architecture of this suite?)" % (where, stem, component, arch))

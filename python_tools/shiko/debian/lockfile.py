@@ -10,6 +10,7 @@ import os
 from python_tools.shiko.debian.errors import DebError
 from python_tools.shiko.debian.indexes import fetch_packages, fetch_release
 from python_tools.shiko.debian.resolver import Universe, resolve
+from python_tools.shiko.files import write_file_atomic
 
 LOCK_VERSION = 1
 
@@ -133,7 +134,4 @@ def read_previous(path):
 def write(path, data):
     """Writes the encoded lock atomically, creating its directory."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp-shiko"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_file_atomic(path, data)

@@ -1,6 +1,6 @@
 """Loading an OCI layout into docker or podman, streaming it (the library of python_tools/load.py).
 
-    tags = effective_tags(run_manifest, replace, add)     # [docker_archive.Reference]
+    tags = effective_tags(run_manifest, replace, add)     # [reference.Reference]
     summary = load(layout, tags, "auto", target)          # prints what it did
 
 The archive is docker_archive.py's (the bytes of the tarball output group), generated on the fly

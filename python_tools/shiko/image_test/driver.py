@@ -30,13 +30,16 @@ def first_line(text):
 
 
 def command_argv(command, cfg):
-    """The argv a command runs: `command`, or entrypoint + (`args` or cmd)."""
+    """The argv a command runs: `command`, or entrypoint + (`args` or cmd); DriverError when
+    that is empty."""
     if "command" in command:
-        return list(command["command"])
-    entrypoint = list(cfg.get("Entrypoint") or [])
-    if "args" in command:
-        return entrypoint + list(command["args"])
-    return entrypoint + list(cfg.get("Cmd") or [])
+        argv = list(command["command"])
+    else:
+        entrypoint = list(cfg.get("Entrypoint") or [])
+        argv = entrypoint + list(command["args"] if "args" in command else cfg.get("Cmd") or [])
+    if not argv:
+        raise DriverError("the image has no entrypoint or cmd, and the command gives none")
+    return argv
 
 
 def describe(argv):

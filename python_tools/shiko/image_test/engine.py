@@ -15,6 +15,8 @@ import uuid
 
 from python_tools.shiko.engines import discovery
 from python_tools.shiko.image_test.driver import PROBE_TIMEOUT, DriverError, command_argv, describe, first_line
+from python_tools.shiko.oci import media_types
+from python_tools.shiko.oci.layout import OCI_LAYOUT_FILE
 
 LOAD_TIMEOUT = 600
 CLI_DEFAULT_HOST = "unix:///var/run/docker.sock"  # where the docker CLI goes without DOCKER_HOST
@@ -88,8 +90,6 @@ class Engine(object):
 
     def run(self, command):
         argv = command_argv(command, self.image.cfg)
-        if not argv:
-            raise DriverError("the image has no entrypoint or cmd, and the command gives none")
         name = "shiko-image-test-%s" % uuid.uuid4().hex[:12]
         args = ["run", "--rm", "--pull", "never", "--network", "none", "--name", name]
         for k in sorted(command.get("env") or {}):
@@ -121,8 +121,8 @@ class Engine(object):
 def _single_image_layout(image, dest):
     """A layout holding only the image under test (blobs hard-linked or copied)."""
     os.makedirs(os.path.join(dest, "blobs", "sha256"))
-    with open(os.path.join(dest, "oci-layout"), "w") as f:
-        f.write('{"imageLayoutVersion":"1.0.0"}')
+    with open(os.path.join(dest, "oci-layout"), "wb") as f:
+        f.write(OCI_LAYOUT_FILE)
     mdesc = image.manifest_desc
     descs = [mdesc, image.manifest["config"]] + list(image.descs)
     for d in descs:
@@ -135,7 +135,7 @@ def _single_image_layout(image, dest):
             os.link(src, dst)
         except OSError:
             shutil.copyfile(src, dst)
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+    index = {"schemaVersion": 2, "mediaType": media_types.OCI_INDEX,
              "manifests": [{k: mdesc[k] for k in ("mediaType", "digest", "size") if k in mdesc}]}
     with open(os.path.join(dest, "index.json"), "w") as f:
         json.dump(index, f)

@@ -5,6 +5,7 @@ import os
 
 from python_tools.shiko.errors import UserError
 from python_tools.shiko.oci import layout as oci_layout
+from python_tools.shiko.oci import platform as oci_platform
 from python_tools.shiko.tar import rootfs
 
 
@@ -31,10 +32,7 @@ class Image(object):
         self.label = image.get("label") or layout_path
         layout = oci_layout.Layout(layout_path, spec["target"], "image", self.label)
         if spec.get("platform"):
-            parts = spec["platform"].split("/")
-            plat = {"os": parts[0], "architecture": parts[1]}
-            if len(parts) > 2:
-                plat["variant"] = parts[2]
+            plat = oci_platform.parse(spec["platform"])
             self.manifest, self.config, self.descs, self.paths = layout.select(plat)
         else:
             self.manifest, self.config, self.descs, self.paths = layout.single()

@@ -271,8 +271,6 @@ class NoEngine(object):
 
     def run(self, command):
         argv = command_argv(command, self.image.cfg)
-        if not argv:
-            raise DriverError("the image has no entrypoint or cmd, and the command gives none")
         root = self._prepare()
         try:
             env = self._environment(command)

@@ -10,6 +10,7 @@ import re
 
 from python_tools.shiko.errors import UserError
 from python_tools.shiko.files import read_json
+from python_tools.shiko.oci import platform as oci_platform
 
 DRIVERS = ("auto", "docker", "podman", "none")
 FILE_TYPES = ("file", "dir", "symlink", "fifo", "char", "block")
@@ -224,8 +225,11 @@ def validate(manifest):
     if driver not in DRIVERS:
         raise UserError("must be one of %s" % ", ".join(DRIVERS), target, "driver", driver)
     platform = manifest.get("platform") or ""
-    if platform and len(platform.split("/")) not in (2, 3):
-        raise UserError("must be os/architecture[/variant]", target, "platform", platform)
+    if platform:
+        try:
+            oci_platform.parse(platform)
+        except ValueError:
+            raise UserError("must be os/architecture[/variant]", target, "platform", platform)
     merged = {"files": {}, "config": {}, "commands": []}
     _Spec(target).merge(manifest.get("spec") or {}, merged)
     spec_file = manifest.get("spec_file")

@@ -179,7 +179,7 @@ class Archive(object):
         return {
             "index.json": canonical_json(index),
             "manifest.json": canonical_json(docker_manifest),
-            "oci-layout": canonical_json({"imageLayoutVersion": oci_layout.OCI_LAYOUT_VERSION}),
+            "oci-layout": oci_layout.OCI_LAYOUT_FILE,
         }
 
     def write(self, out):

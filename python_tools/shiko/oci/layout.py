@@ -8,12 +8,14 @@ the target, the attribute and the value that gave the layout.
 import os
 
 from python_tools.shiko.errors import UserError
-from python_tools.shiko.files import read_json, sha256_file
+from python_tools.shiko.files import canonical_json, read_json, sha256_file
 from python_tools.shiko.oci import platform as oci_platform
 from python_tools.shiko.oci.media_types import INDEX_TYPES, MANIFEST_TYPES
 from python_tools.shiko.oci.reference import DIGEST_RE
 
 OCI_LAYOUT_VERSION = "1.0.0"
+# The bytes of every `oci-layout` file written (layouts, docker archives, pulled bases).
+OCI_LAYOUT_FILE = canonical_json({"imageLayoutVersion": OCI_LAYOUT_VERSION})
 MAX_INDEX_DEPTH = 8
 
 

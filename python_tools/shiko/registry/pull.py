@@ -17,8 +17,9 @@ import json
 import os
 
 from python_tools.shiko.errors import UserError
+from python_tools.shiko.files import write_file_atomic
 from python_tools.shiko.oci import media_types, platform as oci_platform, reference
-from python_tools.shiko.oci.layout import MAX_INDEX_DEPTH, OCI_LAYOUT_VERSION
+from python_tools.shiko.oci.layout import MAX_INDEX_DEPTH, OCI_LAYOUT_FILE
 from python_tools.shiko.registry import sources, tokens
 from python_tools.shiko.registry.client import Client
 from python_tools.shiko.registry.errors import RegistryError
@@ -67,7 +68,7 @@ def fetch(image, directory, manifests=(), blobs=(), jobs=4, **registry_options):
         if not reference.DIGEST_RE.match(d):
             raise PullError("bad manifest digest %r" % d)
         body, _, _ = client.get_manifest(ref.repository, d, scopes)  # verified against d
-        _write(os.path.join(directory, d[7:]), body)
+        write_file_atomic(os.path.join(directory, d[7:]), body)
     wanted = []
     for spec in blobs:
         digest, _, size = spec.rpartition(":")
@@ -93,13 +94,6 @@ def fetch(image, directory, manifests=(), blobs=(), jobs=4, **registry_options):
                         os.unlink(p)
             raise error
     client.close()
-
-
-def _write(path, data):
-    tmp = path + ".part"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _read_blob(layout, digest):
@@ -190,10 +184,9 @@ def finish(layout, image, digest, manifest, platform):
                                           ("variant", got["variant"])) if v}
     ref = parse_image(image)
     index = {"schemaVersion": 2, "mediaType": media_types.OCI_INDEX, "manifests": [desc]}
-    _write(os.path.join(layout, "oci-layout"),
-           ('{"imageLayoutVersion":"%s"}' % OCI_LAYOUT_VERSION).encode("ascii"))
-    _write(os.path.join(layout, "index.json"),
-           json.dumps(index, sort_keys=True, separators=(",", ":")).encode("utf-8"))
-    _write(os.path.join(layout, "digest"), (mdesc["digest"] + "\n").encode("ascii"))
+    write_file_atomic(os.path.join(layout, "oci-layout"), OCI_LAYOUT_FILE)
+    write_file_atomic(os.path.join(layout, "index.json"),
+                      json.dumps(index, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    write_file_atomic(os.path.join(layout, "digest"), (mdesc["digest"] + "\n").encode("ascii"))
     # Remembered for cross-repository mounts when images built on this base are pushed.
     sources.remember_sources(ref.registry, ref.repository, [b["digest"] for b in p["blobs"]])

@@ -1,4 +1,4 @@
-"""image: an OCI image (layout directory, manifest digest, optional docker/podman tarball)."""
+"""image: an OCI image (config, manifest and digest; the OCI layout and docker tarball on request)."""
 
 load("//rules/private/common:providers.bzl", "ImageInfo", "LayerInfo")
 load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
@@ -24,25 +24,37 @@ def _check_abs(target, attr_name, values):
         if not v.startswith("/"):
             fail("%s: attribute '%s': %r: must be an absolute path" % (target, attr_name, v))
 
-def _base_layout(ctx):
-    """Returns (layout directory path, inputs, ImageInfo or None) of the `base` attribute."""
+def _base(ctx):
+    """(metadata base, layout base, metadata inputs, layout inputs, ImageInfo or None) of `base`.
+
+    An `image` target base is given to the metadata action by its config and manifest only (a
+    few kB); its layer bytes reach only the layout action, through the base's own layout.
+    """
     base = ctx.attr.base
     if base == None:
-        return None, [], None
+        return None, None, [], [], None
+    label = str(base.label)
     if ImageInfo in base:
         info = base[ImageInfo]
-        return info.layout.path, [info.layout], info
+        meta = {"config": info.config.path, "manifest": info.manifest.path, "label": label}
+        lay = {"layout": info.layout.path, "label": label}
+        return meta, lay, [info.config, info.manifest], [info.layout], info
     files = base[DefaultInfo].files.to_list()
+    path = None
     if len(files) == 1:
         # A tree artifact or a source directory (Bazel can't tell the latter from a file at
         # analysis time): the image tool checks that it is a layout.
-        return files[0].path, files, None
-    for f in files:
-        if f.basename == "oci-layout":
-            return f.dirname, files, None
-    fail(("%s: attribute 'base': %r: is neither an image target nor an OCI image layout " +
-          "(a directory, or files including oci-layout and index.json); it gives %s") %
-         (str(ctx.label), str(base.label), [f.short_path for f in files[:5]]))
+        path = files[0].path
+    else:
+        for f in files:
+            if f.basename == "oci-layout":
+                path = f.dirname
+    if path == None:
+        fail(("%s: attribute 'base': %r: is neither an image target nor an OCI image layout " +
+              "(a directory, or files including oci-layout and index.json); it gives %s") %
+             (str(ctx.label), label, [f.short_path for f in files[:5]]))
+    lay = {"layout": path, "label": label}
+    return lay, lay, files, files, None
 
 def _platform(ctx, base_info):
     arch = ctx.attr.architecture
@@ -83,21 +95,24 @@ def image_impl(ctx, computed = None):
     if ctx.attr.workdir:
         _check_abs(target, "workdir", [ctx.attr.workdir])
 
-    base_path, base_inputs, base_info = _base_layout(ctx)
+    base_meta, base_lay, base_meta_inputs, base_lay_inputs, base_info = _base(ctx)
     platform = _platform(ctx, base_info)
     stamp_files = stamp_inputs(ctx)
 
     layers = []
-    layer_inputs = []
+    descriptors = []
+    blobs = []
     for dep in ctx.attr.layers:
         info = dep[LayerInfo]
         layers.append({"blob": info.blob.path, "descriptor": info.descriptor.path, "label": str(info.label)})
-        layer_inputs += [info.blob, info.descriptor]
+        descriptors.append(info.descriptor)
+        blobs.append(info.blob)
+    platform_dict = {"os": platform.os, "architecture": platform.architecture, "variant": platform.variant}
 
     manifest = {
         "target": target,
-        "base": None if base_path == None else {"layout": base_path, "label": str(ctx.attr.base.label)},
-        "platform": {"os": platform.os, "architecture": platform.architecture, "variant": platform.variant},
+        "base": base_meta,
+        "platform": platform_dict,
         "layers": layers,
         "config": {
             "entrypoint": ctx.attr.entrypoint if ctx.attr.entrypoint_set else computed.get("entrypoint"),
@@ -117,29 +132,51 @@ def image_impl(ctx, computed = None):
     manifest_file = ctx.actions.declare_file(ctx.label.name + ".image_manifest.json")
     ctx.actions.write(manifest_file, json.encode(manifest))
 
-    layout = ctx.actions.declare_directory(ctx.label.name)
     digest = ctx.actions.declare_file(ctx.label.name + ".digest")
     config = ctx.actions.declare_file(ctx.label.name + ".config.json")
     image_manifest = ctx.actions.declare_file(ctx.label.name + ".manifest.json")
+    base_desc = "scratch" if base_meta == None else ctx.attr.base.label
 
+    # Metadata only: the layers' descriptors and the base's config and manifest, never layer
+    # bytes (Build without the Bytes downloads nothing to assemble an image).
     args = worker_args(ctx)
     args.add("--manifest", manifest_file)
-    args.add("--output_layout", layout.path)
     args.add("--output_digest", digest)
     args.add("--output_config", config)
     args.add("--output_manifest", image_manifest)
     ctx.actions.run(
         executable = ctx.executable._image_tool,
         arguments = [args],
-        inputs = depset([manifest_file] + base_inputs + layer_inputs + stamp_files),
-        outputs = [layout, digest, config, image_manifest],
+        inputs = depset([manifest_file] + base_meta_inputs + descriptors + stamp_files),
+        outputs = [digest, config, image_manifest],
         mnemonic = "ShikoImage",
         execution_requirements = WORKER_REQUIREMENTS,
-        progress_message = "Assembling image %s (%d layers on %s)" % (
-            ctx.label,
-            len(layers),
-            "scratch" if base_path == None else ctx.attr.base.label,
-        ),
+        progress_message = "Assembling image %s (%d layers on %s)" % (ctx.label, len(layers), base_desc),
+    )
+
+    # The OCI layout (the bytes), built only when something needs it: the `layout` and
+    # `tarball` output groups, image_push, image_load, image_test.
+    layout = ctx.actions.declare_directory(ctx.label.name)
+    layout_spec = ctx.actions.declare_file(ctx.label.name + ".layout_manifest.json")
+    ctx.actions.write(layout_spec, json.encode({
+        "target": target,
+        "platform": platform_dict,
+        "config": config.path,
+        "manifest": image_manifest.path,
+        "base": base_lay,
+        "layers": layers,
+    }))
+    largs = worker_args(ctx)
+    largs.add("--manifest", layout_spec)
+    largs.add("--output_layout", layout.path)
+    ctx.actions.run(
+        executable = ctx.executable._image_tool,
+        arguments = [largs],
+        inputs = depset([layout_spec, config, image_manifest] + base_lay_inputs + descriptors + blobs),
+        outputs = [layout],
+        mnemonic = "ShikoLayout",
+        execution_requirements = WORKER_REQUIREMENTS,
+        progress_message = "Writing the OCI layout of %s (%d layers on %s)" % (ctx.label, len(layers), base_desc),
     )
 
     # The docker/podman tarball is built only when its output group is requested.
@@ -165,7 +202,8 @@ def image_impl(ctx, computed = None):
     )
 
     return [
-        DefaultInfo(files = depset([layout, digest])),
+        # Metadata only by default (a few kB): the layout and tarball are output groups.
+        DefaultInfo(files = depset([digest, config, image_manifest])),
         ImageInfo(
             layout = layout,
             digest = digest,
@@ -177,6 +215,7 @@ def image_impl(ctx, computed = None):
             repo_tags = list(ctx.attr.repo_tags),
         ),
         OutputGroupInfo(
+            layout = depset([layout]),
             tarball = depset([tarball]),
             digest = depset([digest]),
             config = depset([config, image_manifest]),
@@ -213,7 +252,7 @@ IMAGE_ATTRS = {
         default = "//python_tools:image",
         executable = True,
         cfg = "exec",
-        doc = "Writes config, manifest and layout.",
+        doc = "Writes config, manifest and digest (metadata), and the layout on request.",
     ),
     "_tarball_tool": attr.label(
         default = "//python_tools:tarball",
@@ -238,9 +277,12 @@ image_rule = rule(
 def image(name, entrypoint = None, cmd = None, **kwargs):
     """An OCI image: base layers, then `layers`, with the given config.
 
-    Outputs for //pkg:name: `bazel-bin/pkg/name` (OCI layout directory), `name.digest`
-    (`sha256:<hex>` of the manifest), and the output group `tarball` (`name.tar`, loadable by
-    `docker load` and `podman load`, named by `repo_tags`).
+    Default outputs for //pkg:name (metadata only, a few kB): `name.digest` (`sha256:<hex>` of
+    the manifest), `name.config.json` and `name.manifest.json`. Output groups: `layout`
+    (`bazel-bin/pkg/name/`, the OCI image layout with every blob) and `tarball` (`name.tar`,
+    loadable by `docker load` and `podman load`, named by `repo_tags`). The layers' bytes live
+    once, in the layer targets' outputs; they are copied (hard-linked) only into a layout or
+    tarball that something asks for.
 
     Args:
       name: target name.

@@ -1,0 +1,181 @@
+"""CI on a shared remote cache: a real HTTP cache (nginx WebDAV), several fresh CI machines.
+
+Each "machine" is a fresh `--output_user_root` on a snapshot of this checkout, building with
+the project's `--config=ci` (Build without the Bytes) and `--remote_cache=http://127.0.0.1:P`.
+The repository cache is shared (fetched wheels and .debs are not what is measured). nginx's
+access log counts every byte the cache sends.
+
+- A cold machine fills the cache.
+- A second machine builds the same targets: no action runs locally (only "remote cache hit"
+  and "internal"), it downloads under 2% of the images' layer bytes, and the digests are equal.
+- After a one-line edit of the app, a third machine runs exactly the app layer and the image
+  assembly, and downloads no base or dependency layer: under 2% of the image's layer bytes.
+- `bazel run --config=ci //examples/static_c:push` from a fresh machine pushes to a real
+  registry the digest the build computed.
+"""
+
+import json
+import os
+import re
+
+import pytest
+
+import services
+from checkout import copy_checkout, remove_tree
+from conftest import REPO_ROOT, Bazel
+
+IMAGES = [
+    "//examples/static_c:image",
+    "//examples/distroless:python3",
+    "//examples/distroless:python3_arm64",
+    "//examples/python_app:image",
+    "//examples/python_app:image_arm64",
+]
+APP_IMAGE = "//examples/python_app:image"
+LOCAL_STRATEGIES = ("worker", "linux-sandbox", "processwrapper-sandbox", "local", "sandbox")
+
+
+class Machine:
+    """One CI machine: its own output user root on the shared checkout copy."""
+
+    def __init__(self, bazel, root, cache, repo_cache):
+        self.bazel = bazel
+        self.startup = ["--output_user_root=" + root]
+        self.flags = ["--config=ci", "--remote_cache=" + cache.url, "--repository_cache=" + repo_cache]
+
+    def build(self, *args, log=None):
+        extra = ["--execution_log_json_file=" + log] if log else []
+        return self.bazel("build", "--color=no", "--curses=no", *self.flags, *extra, *args, startup=self.startup)
+
+    def run(self, *args, env=None):
+        return self.bazel("run", "--color=no", "--curses=no", *self.flags, *args, startup=self.startup, env=env)
+
+    def metadata(self, targets):
+        """{target: (digest, image manifest)}: downloads only the small metadata outputs."""
+        self.build("--remote_download_toplevel", "--output_groups=digest,config", *targets)
+        bin_dir = self.bazel.info("bazel-bin", startup=self.startup)
+        out = {}
+        for t in targets:
+            pkg, name = t[2:].split(":")
+            with open(os.path.join(bin_dir, pkg, name + ".digest")) as f:
+                digest = f.read().strip()
+            with open(os.path.join(bin_dir, pkg, name + ".manifest.json")) as f:
+                out[t] = (digest, json.load(f))
+        return out
+
+    def shutdown(self):
+        self.bazel("shutdown", startup=self.startup, check=False)
+
+
+def processes(stderr):
+    """{kind: count} of Bazel's `INFO: N processes: ...` summary line."""
+    m = re.search(r"INFO: \d+ process(?:es)?: (.*)\.$", stderr, re.M)
+    assert m, "no process summary in:\n" + stderr[-2000:]
+    out = {}
+    for part in m.group(1).split(", "):
+        n, kind = part.split(" ", 1)
+        out[kind] = int(n)
+    return out
+
+
+def local_mnemonics(log_path):
+    """Mnemonics of the spawns that ran on this machine (not cache hits), from the execution log."""
+    with open(log_path) as f:
+        text = f.read()
+    spawns = json.loads("[" + re.sub(r"\}\s*\{", "},{", text.strip()) + "]") if text.strip() else []
+    return sorted(s.get("mnemonic", "?") for s in spawns if not s.get("remoteCacheHit"))
+
+
+def layer_bytes(manifests):
+    seen = {}
+    for _, m in manifests.values():
+        for layer in m["layers"]:
+            seen[layer["digest"]] = layer["size"]
+    return sum(seen.values())
+
+
+@pytest.fixture(scope="module")
+def ci(tmp_path_factory, bazel):
+    work = str(tmp_path_factory.mktemp("ci"))
+    src = copy_checkout(REPO_ROOT, os.path.join(work, "src"))
+    repo_cache = bazel.info("repository_cache")
+    with services.RemoteCache() as cache:
+        machines = []
+
+        def machine(name):
+            m = Machine(Bazel(src), os.path.join(work, name), cache, repo_cache)
+            machines.append(m)
+            return m
+
+        try:
+            yield machine, cache, src, work
+        finally:
+            for m in machines:
+                m.shutdown()
+    remove_tree(work)
+
+
+@pytest.fixture(scope="module")
+def warm(ci):
+    """The cache after a cold CI machine built every example, and that machine's metadata."""
+    machine, cache, _, _ = ci
+    first = machine("first")
+    since = cache.log_offset()
+    first.build("//examples/...")
+    print("cold machine: uploaded %d bytes" % cache.put_bytes(since))
+    return first.metadata(IMAGES)
+
+
+def test_second_machine_runs_nothing_and_downloads_almost_nothing(ci, warm):
+    machine, cache, _, work = ci
+    second = machine("second")
+    since = cache.log_offset()
+    log = os.path.join(work, "second.log")
+    res = second.build("//examples/...", log=log)
+    got = cache.get_bytes(since)
+    kinds = processes(res.stderr)
+    assert set(kinds) <= {"remote cache hit", "internal"}, kinds
+    assert kinds.get("remote cache hit", 0) > 10, kinds
+    assert local_mnemonics(log) == [], local_mnemonics(log)
+    total = layer_bytes(warm)
+    print("second machine: %s; downloaded %d bytes of %d layer bytes" % (kinds, got, total))
+    assert got < 0.02 * total, "downloaded %d bytes of %d layer bytes" % (got, total)
+    # Same digests as the first machine's.
+    assert {t: d for t, (d, _) in second.metadata(IMAGES).items()} == {t: d for t, (d, _) in warm.items()}
+
+
+def test_app_edit_runs_only_the_app_layer_and_the_assembly(ci, warm):
+    machine, cache, src, work = ci
+    path = os.path.join(src, "examples", "python_app", "server.py")
+    with open(path) as f:
+        original = f.read()
+    assert "MAX_NAME = 100\n" in original
+    with open(path, "w") as f:
+        f.write(original.replace("MAX_NAME = 100\n", "MAX_NAME = 120\n"))
+    try:
+        third = machine("third")
+        since = cache.log_offset()
+        log = os.path.join(work, "third.log")
+        third.build(APP_IMAGE, log=log)
+        got = cache.get_bytes(since)
+        assert local_mnemonics(log) == ["ShikoImage", "ShikoLayer"], local_mnemonics(log)
+        total = layer_bytes({APP_IMAGE: warm[APP_IMAGE]})
+        print("after an app edit: ran %s; downloaded %d bytes of the image's %d layer bytes"
+              % (local_mnemonics(log), got, total))
+        assert got < 0.02 * total, "downloaded %d bytes of the image's %d layer bytes" % (got, total)
+        after = third.metadata([APP_IMAGE])[APP_IMAGE]
+        old_layers = warm[APP_IMAGE][1]["layers"]
+        new_layers = after[1]["layers"]
+        assert after[0] != warm[APP_IMAGE][0]
+        assert new_layers[:-1] == old_layers[:-1] and new_layers[-1] != old_layers[-1]
+    finally:
+        with open(path, "w") as f:
+            f.write(original)
+
+
+def test_push_from_a_fresh_machine(ci, warm, registry):
+    machine, cache, _, _ = ci
+    pusher = machine("pusher")
+    res = pusher.run("//examples/static_c:push", "--", "--repository=%s/ci/static_c" % registry.host)
+    digest = warm["//examples/static_c:image"][0]
+    assert res.stdout.strip().splitlines()[-1] == "%s/ci/static_c@%s" % (registry.host, digest)
