@@ -38,7 +38,8 @@ from python_tools.shiko.registry.errors import RegistryError  # noqa: E402
 
 REGISTRY_FLAGS = [
     cli.string("image", required=True, help="REGISTRY/REPO[:TAG] of the image."),
-    cli.boolean("insecure", help="Allow plain HTTP and unverified TLS for a non-loopback registry."),
+    cli.boolean("insecure", help="Allow plain HTTP (and HTTPS to HTTP redirects) and unverified TLS for a "
+                "non-loopback registry."),
     cli.string("ca_file", "", help="PEM file of CA certificates to trust (in addition to the system's)."),
     cli.integer("retries", 6, help="Attempts per operation (connection resets, 5xx, 429)."),
 ]

@@ -25,7 +25,10 @@ to be the one in the image's `.digest` file (--digest_file).
 Failures: bad flags print `ERROR: <target>: attribute '<flag>': <value>: <problem>`; registry
 failures (after the retries the registry client makes) print one line naming the blob or
 manifest, the registry and the HTTP status. Exit status 1 either way. Credentials come from the
-docker/podman configuration (shiko/registry/auth.py) and are never printed.
+docker/podman configuration (shiko/registry/auth.py; podman's per-repository entries too), go
+only to the registry's own scheme, host and port, and are never printed. TLS trusts the system
+CAs, --ca_file and /etc/docker/certs.d/<host>/*.crt (and /etc/containers/certs.d/); a
+<name>.cert + <name>.key pair there is presented as a client certificate (mutual TLS).
 """
 
 import os
@@ -49,7 +52,8 @@ FLAGS = [
     cli.string("default_repository", help="The target's `repository` (set by the launcher)."),
     cli.multi_string("default_tag", help="The target's `tags` (set by the launcher)."),
     cli.string("default_tags_file", help="The target's `remote_tags_file`: one tag per line."),
-    cli.boolean("insecure", help="Allow plain HTTP and unverified TLS for a non-loopback registry."),
+    cli.boolean("insecure", help="Allow plain HTTP (and HTTPS to HTTP redirects) and unverified TLS for a "
+                "non-loopback registry."),
     cli.string("ca_file", help="PEM file of CA certificates to trust (in addition to the system's)."),
     cli.integer("jobs", 4, help="Blobs pushed in parallel.", lower_bound=1),
     cli.integer("retries", 6, help="Attempts per operation (connection resets, 5xx, 429).", lower_bound=1),

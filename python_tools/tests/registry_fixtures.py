@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -78,9 +80,36 @@ class TLSFiles(object):
         openssl("x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key, "-CAcreateserial",
                 "-out", self.cert, "-days", "2", "-extfile", ext)
 
-    def registry_http_config(self):
-        """YAML lines under `http:` of a registry config."""
-        return "  tls:\n    certificate: %s\n    key: %s\n" % (self.cert, self.key)
+    def client_pair(self, directory, name="client"):
+        """A client certificate (extendedKeyUsage clientAuth) signed by the CA: (cert, key) paths,
+        named as docker's certs.d wants them: `<name>.cert` and `<name>.key` in directory."""
+        os.makedirs(directory, exist_ok=True)
+        cert = os.path.join(directory, name + ".cert")
+        key = os.path.join(directory, name + ".key")
+        csr = os.path.join(self.dir, name + ".csr")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + name)
+        ext = os.path.join(self.dir, name + ".ext")
+        with open(ext, "w") as f:
+            f.write("basicConstraints=CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                    "extendedKeyUsage=clientAuth\n")
+        openssl("x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key, "-CAcreateserial",
+                "-out", cert, "-days", "2", "-extfile", ext)
+        return cert, key
+
+    def registry_http_config(self, client_cas=()):
+        """YAML lines under `http:` of a registry config; client_cas: require a client
+        certificate signed by one of these CAs (mutual TLS)."""
+        out = "  tls:\n    certificate: %s\n    key: %s\n" % (self.cert, self.key)
+        if client_cas:
+            out += "    clientcas:\n" + "".join("      - %s\n" % c for c in client_cas)
+        return out
+
+    def server_context(self):
+        """An ssl.SSLContext serving the server certificate (for FakeRegistry)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
 
 
 def htpasswd_file(path, users):
@@ -326,3 +355,121 @@ class LocalRegistry(object):
     def blob_data_path(self, digest):
         hexd = digest.split(":", 1)[1]
         return os.path.join(self.storage, "docker", "registry", "v2", "blobs", "sha256", hexd[:2], hexd, "data")
+
+
+class Answer(object):
+    """What FakeRegistry sends: a status, headers, and a body (bytes, or an iterable of byte
+    chunks streamed until it ends or the client goes away; without a Content-Length header the
+    body ends when the connection closes)."""
+
+    def __init__(self, status, headers=None, body=b""):
+        self.status = status
+        self.headers = dict(headers or {})
+        self.body = body
+
+
+class Seen(object):
+    """One request FakeRegistry answered."""
+
+    def __init__(self, scheme, method, path, headers):
+        self.scheme = scheme
+        self.method = method
+        self.path = path
+        self.headers = headers  # {lowercase name: value}
+
+    def __repr__(self):
+        auth = "authorization" in self.headers
+        return "Seen(%s %s %s, auth=%s)" % (self.scheme, self.method, self.path, auth)
+
+
+class FakeRegistry(object):
+    """A scripted HTTP server on 127.0.0.1: `answer(seen) -> Answer` for every request.
+
+    With tls (a TLSFiles), one port speaks both TLS and plain HTTP (the first byte a client sends
+    tells which), as a host reachable at https://host:port and http://host:port is.
+    requests: every Seen; body_bytes: body bytes written in all (what a client made it send).
+    """
+
+    def __init__(self, answer, tls=None):
+        self.answer = answer
+        self.requests = []
+        self.body_bytes = 0
+        self._lock = threading.Lock()
+        outer = self
+        context = tls.server_context() if tls is not None else None
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _answer(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
+                seen = Seen(scheme, self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+                with outer._lock:
+                    outer.requests.append(seen)
+                a = outer.answer(seen)
+                self.send_response(a.status)
+                for k, v in a.headers.items():
+                    self.send_header(k, v)
+                body = a.body
+                if isinstance(body, bytes):
+                    if "Content-Length" not in a.headers:
+                        self.send_header("Content-Length", str(len(body)))
+                    body = [body]
+                if "Content-Length" not in a.headers and not isinstance(a.body, bytes):
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                try:
+                    for chunk in body:
+                        self.wfile.write(chunk)
+                        with outer._lock:
+                            outer.body_bytes += len(chunk)
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout):
+                    self.close_connection = True
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _answer
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def get_request(self):
+                sock, addr = self.socket.accept()
+                if context is not None:
+                    sock.settimeout(10)
+                    try:
+                        first = sock.recv(1, socket.MSG_PEEK)
+                        if first == b"\x16":  # a TLS handshake record
+                            sock = context.wrap_socket(sock, server_side=True)
+                    except (OSError, ssl.SSLError):
+                        sock.close()
+                        raise
+                return sock, addr
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.host = "127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        return False
+
+
+def endless(chunk_size=1 << 16, total=256 << 20):
+    """An iterable of `total` zero bytes in chunks: a body too large to hold in memory."""
+    chunk = b"\0" * chunk_size
+    for _ in range(total // chunk_size):
+        yield chunk

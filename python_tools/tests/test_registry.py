@@ -689,5 +689,249 @@ def test_pull_fetch_cli(plain_registry, tmp_path):
     assert text.startswith("ERROR: registry %s: " % plain_registry.host) and text.count("\n") == 1, text
 
 
+
+# --- Redirects: credentials only to the same origin, never HTTPS -> HTTP ----------------------
+
+
+@pytest.mark.parametrize("a,b,same", [
+    ("https://r.example/v2/", "https://r.example:443/x", True),
+    ("https://R.Example/v2/", "https://r.example/v2/", True),
+    ("http://127.0.0.1:5000/v2/", "http://127.0.0.1:5000/v2/a", True),
+    ("https://r.example/v2/", "http://r.example/v2/", False),
+    ("https://127.0.0.1:5000/v2/", "http://127.0.0.1:5000/v2/", False),
+    ("https://r.example/v2/", "https://r.example:5000/v2/", False),
+    ("https://r.example/v2/", "https://s3.example/blob", False),
+])
+def test_same_origin(a, b, same):
+    assert transport.same_origin(a, b) is same
+
+
+def _redirecting_registry(tls):
+    """Basic auth over HTTPS; every manifest GET over HTTPS is redirected (307) to plain HTTP on
+    the same host and port, where the manifest is served."""
+    manifest = cj({"schemaVersion": 2, "mediaType": media_types.OCI_MANIFEST})
+
+    def answer(seen):
+        if seen.scheme == "https" and seen.path == "/v2/" and "authorization" not in seen.headers:
+            return rf.Answer(401, {"WWW-Authenticate": 'Basic realm="fake"'})
+        if seen.path == "/v2/":
+            return rf.Answer(200)
+        if seen.scheme == "https":
+            where = "http://127.0.0.1:%d/elsewhere%s" % (srv.port, seen.path)
+            return rf.Answer(307, {"Location": where})
+        return rf.Answer(200, {"Content-Type": media_types.OCI_MANIFEST}, manifest)
+
+    srv = rf.FakeRegistry(answer, tls=tls)
+    return srv, manifest
+
+
+def test_https_to_http_redirect_is_refused_and_gets_no_credentials(tls, tmp_path):
+    srv, manifest = _redirecting_registry(tls)
+    with srv:
+        env = _config_env(tmp_path, srv.host, "alice", "s3cret")
+        c = Client(srv.host, ca_file=tls.ca_cert, env=env, retry=fast_policy())
+        try:
+            c.get_manifest("a", "v1", [tokens.pull_scope("a")])
+            msg = None
+        except errors.RegistryError as e:
+            msg = str(e)
+        assert [r for r in srv.requests if r.scheme == "http" and "authorization" in r.headers] == []
+        assert [r for r in srv.requests if r.scheme == "http"] == []
+        assert msg and "redirect from HTTPS to plain HTTP" in msg, msg
+        assert srv.host in msg and "--insecure" in msg, msg
+        assert [r.path for r in srv.requests if "authorization" in r.headers] == ["/v2/a/manifests/v1"]
+
+        # An explicitly insecure registry may redirect to plain HTTP: followed, without credentials.
+        c = Client(srv.host, insecure=True, env=env, retry=fast_policy())
+        del srv.requests[:]
+        assert c.get_manifest("a", "v1", [tokens.pull_scope("a")])[0] == manifest
+        plain = [r for r in srv.requests if r.scheme == "http"]
+        assert [r.path for r in plain] == ["/elsewhere/v2/a/manifests/v1"]
+        assert "authorization" not in plain[0].headers
+
+
+def test_redirect_to_another_port_gets_no_credentials(tls, tmp_path):
+    """Same host, same scheme, another port: another origin, no Authorization."""
+    blob = b"blob bytes"
+
+    def cdn(seen):
+        return rf.Answer(200, {}, blob)
+
+    with rf.FakeRegistry(cdn, tls=tls) as other:
+        def answer(seen):
+            if seen.path == "/v2/" and "authorization" not in seen.headers:
+                return rf.Answer(401, {"WWW-Authenticate": 'Basic realm="fake"'})
+            if seen.path == "/v2/":
+                return rf.Answer(200)
+            return rf.Answer(307, {"Location": "https://127.0.0.1:%d/cdn/blob" % other.port})
+
+        with rf.FakeRegistry(answer, tls=tls) as srv:
+            env = _config_env(tmp_path, srv.host, "alice", "s3cret")
+            c = Client(srv.host, ca_file=tls.ca_cert, env=env, retry=fast_policy())
+            out = str(tmp_path / "blob")
+            assert c.get_blob("a", sha(blob), out, [tokens.pull_scope("a")], size=len(blob)) == len(blob)
+            assert [r.path for r in other.requests] == ["/cdn/blob"]
+            assert "authorization" not in other.requests[0].headers
+            assert all("authorization" in r.headers for r in srv.requests[1:])
+
+
+# --- Podman's per-repository credentials ------------------------------------------------------
+
+
+def test_per_repository_credentials(basic_registry, tls, tmp_path):
+    """auth.json keys `host/ns/repo`, `host/ns`, `host`: the most specific one wins, per repository
+    of one client (cached per repository)."""
+    host = basic_registry.host
+    f = write(str(tmp_path / "auth.json"), {"auths": {
+        host: {"auth": b64("alice:wrong-top-level")},
+        host + "/unit": {"auth": b64("alice:correct horse")},
+        host + "/unit/special": {"auth": b64("alice:wrong-special")},
+    }})
+    env = {"HOME": str(tmp_path / "home"), "REGISTRY_AUTH_FILE": f}
+    c = Client(host, ca_file=tls.ca_cert, env=env, retry=fast_policy())
+    with pytest.raises(errors.AuthError, match="HTTP 401.*were refused"):
+        c.blob_size("other/app", sha(b"x"), tokens.push_scopes("other/app"))
+    assert c.blob_size("unit/app", sha(b"x"), tokens.push_scopes("unit/app")) is None
+    assert c.blob_size("unit/app", sha(b"x"), [tokens.pull_scope("unit/app")]) is None
+    with pytest.raises(errors.AuthError, match="HTTP 401.*were refused"):
+        c.blob_size("unit/special", sha(b"x"), [tokens.pull_scope("unit/special")])
+    # A mount's scopes name the destination first: its credentials are used.
+    assert c.blob_size("unit/dst", sha(b"x"), tokens.push_scopes("unit/dst", ["other/app"])) is None
+
+
+def test_per_repository_credentials_are_looked_up_once(tmp_path):
+    f = write(str(tmp_path / "auth.json"), {"auths": {"r.example/team": {"auth": b64("t:1")},
+                                                      "r.example": {"auth": b64("r:2")}}})
+    env = {"REGISTRY_AUTH_FILE": f, "HOME": "/nonexistent"}
+    a = tokens.Authenticator("r.example", None, fast_policy(), env=env)
+    assert a.credentials("team/app").username == "t"
+    assert a.credentials("other/app").username == "r"
+    assert a.credentials(None).username == "r"
+    os.unlink(f)
+    assert a.credentials("team/app").username == "t"  # cached per repository
+    assert tokens.scope_repository(tokens.push_scopes("team/app", ["x/y"])) == "team/app"
+    assert tokens.scope_repository(["registry:catalog:*"]) is None
+
+
+# --- certs.d: CAs, client certificates (mutual TLS), malformed files --------------------------
+
+
+@pytest.fixture(scope="module")
+def mtls_registry(tmp_path_factory, tls):
+    d = str(tmp_path_factory.mktemp("mtlsreg"))
+    with rf.LocalRegistry(d, http_config=tls.registry_http_config(client_cas=[tls.ca_cert])) as reg:
+        yield reg
+
+
+def _certs_d(tmp_path, host, tls, pair=True, name="certs.d"):
+    root = tmp_path / name
+    hd = root / host
+    hd.mkdir(parents=True)
+    (hd / "ca.crt").write_bytes(open(tls.ca_cert, "rb").read())
+    if pair:
+        tls.client_pair(str(hd), "client")
+    return str(root), hd
+
+
+def test_certs_d_client_certificate(mtls_registry, tls, tmp_path):
+    host = mtls_registry.host
+    certs, _ = _certs_d(tmp_path, host, tls)
+    env = {"HOME": str(tmp_path)}
+    c = Client(host, env=env, certs_dirs=[str(tmp_path / "absent"), certs], retry=fast_policy())
+    assert c.blob_size("unit/mtls", sha(b"x"), tokens.push_scopes("unit/mtls")) is None
+    assert c.base_url() == "https://" + host
+    # The same with --insecure (no server verification; the client certificate is still sent).
+    c = Client(host, insecure=True, env={"HOME": str(tmp_path)}, certs_dirs=[certs], retry=fast_policy())
+    assert c.blob_size("unit/mtls", sha(b"x"), tokens.push_scopes("unit/mtls")) is None
+
+    # Without a client certificate the registry refuses the handshake: one line that says so.
+    nocert, _ = _certs_d(tmp_path, host, tls, pair=False, name="nocert")
+    c = Client(host, env={"HOME": str(tmp_path)}, certs_dirs=[nocert], retry=fast_policy(attempts=1))
+    with pytest.raises(errors.RegistryError, match="client certificate") as e:
+        c.blob_size("unit/mtls", sha(b"x"), tokens.push_scopes("unit/mtls"))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("files,problem", [
+    ({"bad.crt": b"not a certificate\n"}, "cannot load the CA certificate {dir}/bad.crt"),
+    ({"client.cert": None}, "client certificate {dir}/client.cert has no key {dir}/client.key"),
+    ({"client.key": None}, "client key {dir}/client.key has no certificate {dir}/client.cert"),
+    ({"client.cert": None, "client.key": b"garbage\n"},
+     "cannot load the client certificate {dir}/client.cert with key {dir}/client.key"),
+    ({"client.cert": None, "client.key": "encrypted"},
+     "with key {dir}/client.key: the key is encrypted (a passphrase is not supported)"),
+])
+def test_certs_d_bad_files_are_named(tls, tmp_path, files, problem):
+    host = "127.0.0.1:1"  # never reached: the TLS settings fail first
+    certs, hd = _certs_d(tmp_path, host, tls, pair=False)
+    cert, key = tls.client_pair(str(tmp_path / "pair"), "client")
+    for name, data in files.items():
+        if data is None:
+            data = open(cert if name.endswith(".cert") else key, "rb").read()
+        elif data == "encrypted":  # never prompts for the passphrase
+            data = rf.openssl("pkey", "-in", key, "-aes256", "-passout", "pass:pw")
+        (hd / name).write_bytes(data)
+    for insecure in (False, True):
+        c = Client(host, insecure=insecure, env={"HOME": str(tmp_path)}, certs_dirs=[certs],
+                   retry=fast_policy())
+        with pytest.raises(errors.RegistryError) as e:
+            c.blob_size("a", sha(b"x"), [tokens.pull_scope("a")])
+        msg = str(e.value)
+        assert problem.format(dir=str(hd)) in msg and "\n" not in msg, msg
+
+
+# --- Bounded response bodies -------------------------------------------------------------------
+
+
+def _huge_body_registry(status, declare_length):
+    """/v2/ answers 200; everything else `status` with a 256 MiB body (Content-Length or not)."""
+
+    def answer(seen):
+        if seen.path == "/v2/":
+            return rf.Answer(200)
+        headers = {"Content-Type": media_types.OCI_MANIFEST}
+        if declare_length:
+            headers["Content-Length"] = str(256 << 20)
+        return rf.Answer(status, headers, rf.endless())
+
+    return rf.FakeRegistry(answer)
+
+
+# What the kernel may buffer between the two ends of a loopback connection, beyond what is read.
+SOCKET_SLACK = 16 << 20
+
+
+@pytest.mark.parametrize("declare_length", [False, True])
+def test_huge_manifest_is_refused_after_a_bounded_read(declare_length):
+    from python_tools.shiko.registry import client as client_mod
+    with _huge_body_registry(200, declare_length) as srv:
+        c = Client(srv.host, env={}, retry=fast_policy(attempts=1))
+        start = time.monotonic()
+        with pytest.raises(errors.RegistryError) as e:
+            c.get_manifest("a", "v1", [tokens.pull_scope("a")])
+        c.close()
+        time.sleep(0.2)
+        assert srv.body_bytes <= client_mod.MAX_MANIFEST_BYTES + SOCKET_SLACK, srv.body_bytes
+        assert time.monotonic() - start < 20
+        msg = str(e.value)
+        assert "GET manifest v1" in msg and "larger than %d bytes" % client_mod.MAX_MANIFEST_BYTES in msg, msg
+        assert srv.host in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_huge_error_body_is_read_bounded(status):
+    with _huge_body_registry(status, False) as srv:
+        c = Client(srv.host, env={}, retry=fast_policy(attempts=2))
+        with pytest.raises(errors.RegistryError) as e:
+            c.put_manifest("a", "v1", b"{}", media_types.OCI_MANIFEST, tokens.push_scopes("a"))
+        msg = str(e.value)
+        assert "HTTP %d" % status in msg and "\n" not in msg and "\0" not in msg and len(msg) < 600, msg
+        c.close()
+        time.sleep(0.2)
+        tries = 1 if status == 400 else 2
+        assert srv.body_bytes <= tries * ((4 << 20) + SOCKET_SLACK), srv.body_bytes
+        assert transport.MAX_BODY_BYTES == 4 << 20
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

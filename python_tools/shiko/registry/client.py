@@ -104,11 +104,10 @@ class Client(object):
     def get_manifest(self, repo, reference, scopes):
         """(bytes, media type, digest). By digest: verified. By tag: the digest of the bytes."""
         what = "GET manifest %s" % reference
+        # A larger manifest is refused after reading at most MAX_MANIFEST_BYTES + 1 bytes.
         resp = self.request("GET", "/v2/%s/manifests/%s" % (repo, reference), headers={"Accept": MANIFEST_ACCEPT},
-                            scopes=scopes, ok=(200,), what=what)
+                            scopes=scopes, ok=(200,), what=what, max_body=MAX_MANIFEST_BYTES)
         body = resp.body or b""
-        if len(body) > MAX_MANIFEST_BYTES:
-            raise RegistryError("registry %s: %s: manifest too large (%d bytes)" % (self.registry, what, len(body)))
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if DIGEST_RE.match(reference) and digest != reference:
             raise DigestMismatch("registry %s: manifest %s of %s: digest mismatch: got %s"

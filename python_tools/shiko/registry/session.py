@@ -3,10 +3,15 @@
 - Scheme: HTTPS first; plain HTTP only for loopback registries (HTTPS tried first, then HTTP,
   as docker does) or with `insecure=True`. `GET /v2/` tells which one answers and whether it
   asks for credentials (its challenge goes to tokens.Authenticator).
+- Credentials go only to the registry's own origin: the same scheme, host and port as the
+  scheme detection chose (transport.same_origin). A redirect elsewhere (a blob store, another
+  port, plain HTTP) is followed without them; a redirect from HTTPS to plain HTTP is refused
+  unless the registry is `insecure`; a redirect to any other scheme is refused.
 - Faults: connection resets, timeouts, 5xx and 429 are retried with exponential backoff (plus
   jitter), honouring `Retry-After`, at most `RetryPolicy.attempts` times per request. Other
   failures raise RegistryError with one line naming the operation, the registry and the HTTP
-  status (and, for 401/403, which credentials were refused, never their value).
+  status (and, for 401/403, which credentials were refused, never their value). A response body
+  larger than the request's `max_body` is an error too, after reading at most max_body + 1 bytes.
 """
 
 import http.client
@@ -16,9 +21,10 @@ import threading
 import urllib.parse
 
 from python_tools.shiko.registry.errors import AuthError, RegistryError, Retryable
-from python_tools.shiko.registry.tokens import Authenticator
+from python_tools.shiko.registry.tokens import Authenticator, scope_repository
 from python_tools.shiko.registry.transport import (
     CERTS_DIRS,
+    MAX_BODY_BYTES,
     RETRYABLE_EXC,
     USER_AGENT,
     Connections,
@@ -27,6 +33,7 @@ from python_tools.shiko.registry.transport import (
     exc_text,
     is_loopback,
     registry_errors,
+    same_origin,
 )
 
 
@@ -100,6 +107,10 @@ class Session(object):
                             "--ca_file (or put it in /etc/docker/certs.d/%s/ca.crt), or --insecure"
                             % (self.registry, e.verify_message or e.reason, self.registry))
                     except (ssl.SSLError, OSError, http.client.HTTPException) as e:
+                        refusal = self.connections.tls_refusal(e)
+                        if refusal:
+                            self.connections.drop(scheme, self.host)
+                            raise RegistryError("registry %s: %s" % (self.registry, refusal))
                         last = "%s: %s" % (scheme, exc_text(e))
                         continue
                     if resp.status >= 500 or resp.status == 429:
@@ -125,19 +136,21 @@ class Session(object):
                                 % (self.registry, last, self.retry.attempts))
 
     # -- requests ---------------------------------------------------------------------------
-    def _once(self, method, url, headers, body, scopes, stream, auth_state):
-        """One authenticated exchange; handles one 401 by (re)authenticating."""
-        same_host = urllib.parse.urlsplit(url).netloc == self.host
+    def _once(self, method, url, headers, body, scopes, stream, auth_state, max_body):
+        """One exchange, authenticated when url is the registry's own origin (scheme, host and
+        port); handles one 401 by (re)authenticating."""
+        own = same_origin(url, self.base_url())
         for _ in range(3):
             h = {"User-Agent": USER_AGENT}
             h.update(headers or {})
-            if same_host:
-                auth = self.auth.header(scopes, self._scheme, force_refresh=auth_state.get("refresh", False))
+            if own:
+                auth = self.auth.header(scopes, urllib.parse.urlsplit(url).scheme,
+                                        force_refresh=auth_state.get("refresh", False))
                 auth_state["refresh"] = False
                 if auth:
                     h["Authorization"] = auth
-            resp = self.connections.exchange(method, url, h, body, stream=stream)
-            if resp.status == 401 and same_host and not auth_state.get("reauthed"):
+            resp = self.connections.exchange(method, url, h, body, stream=stream, max_body=max_body)
+            if resp.status == 401 and own and not auth_state.get("reauthed"):
                 auth_state["reauthed"] = True
                 before = self.auth.challenge
                 self.auth.remember_challenge(resp)
@@ -151,10 +164,12 @@ class Session(object):
         return resp
 
     def request(self, method, path_or_url, headers=None, body=None, scopes=(), ok=(200,), what="",
-                stream=False, retry=True, follow_redirects=True):
+                stream=False, retry=True, follow_redirects=True, max_body=MAX_BODY_BYTES):
         """An API call with auth, retries and redirects. Returns a Response whose status is in ok.
 
-        `what` names the operation in error messages, e.g. "PUT manifest sha256:...".
+        `what` names the operation in error messages, e.g. "PUT manifest sha256:...". `scopes`
+        name the repository the request is for first (its credentials are used: podman's
+        per-repository auth entries). A body (not streamed) larger than max_body is an error.
         """
         url = path_or_url if "://" in path_or_url else self.url(path_or_url)
         attempts = self.retry.attempts if retry else 1
@@ -164,12 +179,14 @@ class Session(object):
         while True:
             attempt += 1
             try:
-                resp = self._once(method, url, headers, body, scopes, stream, auth_state)
+                resp = self._once(method, url, headers, body, scopes, stream, auth_state, max_body)
                 if resp.status in (301, 302, 303, 307, 308) and follow_redirects and resp.header("location"):
                     redirects += 1
                     if redirects > 5:
                         raise RegistryError("registry %s: %s: too many redirects" % (self.registry, what))
-                    url = urllib.parse.urljoin(url, resp.header("location"))
+                    target = urllib.parse.urljoin(url, resp.header("location"))
+                    self._check_redirect(url, target, what)
+                    url = target
                     attempt -= 1
                     continue
                 if resp.status == 429 or resp.status >= 500:
@@ -177,13 +194,21 @@ class Session(object):
                     raise Retryable("HTTP %d %s%s" % (resp.status, resp.reason, detail),
                                     retry_after=resp.header("retry-after"), status=resp.status)
                 if resp.status not in ok:
-                    raise self.error(what, resp)
+                    raise self.error(what, resp, scopes)
+                if resp.truncated:
+                    raise RegistryError("registry %s: %s: the response is larger than %d bytes (refused)"
+                                        % (self.registry, what, max_body), resp.status)
                 return resp
             except Retryable as e:
                 reason, retry_after, status = str(e), e.retry_after, e.status
             except ssl.SSLCertVerificationError as e:
                 raise RegistryError("registry %s: %s: TLS certificate not trusted (%s)"
                                     % (self.registry, what, e.verify_message or e.reason))
+            except ssl.SSLError as e:
+                refusal = self.connections.tls_refusal(e)
+                if refusal:
+                    raise RegistryError("registry %s: %s: %s" % (self.registry, what, refusal))
+                reason, retry_after, status = exc_text(e), None, None
             except (RegistryError,):
                 raise
             except RETRYABLE_EXC as e:
@@ -201,13 +226,24 @@ class Session(object):
             self.log("registry %s: %s: %s; retrying in %.1f s" % (self.registry, what, reason, d))
             self.retry.sleep(d)
 
-    def error(self, what, resp):
+    def _check_redirect(self, url, target, what):
+        """Refuses a redirect to another scheme than http(s), and HTTPS -> HTTP unless insecure."""
+        frm, to = urllib.parse.urlsplit(url).scheme.lower(), urllib.parse.urlsplit(target).scheme.lower()
+        where = "%s://%s" % (to, urllib.parse.urlsplit(target).netloc)  # never the path: it may be signed
+        if to not in ("https", "http"):
+            raise RegistryError("registry %s: %s: refusing a redirect to %s (not HTTP)"
+                                % (self.registry, what, where))
+        if frm == "https" and to == "http" and not self.insecure:
+            raise RegistryError("registry %s: %s: refusing to follow a redirect from HTTPS to plain HTTP (%s); "
+                                "only an --insecure registry may do that" % (self.registry, what, where))
+
+    def error(self, what, resp, scopes=()):
         """The RegistryError (AuthError for 401/403) for a response with an unexpected status."""
         detail = registry_errors(resp.body)
         cls = AuthError if resp.status in (401, 403) else RegistryError
         msg = "registry %s: %s: HTTP %d %s%s" % (self.registry, what, resp.status, resp.reason, _suffix(detail))
         if resp.status == 401:
-            msg += " (%s)" % self.auth.cred_hint()
+            msg += " (%s)" % self.auth.cred_hint(scope_repository(scopes))
         elif resp.status == 403:
             msg += " (access denied for these credentials)"
         return cls(msg, resp.status)

@@ -7,6 +7,9 @@
   cached per scope set and fetched anew when they expire or a request is refused. An identity
   token (docker's `identitytoken`) is exchanged with the OAuth2 refresh-token grant; a registry
   token is used as it is.
+- Credentials are those of the repository a request is for (the first scope's, scope_repository):
+  podman's `registry/ns/repo`, then `registry/ns`, then `registry` entries (auth.py), looked up
+  once per repository.
 """
 
 import json
@@ -18,7 +21,13 @@ import urllib.parse
 
 from python_tools.shiko.registry import auth
 from python_tools.shiko.registry.errors import AuthError
-from python_tools.shiko.registry.transport import RETRYABLE_EXC, USER_AGENT, exc_text, is_loopback
+from python_tools.shiko.registry.transport import (
+    MAX_BODY_BYTES,
+    RETRYABLE_EXC,
+    USER_AGENT,
+    exc_text,
+    is_loopback,
+)
 
 
 def pull_scope(repo):
@@ -26,7 +35,17 @@ def pull_scope(repo):
 
 
 def push_scopes(repo, mount_from=()):
+    """The repository pushed to first, then those blobs are mounted from."""
     return ["repository:%s:pull,push" % repo] + [pull_scope(r) for r in mount_from if r != repo]
+
+
+def scope_repository(scopes):
+    """The repository a request with these scopes is for: the first scope's (None if it names none)."""
+    for s in scopes or ():
+        if s.startswith("repository:") and s.count(":") >= 2:
+            return s[len("repository:"):s.rindex(":")]
+        return None
+    return None
 
 
 # --- Challenges ---------------------------------------------------------------------------------
@@ -78,8 +97,9 @@ def parse_challenges(header):
 class Authenticator(object):
     """The `Authorization` header for a registry's requests: its challenge, credentials, tokens.
 
-    credentials: a Credential to use instead of looking them up in `env`'s docker/podman files
-    (None: looked up on first need). `retries` counts the token requests retried.
+    credentials: a Credential to use (for every repository) instead of looking them up in `env`'s
+    docker/podman files (None: looked up on first need, per repository). `retries` counts the
+    token requests retried.
     """
 
     def __init__(self, registry, connections, retry, insecure=False, credentials=None, env=None):
@@ -90,21 +110,23 @@ class Authenticator(object):
         self.env = env
         self.challenge = None  # ("basic"|"bearer"|"none", params)
         self.retries = 0
-        self._credentials = credentials
-        self._credentials_loaded = credentials is not None
+        self._given = credentials
+        self._credentials = {}  # repository (None: the registry's) -> Credential or None
         self._lock = threading.RLock()
         self._tokens = {}  # frozenset(scopes) -> (header, expiry)
 
-    def credentials(self):
+    def credentials(self, repository=None):
+        """The Credential for a repository of the registry (None: for the registry), or None."""
+        if self._given is not None:
+            return self._given
         with self._lock:
-            if not self._credentials_loaded:
-                self._credentials = auth.find_credentials(self.registry, None, self.env)
-                self._credentials_loaded = True
-            return self._credentials
+            if repository not in self._credentials:
+                self._credentials[repository] = auth.find_credentials(self.registry, repository, self.env)
+            return self._credentials[repository]
 
-    def cred_hint(self):
+    def cred_hint(self, repository=None):
         """Why authentication failed, for error messages (which credentials, never their value)."""
-        c = self._credentials if self._credentials_loaded else None
+        c = self._given if self._given is not None else self._credentials.get(repository)
         if c is None:
             return "no credentials for %s were found (docker/podman config files, credential helpers)" % self.registry
         return "credentials from %s were refused" % c.source
@@ -132,12 +154,13 @@ class Authenticator(object):
         kind, params = self.challenge or ("none", {})
         if kind == "none":
             return None
+        repository = scope_repository(scopes)
         if kind == "basic":
-            cred = self.credentials()
+            cred = self.credentials(repository)
             h = cred.basic_header() if cred else None
             if h is None:
                 raise AuthError("registry %s: HTTP 401 Unauthorized: authentication required (Basic): %s"
-                                % (self.registry, self.cred_hint()), 401)
+                                % (self.registry, self.cred_hint(repository)), 401)
             if scheme == "http" and not (self.insecure or is_loopback(self.registry)):
                 raise AuthError("registry %s: refusing to send credentials over plain HTTP" % self.registry)
             return h
@@ -146,20 +169,21 @@ class Authenticator(object):
             cached = self._tokens.get(key)
             if cached and not force_refresh and cached[1] > time.time() + 5:
                 return cached[0]
-            token, ttl = self.fetch_token(params, sorted(scopes))
+            token, ttl = self.fetch_token(params, sorted(scopes), repository)
             header = "Bearer " + token
             self._tokens[key] = (header, time.time() + ttl)
             return header
 
-    def fetch_token(self, params, scopes):
-        """(token, seconds it lives) from the realm of a Bearer challenge, for these scopes."""
+    def fetch_token(self, params, scopes, repository=None):
+        """(token, seconds it lives) from the realm of a Bearer challenge, for these scopes, with
+        the credentials of `repository` (None: the registry's)."""
         realm = params["realm"]
         r = urllib.parse.urlsplit(realm)
         if r.scheme not in ("https", "http") or not r.netloc:
             raise AuthError("registry %s: bad token realm %r" % (self.registry, realm))
         if r.scheme == "http" and not (self.insecure or is_loopback(r.netloc)):
             raise AuthError("registry %s: refusing to fetch a token over plain HTTP from %s" % (self.registry, r.netloc))
-        cred = self.credentials()
+        cred = self.credentials(repository)
         query = []
         if params.get("service"):
             query.append(("service", params["service"]))
@@ -195,9 +219,12 @@ class Authenticator(object):
                 if resp.status in (401, 403):
                     raise AuthError("registry %s: token server %s: HTTP %d %s: %s"
                                     % (self.registry, r.netloc, resp.status, resp.reason,
-                                       self.cred_hint() if cred is None else
+                                       self.cred_hint(repository) if cred is None else
                                        "credentials from %s were refused (wrong username or password?)" % cred.source),
                                     resp.status)
+                if resp.status == 200 and resp.truncated:
+                    raise AuthError("registry %s: token server %s: the response is larger than %d bytes "
+                                    "(refused)" % (self.registry, r.netloc, MAX_BODY_BYTES))
                 if resp.status == 200:
                     try:
                         data = json.loads(resp.body.decode("utf-8"))

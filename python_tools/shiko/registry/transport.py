@@ -1,10 +1,17 @@
 """HTTP plumbing of the registry client: TLS, keep-alive connections, one exchange, retry policy.
 
-- TLS: verified against the system CAs, plus `ca_file` and the CAs in
-  `/etc/docker/certs.d/<host>/` and `/etc/containers/certs.d/<host>/`; `insecure=True` skips
-  certificate checks (and, in session.py, allows plain HTTP to a non-loopback registry).
+- TLS: verified against the system CAs, plus `ca_file` and, as docker and podman do, the
+  certs.d directories `/etc/docker/certs.d/<host[:port]>/` and `/etc/containers/certs.d/...`
+  (`certs_dirs`): every `*.crt` is a CA to trust; a `<name>.cert` + `<name>.key` pair is a client
+  certificate for mutual TLS (the first pair, directories in order and names sorted, is the one
+  presented). A file that cannot be loaded, or half a pair, is a RegistryError naming the file.
+  `insecure=True` skips server certificate checks (a client certificate is still presented) and,
+  in session.py, allows plain HTTP to a non-loopback registry.
 - Connections: one keep-alive connection per thread and (scheme, host); a kept-alive connection
   the server closed while idle is reopened once at once (never under a streamed blob body).
+- Bodies: a response body that is not streamed is read up to `max_body` bytes (plus one, to
+  tell), never more: a larger one is cut there (`Response.truncated`) and its connection closed.
+- Origins: `same_origin` (scheme, host and port) decides where credentials may go (session.py).
 - RetryPolicy: exponential backoff with jitter, honouring `Retry-After` (seconds or HTTP date).
 """
 
@@ -28,6 +35,11 @@ from python_tools.shiko.registry.errors import RegistryError
 USER_AGENT = "rules_shiko-registry/0.1"
 DOCKER_HUB_API = "registry-1.docker.io"
 CERTS_DIRS = ("/etc/docker/certs.d", "/etc/containers/certs.d")
+# The most of a response body read into memory (manifests, errors, tokens); blobs stream to disk.
+MAX_BODY_BYTES = 4 << 20
+DEFAULT_PORTS = {"https": 443, "http": 80}
+# TLS alerts (ssl.SSLError.reason suffixes) by which a server refuses our client certificate.
+CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN")
 
 # I/O failures worth another attempt (connection resets, timeouts, truncated responses).
 RETRYABLE_EXC = (ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException, OSError)
@@ -56,6 +68,22 @@ def is_loopback(registry):
 def api_host(registry):
     """Where the API of `registry` lives (Docker Hub's is not at docker.io)."""
     return DOCKER_HUB_API if registry == DOCKER_HUB else registry
+
+
+def origin(url):
+    """(scheme, host lowercased, port) of an absolute URL; the scheme's default port if none."""
+    u = urllib.parse.urlsplit(url)
+    scheme = u.scheme.lower()
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    return scheme, (u.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme)
+
+
+def same_origin(a, b):
+    """Whether two absolute URLs have the same scheme, host and port (where credentials may go)."""
+    return origin(a) == origin(b)
 
 
 # --- Retry policy -------------------------------------------------------------------------------
@@ -144,13 +172,14 @@ class FileBody(object):
 
 
 class Response(object):
-    def __init__(self, status, reason, headers, body, raw=None, url=None):
+    def __init__(self, status, reason, headers, body, raw=None, url=None, truncated=False):
         self.status = status
         self.reason = reason
         self.headers = headers  # {lowercase name: value}
         self.body = body
         self.raw = raw  # http.client.HTTPResponse, when streaming
         self.url = url
+        self.truncated = truncated  # the body was larger than the limit: `body` is a prefix
 
     def header(self, name, default=None):
         return self.headers.get(name.lower(), default)
@@ -173,8 +202,41 @@ def registry_errors(body):
             return str(data.get("details") or data.get("error"))[:200]
     except ValueError:
         pass
-    text = body[:200].decode("utf-8", "replace").strip().splitlines()
-    return text[0] if text else ""
+    # The first line, printable characters only (a body may be anything, even binary).
+    lines = body[:200].decode("utf-8", "replace").strip().splitlines()
+    text = "".join(ch if ch.isprintable() else " " for ch in lines[0]) if lines else ""
+    return " ".join(text.split())
+
+
+def read_body(resp, limit):
+    """(at most `limit` bytes of resp's body, whether it was larger). Reads at most limit + 1
+    bytes, in small pieces; nothing when the declared Content-Length is already larger."""
+    if resp.length is not None:  # Content-Length (0 for HEAD, 204, 304)
+        if resp.length > limit:
+            return b"", True
+        return resp.read(), False
+    parts, n = [], 0
+    while n <= limit:  # chunked, or until the server closes the connection
+        buf = resp.read(min(1 << 16, limit + 1 - n))
+        if not buf:
+            break
+        parts.append(buf)
+        n += len(buf)
+    data = b"".join(parts)
+    return (data[:limit], True) if n > limit else (data, False)
+
+
+def _problem(e):
+    """Why a certificate or key file did not load, in a few words."""
+    if isinstance(e, ssl.SSLError) and e.reason:
+        return e.reason
+    if isinstance(e, OSError):
+        return e.strerror or exc_text(e)
+    return str(e) or exc_text(e)
+
+
+def _raise_password_needed():
+    raise ValueError("the key is encrypted (a passphrase is not supported)")
 
 
 # --- Connections --------------------------------------------------------------------------------
@@ -189,33 +251,76 @@ class Connections(object):
         self.ca_file = ca_file
         self.timeout = timeout
         self.certs_dirs = certs_dirs
+        self.client_cert = None  # (cert, key) paths presented for mutual TLS, once loaded
         self._local = threading.local()
         self._ssl = None
+        self._ssl_lock = threading.Lock()
 
     def ssl_context(self):
-        if self._ssl is None:
-            if self.insecure:
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            else:
-                ctx = ssl.create_default_context()
-                if self.ca_file:
+        """The TLS settings (built once): see the module docstring. RegistryError names a file
+        that cannot be loaded."""
+        with self._ssl_lock:
+            if self._ssl is None:
+                if self.insecure:
+                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                else:
+                    ctx = ssl.create_default_context()
+                    if self.ca_file:
+                        try:
+                            ctx.load_verify_locations(cafile=self.ca_file)
+                        except (OSError, ssl.SSLError) as e:
+                            raise RegistryError("cannot load the CA file %s: %s" % (self.ca_file, _problem(e)))
+                self._load_certs_d(ctx)
+                self._ssl = ctx
+            return self._ssl
+
+    def tls_refusal(self, e):
+        """For a TLS alert by which the server refuses our client certificate (or its absence):
+        what to say (one line, without the registry's name); None for any other error."""
+        reason = str(getattr(e, "reason", "") or "") if isinstance(e, ssl.SSLError) else ""
+        if not reason.endswith(CLIENT_CERT_ALERTS):
+            return None
+        if self.client_cert:
+            return "the registry refused the client certificate %s (%s)" % (self.client_cert[0], reason)
+        return ("the registry requires a client certificate (%s); put <name>.cert and <name>.key "
+                "in /etc/docker/certs.d/%s/" % (reason, self.registry))
+
+    def _load_certs_d(self, ctx):
+        """CAs (`*.crt`) and the first client certificate pair (`*.cert` + `*.key`) of certs.d."""
+        pairs = []
+        for d in self.certs_dirs or ():
+            hd = os.path.join(d, self.registry)
+            if not os.path.isdir(hd):
+                continue
+            for name in sorted(os.listdir(hd)):
+                path = os.path.join(hd, name)
+                if name.endswith(".crt"):
                     try:
-                        ctx.load_verify_locations(cafile=self.ca_file)
+                        ctx.load_verify_locations(cafile=path)
                     except (OSError, ssl.SSLError) as e:
-                        raise RegistryError("cannot load the CA file %s: %s" % (self.ca_file, e))
-                for d in self.certs_dirs or ():
-                    hd = os.path.join(d, self.registry)
-                    if os.path.isdir(hd):
-                        for name in sorted(os.listdir(hd)):
-                            if name.endswith(".crt"):
-                                try:
-                                    ctx.load_verify_locations(cafile=os.path.join(hd, name))
-                                except (OSError, ssl.SSLError):
-                                    pass
-            self._ssl = ctx
-        return self._ssl
+                        raise RegistryError("registry %s: cannot load the CA certificate %s: %s"
+                                            % (self.registry, path, _problem(e)))
+                elif name.endswith(".cert"):
+                    key = path[:-len(".cert")] + ".key"
+                    if not os.path.isfile(key):
+                        raise RegistryError("registry %s: the client certificate %s has no key %s (a CA "
+                                            "certificate's name must end in .crt)" % (self.registry, path, key))
+                    pairs.append((path, key))
+                elif name.endswith(".key"):
+                    cert = path[:-len(".key")] + ".cert"
+                    if not os.path.isfile(cert):
+                        raise RegistryError("registry %s: the client key %s has no certificate %s"
+                                            % (self.registry, path, cert))
+        if pairs:
+            cert, key = pairs[0]
+            try:
+                ctx.load_cert_chain(cert, key, password=_raise_password_needed)
+            except (OSError, ssl.SSLError, ValueError) as e:
+                raise RegistryError("registry %s: cannot load the client certificate %s with key %s: %s"
+                                    % (self.registry, cert, key, _problem(e)))
+            self.client_cert = (cert, key)
 
     def _new(self, scheme, netloc):
         if scheme == "https":
@@ -250,11 +355,12 @@ class Connections(object):
         for key in list((getattr(self._local, "conns", None) or {}).keys()):
             self.drop(*key)
 
-    def exchange(self, method, url, headers, body=None, stream=False):
+    def exchange(self, method, url, headers, body=None, stream=False, max_body=MAX_BODY_BYTES):
         """One HTTP exchange (no retries, no auth). Raises OSError/HTTPException on I/O errors.
 
         With stream=True a 2xx response is returned unread (`raw`); the caller reads it, closes
-        it and drops the connection (drop_for)."""
+        it and drops the connection (drop_for). Otherwise at most max_body bytes of the body are
+        kept (read_body; `truncated` when it was larger, and the connection is closed)."""
         u = urllib.parse.urlsplit(url)
         path = u.path + ("?" + u.query if u.query else "")
         for attempt in (1, 2):
@@ -280,10 +386,11 @@ class Connections(object):
                 hdrs = {k.lower(): v for k, v in resp.getheaders()}
                 if stream and 200 <= resp.status < 300:
                     return Response(resp.status, resp.reason, hdrs, None, raw=resp, url=url)
-                data = resp.read()  # also for HEAD: frees the connection for the next request
-                if resp.will_close:
+                # Also for HEAD: reading frees the connection for the next request.
+                data, truncated = read_body(resp, max_body)
+                if truncated or resp.will_close:
                     self.drop(u.scheme, u.netloc)
-                return Response(resp.status, resp.reason, hdrs, data, url=url)
+                return Response(resp.status, resp.reason, hdrs, data, url=url, truncated=truncated)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self.drop(u.scheme, u.netloc)
                 # A kept-alive connection the server closed while idle: one immediate reconnect.
