@@ -58,7 +58,9 @@ Basics (`basics` set, `debs` empty)
 else, without base-files (which ships one), a generated one (ID=debian and the codename of the
 lock's first suite). /etc/nsswitch.conf (files, then dns for hosts) without base-files.
 
-Output: a plain tar, members sorted by name, mtime 0, numeric owners only.
+Output: a plain tar, members sorted by name, mtime 0, numeric owners only. Hardlinked files:
+the content is at the first of their names in that order (with the target's mode and owner),
+every other name is a hardlink to it, so `tar -x` can extract the output in order.
 """
 
 from python_tools.shiko import cli

@@ -55,13 +55,17 @@ Manifest (JSON, written by Starlark)
   - symlink: `target` is stored as written.
   - dir: an (empty) directory.
   - tar: an existing tar, compressed with gzip, zstd, xz, bzip2 or not at all (detected by magic
-    number), unpacked under `dest`. Member names lose a leading "./". Mode, uid and gid are kept
-    (overrides still win), user/group names, pax extras (atime, ctime, xattrs, ...) and mtimes
-    are dropped. Absolute names, ".." components, devices, FIFOs, unknown member types and
-    hardlinks to something that is not a file of the same tar are errors (a hardlink to a
-    symlink becomes the same symlink; GNU/pax sparse files are expanded). A compressed tar is
-    first decompressed to a temporary file next to --output (tar members have to be read in
-    the output's order, which needs random access); a plain tar is read in place.
+    number, unless the first 512 bytes are a tar header with a right checksum: then it is a
+    plain tar whatever its first member's name), unpacked under `dest`. Member names lose a
+    leading "./". Mode, uid and gid are kept (overrides still win), user/group names, pax
+    extras (atime, ctime, xattrs, ...) and mtimes are dropped. Absolute names, ".." components,
+    devices, FIFOs, unknown member types and hardlinks to something that is not an earlier
+    file of the same tar are errors (a hardlink to a symlink becomes the same symlink; GNU/pax
+    sparse files are expanded). As extraction would: a name written twice is its last member,
+    and a hardlink has the content of what its target name was when the link came (`x`(A),
+    `h` -> `x`, `x`(B): `h` is A). A compressed tar is first decompressed to a temporary file
+    next to --output (tar members have to be read in the output's order, which needs random
+    access); a plain tar is read in place.
 
 Semantics of the output
 =======================
@@ -101,6 +105,11 @@ Descriptor (--descriptor, canonical JSON):
 Listing (--listing, optional, canonical JSON list in tar order):
   {"path": "/app/bin/hello", "type": "file"|"dir"|"symlink"|"hardlink", "mode": "0755",
    "uid": 0, "gid": 0, "size": N, "target": "..." (symlink: as stored; hardlink: "/path")}
+  Names are bytes in the tar; imported tars and source trees may hold names that are not UTF-8
+  (the tar keeps their bytes). An entry whose path or target is not UTF-8 has "escaped": true,
+  and in its path and target each backslash is doubled and each byte that is not part of valid
+  UTF-8 becomes the four characters \\xNN (two lowercase hex digits), so the Latin-1 name
+  /etc/café is listed as the text /etc/caf\\xe9 (JSON: "/etc/caf\\\\xe9").
 """
 
 from python_tools.shiko import cli

@@ -4,6 +4,7 @@ built at test time are unpacked into a tar, which is read back member by member.
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -136,6 +137,39 @@ def test_hardlink_to_a_dropped_file_becomes_a_file(tmp_path):
     m = unpack(repo.manifest(), tmp_path / "out.tar")
     ti, data = m["usr/lib/tool/NEWS"]
     assert ti.isreg() and data == b"news"
+
+
+def _gnu_tar_extract(tar_path, dest):
+    os.makedirs(str(dest))
+    return subprocess.run(["tar", "-C", str(dest), "-xf", str(tar_path)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.skipif(not shutil.which("tar"), reason="needs GNU tar to extract the output")
+def test_hardlink_sorted_before_its_target_extracts(tmp_path):
+    # The package's archive order has the file first; sorted by name the link comes first, so
+    # the content goes to the first name in sorted order and the other names link to it.
+    repo = Repo(tmp_path / "repo")
+    repo.add("tool", "1", [
+        ("./usr/bin/zz-tool", "file", b"#!tool\n", 0o750),
+        ("./usr/bin/aa-tool", "hardlink", "./usr/bin/zz-tool", 0o750),
+        ("./usr/bin/mm-tool", "hardlink", "./usr/bin/aa-tool", 0o750),  # a chain
+        ("./usr/lib/tool/x", "file", b"x", 0o644),
+        ("./usr/lib/tool/y", "hardlink", "./usr/lib/tool/x", 0o644),  # already in order
+    ])
+    out = tmp_path / "out.tar"
+    m = unpack(repo.manifest(), out)
+    ti, data = m["usr/bin/aa-tool"]
+    assert ti.isreg() and data == b"#!tool\n" and ti.mode == 0o750
+    for name in ("usr/bin/mm-tool", "usr/bin/zz-tool"):
+        assert m[name][0].islnk() and m[name][0].linkname == "usr/bin/aa-tool", name
+    assert m["usr/lib/tool/x"][0].isreg() and m["usr/lib/tool/y"][0].linkname == "usr/lib/tool/x"
+    res = _gnu_tar_extract(out, tmp_path / "x")
+    assert res.returncode == 0, res.stderr
+    st = [os.stat(str(tmp_path / "x" / "usr/bin" / n)) for n in ("aa-tool", "mm-tool", "zz-tool")]
+    assert len({(s.st_dev, s.st_ino) for s in st}) == 1 and st[0].st_nlink == 3
+    with open(str(tmp_path / "x/usr/bin/zz-tool"), "rb") as f:
+        assert f.read() == b"#!tool\n"
 
 
 def test_reproducible_output(tmp_path):

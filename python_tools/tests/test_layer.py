@@ -302,6 +302,46 @@ def test_non_ascii_names(tmp_path, src):
     assert ("usr/share/ünïcødé/" + "é" * 60) in by
 
 
+def test_names_that_are_not_utf8_are_kept_and_escaped_in_the_listing(tmp_path):
+    # Imported tars and source trees can hold names that are not UTF-8 (Linux names are bytes):
+    # the tar keeps the bytes; the listing (JSON, UTF-8) escapes them and says so.
+    def name(b):
+        return b.decode("utf-8", "surrogateescape")  # how tarfile and os.listdir read them
+
+    t = make_tar(tmp_path / "latin1.tar", [
+        ({"name": name(b"etc/caf\xe9")}, b"coffee"),
+        ({"name": name(b"etc/h\xff"), "type": tarfile.LNKTYPE, "linkname": name(b"etc/caf\xe9")},
+         None),
+        ({"name": name(b"etc/l\xe9"), "type": tarfile.SYMTYPE, "linkname": name(b"caf\xe9")}, None),
+        ({"name": name(b"etc/x\\\xe9")}, b"backslash and latin-1"),
+        ({"name": "etc/back\\slash"}, b"utf-8 with a backslash"),
+        ({"name": name(b"etc/" + b"\xe9" * 120)}, b"long"),
+    ])
+    tree = tmp_path / "tree"
+    os.makedirs(str(tree))
+    with open(os.path.join(str(tree).encode(), b"d\xfcr"), "wb") as f:
+        f.write(b"door")
+    p, out, desc, lst = _run_cli(tmp_path, manifest([tar_entry("", t), tree_entry("tree", tree)]))
+    assert p.returncode == 0, p.stderr.decode()
+    tar = out.read_bytes()
+    assert [h[1] for h in raw_headers(tar) if h[0] != b"x"] == [
+        b"etc/", b"etc/back\\slash", b"etc/caf\xe9", b"etc/h\xff", b"etc/l\xe9", b"etc/x\\\xe9",
+        (b"etc/" + b"\xe9" * 120)[:100], b"tree/", b"tree/d\xfcr"]
+    with tarfile.open(str(out)) as tf:
+        assert tf.getmember(name(b"etc/h\xff")).linkname == name(b"etc/caf\xe9")
+        assert tf.getmember(name(b"etc/l\xe9")).linkname == name(b"caf\xe9")
+        assert tf.extractfile(name(b"etc/" + b"\xe9" * 120)).read() == b"long"
+    listing = {e["path"]: e for e in json.loads(lst.read_bytes().decode("utf-8"))}
+    assert set(listing) == {
+        "/etc", "/etc/back\\slash", "/etc/caf\\xe9", "/etc/h\\xff", "/etc/l\\xe9",
+        "/etc/x\\\\\\xe9", "/etc/" + "\\xe9" * 120, "/tree", "/tree/d\\xfcr"}
+    escaped = {p for p, e in listing.items() if e.get("escaped")}
+    assert escaped == set(listing) - {"/etc", "/etc/back\\slash", "/tree"}
+    assert all(e.get("escaped", True) is True for e in listing.values())
+    assert listing["/etc/h\\xff"]["target"] == "/etc/caf\\xe9"
+    assert listing["/etc/l\\xe9"]["target"] == "caf\\xe9"
+
+
 def test_empty_layer(tmp_path):
     b = build(tmp_path, manifest([]))
     assert b.tar == b"\0" * 1024
@@ -694,6 +734,44 @@ def test_import_tar_hardlink_target_after_link(tmp_path):
     assert b.content("z/target") == b"payload"
 
 
+@pytest.mark.skipif(not shutil.which("tar"), reason="needs GNU tar to compare with extraction")
+def test_import_hardlink_to_a_name_written_twice_is_the_earlier_file(tmp_path):
+    # x(A), h -> x, x(B): extracting links h to A, then replaces x by B; the layer must agree.
+    members = [
+        ({"name": "x", "mode": 0o640}, b"AAAA"),
+        ({"name": "h", "type": tarfile.LNKTYPE, "linkname": "x"}, None),
+        ({"name": "x", "mode": 0o600}, b"BBBBBB"),
+        ({"name": "h2", "type": tarfile.LNKTYPE, "linkname": "h"}, None),  # h's inode: A
+        ({"name": "y", "type": tarfile.LNKTYPE, "linkname": "x"}, None),   # x's inode now: B
+    ]
+    t = make_tar(tmp_path / "dup.tar", members)
+    x = tmp_path / "x"
+    os.makedirs(str(x))
+    subprocess.run(["tar", "-C", str(x), "-xf", t], check=True)
+    b = build(tmp_path, manifest([tar_entry("", t)]))
+    for name in ("h", "h2", "x", "y"):
+        with open(str(x / name), "rb") as f:
+            assert b.content(name) == f.read(), name
+    by = b.by_name()
+    assert b.content("h") == b"AAAA" and b.content("x") == b"BBBBBB"
+    assert by["h"].isfile() and by["h"].mode == 0o640
+    assert by["h2"].islnk() and by["h2"].linkname == "h"
+    assert by["x"].isfile() and by["x"].mode == 0o600
+    assert by["y"].islnk() and by["y"].linkname == "x"
+
+
+def test_import_hardlink_to_a_later_member_is_an_error(tmp_path):
+    # Extraction fails on it (the target does not exist yet), so the layer tool refuses it.
+    members = [
+        ({"name": "a/link", "type": tarfile.LNKTYPE, "linkname": "z/target"}, None),
+        ({"name": "z/target", "mode": 0o644}, b"payload"),
+    ]
+    t = make_tar(tmp_path / "fwd.tar", members)
+    e = user_error(tmp_path, manifest([tar_entry("", t, label="//x:fwd.tar")]))
+    assert e.attr == "tars" and e.value == "a/link"
+    assert "not a member of the same tar before it" in e.problem and "//x:fwd.tar" in e.problem
+
+
 def test_import_same_tar_twice_and_merge_with_files(tmp_path, src):
     t = make_tar(tmp_path / "base.tar", _base_tar_members(), "gzip")
     b = build(tmp_path, manifest([tar_entry("", t), tar_entry("", t, label="//x:again"),
@@ -716,6 +794,14 @@ def test_import_sparse_member_is_expanded(tmp_path, fmt):
     subprocess.run(["tar", "-C", str(d), "-S", "--format=" + fmt, "-cf", t, "sparse"], check=True)
     b = build(tmp_path, manifest([tar_entry("x", t)]))
     assert b.content("x/sparse") == open(str(d / "sparse"), "rb").read()
+
+
+def test_import_plain_tar_whose_first_name_looks_compressed(tmp_path):
+    # "BZh" is bzip2's magic number, but this is a plain tar (its header checksum says so).
+    t = make_tar(tmp_path / "plain.tar", [({"name": "BZh91AY&SY-notes.txt"}, b"notes\n")])
+    b = build(tmp_path, manifest([tar_entry("x", t)]))
+    assert b.names() == ["x", "x/BZh91AY&SY-notes.txt"]
+    assert b.content("x/BZh91AY&SY-notes.txt") == b"notes\n"
 
 
 def test_import_empty_file_is_empty_tar(tmp_path):

@@ -2,17 +2,22 @@
 
 import bz2
 import gzip
+import io
 import json
 import lzma
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 
 import pytest
 import zstandard
 
 from python_tools.shiko.tar import compression
 from python_tools.shiko.tar import names
+from python_tools.shiko.tar import rootfs
+from python_tools.shiko.tar import stream
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -172,6 +177,100 @@ def test_truncated_input_raises_one_of_errors(fmt):
     blob = COMPRESSORS[fmt](DATA)
     with pytest.raises(compression.errors()):
         compression.decompress(blob[:len(blob) // 2], fmt)
+
+
+# ---------------------------------------------------------------------------------------------
+# compression: a plain tar is recognised by its header checksum before any magic number
+
+
+# First member names whose bytes start with a compression's magic number.
+MAGIC_NAMES = {
+    "bzip2": "BZh91AY&SY-notes.txt",
+    "gzip": "\x1f\udc8b\x08-data",  # bytes 1f 8b 08
+    "zstd": "(\udcb5/\udcfd-data",  # bytes 28 b5 2f fd
+    "xz": "\udcfd7zXZ",  # bytes fd 37 7a 58 5a, then the name field's NUL padding
+}
+
+
+def _plain_tar(first_name):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in ((first_name, b"first member\n"), ("second", b"2\n")):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", sorted(MAGIC_NAMES))
+def test_plain_tar_whose_first_name_looks_compressed_is_plain(tmp_path, fmt):
+    raw = _plain_tar(MAGIC_NAMES[fmt])
+    assert compression.detect(raw[:8]) == fmt  # the premise: the magic number alone is fooled
+    assert compression.detect(raw[:512]) == "plain"
+    p = str(tmp_path / "plain.tar")
+    with open(p, "wb") as f:
+        f.write(raw)
+    got, reader = compression.open_file(p)
+    with reader:
+        assert got == "plain" and reader.read() == raw
+    # Image layers (gzip, zstd or plain) are read the same way.
+    assert [m.name for _, m, _ in stream.members(p)] == [MAGIC_NAMES[fmt], "second"]
+
+
+def test_tar_header_check():
+    raw = _plain_tar("a")
+    assert compression.is_tar_header(raw[:512])
+    assert not compression.is_tar_header(raw[:511])
+    assert not compression.is_tar_header(b"\0" * 512)  # an end-of-archive block
+    bad = bytearray(raw[:512])
+    bad[0] ^= 1  # the checksum no longer matches
+    assert not compression.is_tar_header(bytes(bad))
+    for fmt, compress in sorted(COMPRESSORS.items()):
+        if fmt != "plain":
+            assert not compression.is_tar_header(compress(raw)[:512].ljust(512, b"\0")), fmt
+
+
+# ---------------------------------------------------------------------------------------------
+# rootfs: hardlinks
+
+
+def _layer_tar(path, members):
+    with tarfile.open(str(path), mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for kw, data in members:
+            ti = tarfile.TarInfo(kw.pop("name"))
+            for k, v in kw.items():
+                setattr(ti, k, v)
+            if data is not None:
+                ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return str(path)
+
+
+@pytest.mark.skipif(not shutil.which("tar"), reason="needs GNU tar to compare with extraction")
+def test_rootfs_hardlink_to_a_name_written_twice_is_the_earlier_file(tmp_path):
+    # x(A), h -> x, x(B): extracting links h to A, then replaces x by B; the tree must agree.
+    p = _layer_tar(tmp_path / "layer.tar", [
+        ({"name": "x", "mode": 0o640}, b"AAAA"),
+        ({"name": "h", "type": tarfile.LNKTYPE, "linkname": "x"}, None),
+        ({"name": "x", "mode": 0o600}, b"BBBBBB"),
+        ({"name": "h2", "type": tarfile.LNKTYPE, "linkname": "h"}, None),
+        ({"name": "y", "type": tarfile.LNKTYPE, "linkname": "x"}, None),
+    ])
+    tree = rootfs.from_layers([p])
+    want = {"h": b"AAAA", "h2": b"AAAA", "x": b"BBBBBB", "y": b"BBBBBB"}
+    assert {n: tree.read_file("/" + n) for n in want} == want
+    assert tree.lookup("/h")[1].mode == 0o640 and tree.lookup("/y")[1].mode == 0o600
+    for how in ("gnu", "tree"):
+        d = tmp_path / how
+        os.makedirs(str(d))
+        if how == "gnu":
+            subprocess.run(["tar", "-C", str(d), "-xf", p], check=True)
+        else:
+            tree.unpack(str(d), keep_owner=False)
+        for n, data in want.items():
+            with open(str(d / n), "rb") as f:
+                assert f.read() == data, (how, n)
+        assert os.stat(str(d / "h")).st_ino == os.stat(str(d / "h2")).st_ino
 
 
 # ---------------------------------------------------------------------------------------------

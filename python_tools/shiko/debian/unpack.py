@@ -248,7 +248,9 @@ def ca_certificates_files(entries):
     out = {}
     for p in certs:
         e = entries[p]
-        data = entries[e.target].data if e.kind == "hardlink" else e.data
+        while e.kind == "hardlink":
+            e = entries[e.target]
+        data = e.data
         if data and not data.endswith(b"\n"):
             data += b"\n"
         bundle.append(data)
@@ -288,25 +290,57 @@ def _ensure_parents(entries):
             parent = posixpath.dirname(parent)
 
 
+def hardlink_groups(entries):
+    """Where the content of each hardlinked file goes: ({path: name it links to}, {path: root}).
+
+    A group is a regular file (its root) and the hardlinks that resolve to it (chains followed;
+    a package's hardlink names an earlier member of its archive, so chains end). The output is
+    sorted by name, so the first name of a group in that order holds the content (with the
+    root's mode and owner: they are one inode) and every other name, the root included, is a
+    hardlink to it, so extracting in tar order always finds the target written. (When the root
+    sorts first, as is usual, this is the package's own layout: GNU tar, which dpkg-deb runs,
+    links every name to the first one archived.)"""
+    groups = {}
+    for path, e in entries.items():
+        if e.kind == "hardlink":
+            root = e.target
+            while entries[root].kind == "hardlink":
+                root = entries[root].target
+            groups.setdefault(root, [root]).append(path)
+    link_to = {}
+    content_of = {}
+    for root, paths in groups.items():
+        paths.sort()
+        content_of[paths[0]] = root
+        for p in paths[1:]:
+            link_to[p] = paths[0]
+    return link_to, content_of
+
+
 def write_tar(entries, output):
+    """Writes `entries` sorted by name as a plain pax tar: mtime 0, numeric owners only;
+    hardlinked files as `hardlink_groups` says."""
+    link_to, content_of = hardlink_groups(entries)
     with open(output, "wb") as f:
         with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tf:
             for path in sorted(entries):
                 e = entries[path]
+                if path in content_of:
+                    e = entries[content_of[path]]
                 ti = tarfile.TarInfo(path)
                 ti.mtime = 0
                 ti.uid, ti.gid = e.uid, e.gid
                 ti.uname = ti.gname = ""
                 ti.mode = e.mode
-                if e.kind == "dir":
+                if path in link_to:
+                    ti.type = tarfile.LNKTYPE
+                    ti.linkname = link_to[path]
+                    tf.addfile(ti)
+                elif e.kind == "dir":
                     ti.type = tarfile.DIRTYPE
                     tf.addfile(ti)
                 elif e.kind == "symlink":
                     ti.type = tarfile.SYMTYPE
-                    ti.linkname = e.target
-                    tf.addfile(ti)
-                elif e.kind == "hardlink":
-                    ti.type = tarfile.LNKTYPE
                     ti.linkname = e.target
                     tf.addfile(ti)
                 else:

@@ -1,13 +1,16 @@
 """Existing tars unpacked into a layer (`tar` entries).
 
-The tar may be compressed with gzip, zstd, xz or bzip2 (detected by magic number): it is then
-first decompressed to a temporary file in the layer's scratch directory (members have to be
-read in the output's order, which needs random access); a plain tar is read in place.
+The tar may be compressed with gzip, zstd, xz or bzip2 (compression.detect: the magic number,
+unless the first 512 bytes are a tar header with a right checksum): it is then first
+decompressed to a temporary file in the layer's scratch directory (members have to be read in
+the output's order, which needs random access); a plain tar is read in place.
 
 Member names lose a leading "./". Mode, uid and gid are kept (overrides still win); user/group
 names, pax extras and mtimes are dropped. Absolute names, ".." components, devices, FIFOs,
-unknown member types and hardlinks to something that is not a file of the same tar are errors
-(a hardlink to a symlink becomes the same symlink; GNU/pax sparse files are expanded).
+unknown member types and hardlinks to something that is not an earlier file of the same tar
+are errors (a hardlink to a symlink becomes the same symlink; GNU/pax sparse files are
+expanded). Members are taken as extraction leaves them (`ImportedTar.members`). Names that are
+not UTF-8 are kept as their bytes (tarfile's surrogate escapes).
 """
 
 import os
@@ -77,7 +80,13 @@ class ImportedTar(object):
             raise self._bad(name, _NAME_PROBLEMS[e.reason])
 
     def members(self, prefix):
-        """The layer members of this tar, unpacked under `prefix`."""
+        """The layer members of this tar, unpacked under `prefix`.
+
+        As extraction would leave them: a name written twice is its last member; a hardlink
+        shares the content and attributes of what its target name was when the link came, in
+        tar order (an earlier file or symlink, or what that name itself linked to), so
+        `x`(A), `h` -> `x`, `x`(B) gives `h` = A and `x` = B. A hardlink whose target is not an
+        earlier member is an error, as it is for `tar -x`."""
         if self.empty:
             return []
         try:
@@ -86,7 +95,7 @@ class ImportedTar(object):
         except tarfile.TarError as e:
             raise self.layer.error("not a valid tar file (%s): %s" % (self.origin.label, e),
                                    self.origin.attr, self.src)
-        by_name = {}
+        by_name = {}  # rel -> (last member of that name, the member it has its content from)
         for info in infos:
             rel = self._norm_name(info.name)
             if info.ischr() or info.isblk():
@@ -95,48 +104,38 @@ class ImportedTar(object):
                 raise self._bad(info.name, "FIFOs are not allowed in a layer")
             if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
                 raise self._bad(info.name, "unsupported tar member type %r" % info.type)
-            if info.isdir() and rel in by_name and by_name[rel][1].isdir():
-                by_name[rel] = (rel, info)  # later attributes win, as when extracting
-                continue
-            by_name[rel] = (rel, info)
+            inode = info
+            if info.islnk():
+                target = by_name.get(self._norm_name(info.linkname))
+                if target is None:
+                    raise self._bad(info.name, "hardlink to %r, which is not a member of the "
+                                    "same tar before it" % info.linkname)
+                inode = target[1]
+                if inode.isdir():
+                    raise self._bad(info.name, "hardlink to a directory")
+            by_name[rel] = (info, inode)  # later members win, as when extracting
         out = []
-        for rel, info in by_name.values():
+        for rel, (info, inode) in by_name.items():
             path = names.join(prefix, rel)
             if not path:
                 continue  # the tar's own root: no "./" entry in a layer
-            mode = info.mode & MODE_MAX
-            if info.isdir():
-                out.append(Member(path, "dir", self.origin, src_mode=mode, src_uid=info.uid,
-                                  src_gid=info.gid))
-            elif info.issym():
-                if not info.linkname:
-                    raise self._bad(info.name, "symlink with an empty target")
-                out.append(Member(path, "symlink", self.origin, target=info.linkname,
-                                  src_mode=mode, src_uid=info.uid, src_gid=info.gid))
-            else:
-                out.append(self._hardlink_or_file(path, info, by_name))
+            out.append(self._member(path, info, inode))
         return out
 
-    def _hardlink_or_file(self, path, info, by_name):
-        seen = set()
-        t = info
-        while t.islnk():
-            if t.name in seen:
-                raise self._bad(info.name, "hardlink loop")
-            seen.add(t.name)
-            target = by_name.get(self._norm_name(t.linkname))
-            if target is None:
-                raise self._bad(info.name, "hardlink to %r, which is not a member of "
-                                "the same tar" % t.linkname)
-            t = target[1]
-        if t.isdir():
-            raise self._bad(info.name, "hardlink to a directory")
-        if t.issym():
-            return Member(path, "symlink", self.origin, target=t.linkname,
-                          src_mode=t.mode & MODE_MAX, src_uid=t.uid, src_gid=t.gid)
-        # A hardlink shares its target's inode: content and attributes come from it.
-        return Member(path, "file", self.origin, size=t.size, source=TarMemberSource(self, t),
-                      src_mode=t.mode & MODE_MAX, src_uid=t.uid, src_gid=t.gid)
+    def _member(self, path, info, inode):
+        if info.isdir():
+            return Member(path, "dir", self.origin, src_mode=info.mode & MODE_MAX,
+                          src_uid=info.uid, src_gid=info.gid)
+        # A hardlink shares its target's inode: content and attributes come from it (a hardlink
+        # to a symlink becomes the same symlink).
+        mode, uid, gid = inode.mode & MODE_MAX, inode.uid, inode.gid
+        if inode.issym():
+            if not inode.linkname:
+                raise self._bad(info.name, "symlink with an empty target")
+            return Member(path, "symlink", self.origin, target=inode.linkname, src_mode=mode,
+                          src_uid=uid, src_gid=gid)
+        return Member(path, "file", self.origin, size=inode.size,
+                      source=TarMemberSource(self, inode), src_mode=mode, src_uid=uid, src_gid=gid)
 
     def close(self):
         if self.tarfile is not None:

@@ -75,7 +75,8 @@ class TarMemberSource(object):
     def __init__(self, tar, info):
         self.tar = tar
         self.info = info
-        self.key = ("tar", tar.index, info.name)
+        # One member, not one name: a tar may hold a name twice with different contents.
+        self.key = ("tar", tar.index, info.offset)
 
     def open(self):
         if self.info.sparse is not None:

@@ -4,6 +4,10 @@ Format: ustar headers with numeric owners only (user and group names are never w
 pax header only when a value does not fit (names or link targets over 100 bytes, sizes >= 8 GiB,
 ids >= 2**21). Directory names end with "/". Two zero blocks end the archive, no padding to a
 record size. These bytes are hashed into image digests: any change here changes every layer.
+
+Names are bytes (imported tars and source trees can hold names that are not UTF-8; they arrive
+as surrogate-escaped strings and are written back as the same bytes). The listing is JSON, so a
+listed path or target that is not UTF-8 is escaped: see `listed_names`.
 """
 
 from python_tools.shiko.layer.members import enc
@@ -142,6 +146,18 @@ class TarStream(object):
         self._emit()
 
 
+def listed_names(names):
+    """The names (path, link target) of one listing entry as text, and whether they are escaped:
+    names that are all UTF-8 are listed as they are; otherwise, in every name of the entry, a
+    backslash is written as two and each byte that is not part of valid UTF-8 as `\\xNN`, so
+    the bytes can be recovered from the text."""
+    raw = [enc(n) for n in names]
+    try:
+        return [b.decode("utf-8") for b in raw], False
+    except UnicodeDecodeError:
+        return [b.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace") for b in raw], True
+
+
 def write_tar(members, stream, mtime):
     """Streams the members (collect.Layer.finalize's order) into `stream` (a TarStream) with
     `mtime` on every member; returns the listing (one dict per member, in tar order)."""
@@ -166,12 +182,18 @@ def write_tar(members, stream, mtime):
                 stream.copy_from(f, size, "the source of /" + m.path)
             finally:
                 f.close()
-        entry = {"path": "/" + m.path, "type": m.kind, "mode": "%04o" % m.mode,
-                 "uid": m.uid, "gid": m.gid, "size": size}
+        shown = ["/" + m.path]
         if m.kind == "symlink":
-            entry["target"] = m.target
+            shown.append(m.target)
         elif m.kind == "hardlink":
-            entry["target"] = "/" + m.target
+            shown.append("/" + m.target)
+        shown, escaped = listed_names(shown)
+        entry = {"path": shown[0], "type": m.kind, "mode": "%04o" % m.mode,
+                 "uid": m.uid, "gid": m.gid, "size": size}
+        if len(shown) > 1:
+            entry["target"] = shown[1]
+        if escaped:
+            entry["escaped"] = True
         listing.append(entry)
     stream.close()
     return listing

@@ -1,8 +1,10 @@
 """Compression and decompression of tar streams: the one implementation every tool uses.
 
 Decompression (layer imports, image layers read back, the members of a .deb):
-- `detect(head)` names the format of a stream from its magic number: gzip, zstd, xz, bzip2, or
-  "plain"; `suffix_format(name)` from a file name (`data.tar.zst`, ...).
+- `detect(head)` names the format of a stream from its first 512 bytes: "plain" when they are a
+  tar header with a right checksum (a plain tar's first member name may start with a magic
+  number, e.g. "BZh"), else from its magic number: gzip, zstd, xz, bzip2, or "plain";
+  `suffix_format(name)` from a file name (`data.tar.zst`, ...).
 - `open_file(path)` returns (format, reader of the decompressed bytes); `decompress(data, fmt)`
   the bytes of a compressed blob in memory; `errors()` the exceptions that mean corrupt input.
 - gzip is read with python-isal when it is importable (faster), else the standard library's
@@ -68,13 +70,35 @@ SUFFIXES = (
 )
 
 
+TAR_BLOCK = 512
+
+
 class Unsupported(ValueError):
     """Input in a format this process cannot read (its module is not installed)."""
 
 
+def is_tar_header(block):
+    """True when `block` starts with a tar header block (ustar, pax, GNU or v7) whose checksum
+    is right: the sum of its 512 bytes with the checksum field counted as spaces, unsigned or
+    (old writers) signed, as the octal number in that field. An all-zero block is not one."""
+    if len(block) < TAR_BLOCK:
+        return False
+    field = block[148:156].split(b"\0", 1)[0].strip()
+    if not field or any(c not in b"01234567" for c in field):
+        return False
+    want = int(field, 8)
+    rest = block[:148] + b" " * 8 + block[156:TAR_BLOCK]
+    if sum(rest) == want:
+        return True
+    return sum(b - 256 if b > 127 else b for b in rest) == want
+
+
 def detect(head, formats=FORMATS):
-    """The format of a stream starting with the bytes `head` (>= 6 bytes), among `formats`;
-    "plain" when none matches."""
+    """The format of a stream whose first bytes are `head` (its first 512 bytes, or all of it
+    when shorter), among `formats`: "plain" when `head` is a tar header (is_tar_header), else
+    the format whose magic number `head` starts with, else "plain"."""
+    if is_tar_header(head):
+        return "plain"
     for magic, fmt in MAGIC:
         if fmt in formats and head.startswith(magic):
             return fmt
@@ -116,11 +140,11 @@ def _reader(source, fmt, what):
 
 def open_file(path, formats=FORMATS):
     """(format, reader): the file at `path` opened for reading its decompressed bytes, the
-    format detected among `formats` by magic number ("plain": the file itself, opened "rb").
+    format detected among `formats` by `detect` ("plain": the file itself, opened "rb").
     Closing the reader closes the file. OSError when it cannot be opened."""
     f = open(path, "rb")
     try:
-        fmt = detect(f.read(8), formats)
+        fmt = detect(f.read(TAR_BLOCK), formats)
         f.seek(0)
     except BaseException:
         f.close()

@@ -36,7 +36,7 @@ def norm_member(name):
 
 
 def open_layer(path):
-    """Opens a layer blob as a stream of tar bytes: gzip, zstd or plain (by magic number)."""
+    """Opens a layer blob as a stream of tar bytes: gzip, zstd or plain (compression.detect)."""
     try:
         return compression.open_file(path, LAYER_FORMATS)[1]
     except compression.Unsupported as e:
