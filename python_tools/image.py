@@ -33,7 +33,9 @@ Input contract of the first (M.json, written by Starlark):
 
 Input contract of the second (L.json): {"target", "platform", "config": path, "manifest": path
   (the first action's outputs), "base": null | {"layout": dir, "label"}, "layers": [{"blob",
-  "descriptor", "label"}]}. The manifest must list exactly the base's layers and these.
+  "descriptor", "label"}], "ref_name": null | "TAG"}. The manifest must list exactly the base's
+  layers and these. index.json names the manifest `org.opencontainers.image.ref.name` = TAG
+  (default `latest`), so umoci and `skopeo oci:DIR:TAG` open the layout; the digest is unchanged.
 
 Base:
   null means scratch. An `image` target base is given by its config and manifest (metadata;

@@ -446,16 +446,6 @@ def test_unknown_stamp_key_is_an_error(work, hello_layer, where, config):
 # --- Real tools -----------------------------------------------------------------------------
 
 
-def _tagged_copy(layout, dest, tag="latest"):
-    """A copy of layout whose index names the image TAG (umoci wants a tag)."""
-    shutil.copytree(layout, dest)
-    index = read_json(os.path.join(dest, "index.json"))
-    index["manifests"][0]["annotations"] = {"org.opencontainers.image.ref.name": tag}
-    with open(os.path.join(dest, "index.json"), "w") as f:
-        json.dump(index, f)
-    return dest
-
-
 def _run(argv, **kw):
     r = subprocess.run(argv, capture_output=True, text=True, **kw)
     assert r.returncode == 0, "%s failed (%d): %s%s" % (argv, r.returncode, r.stdout, r.stderr)
@@ -466,9 +456,9 @@ def test_umoci_unpacks_a_child_of_a_base(work, hello_layer):
     base, _ = _base(work, hello_layer)
     child = make_layer(work, "child", {"app/child.txt": b"child\n", "app": ("dir",)})
     layout, _, _ = build_image(work, "out", image_manifest(base=base, layers=[child], env={"PATH": "/app:$PATH"}, cmd=["--child"]))
-    tagged = _tagged_copy(layout, os.path.join(work, "tagged"))
     bundle = os.path.join(work, "bundle")
-    _run(["umoci", "unpack", "--image", tagged + ":latest", bundle])
+    # Our layout as it is: its index names the tag (by default `latest`), as umoci needs.
+    _run(["umoci", "unpack", "--rootless", "--image", layout + ":latest", bundle])
     rootfs = os.path.join(bundle, "rootfs")
     assert open(os.path.join(rootfs, "hello.txt")).read() == "hello\n"
     assert open(os.path.join(rootfs, "app", "child.txt")).read() == "child\n"
@@ -497,6 +487,59 @@ def test_skopeo_reads_layout_and_its_copy_works_as_base(work, hello_layer):
     info2 = json.loads(_run(["skopeo", "inspect", "oci:" + layout2]).stdout)
     assert info2["Layers"] == [hello_layer["desc"]["digest"], child["desc"]["digest"]]
     assert info2["Labels"] == {"k": "v"}
+
+
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def _layout_step(work, name, image_name, ref_name, platform=None, layers=()):
+    """Runs the layout action alone (over IMAGE_NAME's config and manifest) into WORK/NAME."""
+    layout = os.path.join(work, name)
+    os.makedirs(layout)  # Bazel creates the tree artifact's directory
+    spec = {"target": "//test:image", "platform": platform or {"os": "linux", "architecture": "amd64", "variant": ""},
+            "base": None, "layers": list(layers), "config": os.path.join(work, image_name + ".config.json"),
+            "manifest": os.path.join(work, image_name + ".manifest.json"), "ref_name": ref_name}
+    return layout, engines.run_tool("image", spec, work, output_layout=layout)
+
+
+def test_layout_index_names_the_tag_and_the_digest_stays(work, hello_layer):
+    """index.json names the manifest by its tag (ref_name, default `latest`) so umoci and skopeo
+    open LAYOUT:TAG; the tag is in index.json only: manifest, config and digest are the same."""
+    m = image_manifest(layers=[hello_layer], cmd=["/app/run"])
+    default, digest, _ = build_image(work, "out", m)  # no ref_name in the layout spec
+    index = read_json(os.path.join(default, "index.json"))
+    assert index["manifests"][0]["annotations"] == {REF_NAME: "latest"}
+    assert index["manifests"][0]["digest"] == digest
+
+    tagged, proc = _layout_step(work, "tagged", "out", "v1.2_rc-3", layers=m["layers"])
+    assert proc.returncode == 0, proc.stderr
+    tagged_index = read_json(os.path.join(tagged, "index.json"))
+    want = json.loads(json.dumps(index))
+    want["manifests"][0]["annotations"] = {REF_NAME: "v1.2_rc-3"}
+    assert tagged_index == want
+    files, tagged_files = tree(default), tree(tagged)
+    del files["index.json"], tagged_files["index.json"]
+    assert files == tagged_files  # every blob (manifest and config included) byte for byte
+    assert open(os.path.join(work, "out.digest")).read().strip() == digest
+
+    # Independent readers find the image by its tag, with the same digest.
+    info = json.loads(_run(["skopeo", "inspect", "oci:%s:v1.2_rc-3" % tagged]).stdout)
+    assert info["Digest"] == digest
+    bundle = os.path.join(work, "bundle")
+    _run(["umoci", "unpack", "--rootless", "--image", tagged + ":v1.2_rc-3", bundle])
+    assert open(os.path.join(bundle, "rootfs", "hello.txt")).read() == "hello\n"
+    r = subprocess.run(["umoci", "unpack", "--rootless", "--image", tagged + ":latest", os.path.join(work, "b2")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "not found" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("ref_name", ["", "-x", "a b", "x" * 129, "{BUILD_USER}", 7])
+def test_bad_ref_name_is_refused_and_nothing_written(work, hello_layer, ref_name):
+    m = image_manifest(layers=[hello_layer])
+    build_image(work, "out", m)
+    layout, proc = _layout_step(work, "tagged", "out", ref_name, layers=m["layers"])
+    assert_error(proc, "repo_tags", "the tag for the layout's index.json", "%r" % (ref_name,))
+    assert not os.path.exists(layout)
 
 
 # --- Two actions: metadata (no layer bytes), then the layout on request -------------------

@@ -42,16 +42,18 @@ def work(tmp_path):
 # --- Writing layers ----------------------------------------------------------------------------
 
 
-def m(name, kind="file", data=b"", mode=None, uid=0, gid=0, target=None):
-    """One tar member: kind file, dir, symlink, hardlink (target = member name), fifo."""
+def m(name, kind="file", data=b"", mode=None, uid=0, gid=0, target=None, dev=(0, 0)):
+    """One tar member: kind file, dir, symlink, hardlink (target = member name), fifo, char
+    (dev = (major, minor))."""
     ti = tarfile.TarInfo(name)
     ti.uid, ti.gid, ti.mtime = uid, gid, 0
     ti.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
-               "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE}[kind]
+               "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE, "char": tarfile.CHRTYPE}[kind]
     if kind == "file":
         ti.size = len(data)
     if target is not None:
         ti.linkname = target
+    ti.devmajor, ti.devminor = dev
     ti.mode = mode if mode is not None else (0o755 if kind in ("dir", "symlink") else 0o644)
     return ti, (data if kind == "file" else None)
 
@@ -206,11 +208,12 @@ def test_unpack_writes_the_final_tree(work):
          m("gone", data=b"x"), m("bin/su", data=b"s", mode=0o4755), m("data/", "dir", uid=1000, gid=1001),
          m("data/own", data=b"o", uid=1000, gid=1001, mode=0o600)],
         [m(".wh.gone"), m("link", "symlink", target="/ro/f"), m("hard", "hardlink", target="ro/f"),
-         m("pipe", "fifo")],
+         m("pipe", "fifo"), m("mem", "char", mode=0o666, dev=(1, 1))],
     )
     dest = os.path.join(work, "root")
     os.mkdir(dest)
-    tree.unpack(dest)
+    # An image's device node is never created, even as root (it would name a host device).
+    assert tree.unpack(dest) == ["/mem"]
     try:
         assert sorted(os.listdir(dest)) == ["bin", "data", "hard", "link", "pipe", "ro"]
         assert oct(os.stat(dest + "/ro").st_mode & 0o7777) == oct(0o555)
@@ -509,19 +512,70 @@ def probe_commands():
             {"name": "missing", "command": ["/bin/nothere"], "exit_code": 127}]
 
 
-@pytest.mark.parametrize("backend", ["bwrap", "unshare"])
-def test_none_driver_runs_commands_as_the_image_says(rich, work, backend, monkeypatch):
-    layout, labels, _ = rich
+def _force_backend(monkeypatch, backend):
+    """Makes NoEngine use only `backend` ("bwrap" or "unshare", the fallback when bwrap is
+    missing or cannot make its namespaces)."""
     real_init = sandbox.NoEngine.__init__
 
     def init(self, image, tmp, log, backend_=None):
         real_init(self, image, tmp, log, backend=backend)
 
     monkeypatch.setattr(sandbox.NoEngine, "__init__", init)
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "unshare"])
+def test_none_driver_runs_commands_as_the_image_says(rich, work, backend, monkeypatch):
+    layout, labels, _ = rich
+    _force_backend(monkeypatch, backend)
     code, out = run(spec_for(layout, labels, commands=probe_commands()))
     assert code == 0, out
     assert "driver: none (%s" % backend in out and "user 1000:1000, workdir /srv" in out
     assert "FAIL" not in out
+
+
+# Docker's default capability set (moby oci/caps/defaults.go) as /proc/self/status shows it.
+DOCKER_CAP_EFF = "00000000a80425fb"
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "unshare"])
+def test_a_root_image_is_confined_like_in_docker(work, backend, monkeypatch):
+    """A root image gets Docker's default capabilities only, its own device nodes are never
+    created, and a device node it makes cannot be opened (the root is nodev): under bwrap and
+    under the unshare fallback alike."""
+    layout, labels, _ = build_test_image(
+        work,
+        [("l", [m("bin/", "dir"), m("bin/busybox", data=engines.busybox_bytes(), mode=0o755),
+                m("bin/sh", "symlink", target="busybox"), m("tmp/", "dir", mode=0o1777),
+                m("hostdev", "char", mode=0o666, dev=(1, 3))], None)],
+        entrypoint=["/bin/sh", "-c"],
+    )
+    _force_backend(monkeypatch, backend)
+    commands = [
+        {"name": "caps", "args": ["grep -E '^Cap(Eff|Prm):' /proc/self/status"],
+         "stdout": ["^CapEff:\t%s$" % DOCKER_CAP_EFF, "^CapPrm:\t%s$" % DOCKER_CAP_EFF]},
+        {"name": "no device from the image", "args": ["ls -l /hostdev || echo absent"], "stdout": "^absent$"},
+        # /dev/null's numbers: a root that is not nodev would let this write reach the host device.
+        {"name": "mknod is useless", "args": ["mknod /tmp/n c 1 3 && echo made; echo x > /tmp/n && echo wrote"],
+         "exit_code": 1, "stdout": "^made$", "stderr": "Permission denied"},
+        {"name": "no admin", "args": ["mount -t tmpfs none /tmp && echo mounted || echo refused"],
+         "stdout": "^refused$"},
+        {"name": "dev works", "args": ["echo x > /dev/null && head -c 4 /dev/zero | wc -c"], "stdout": "^4$"},
+        {"name": "own pid namespace", "args": ["ls /proc | grep -c '^[0-9]*$'"], "stdout": "^[1-4]$"},
+    ]
+    code, out = run(spec_for(layout, labels, commands=commands))
+    assert "driver: none (%s" % backend in out, out
+    assert code == 0, out
+    assert "FAIL" not in out
+
+
+def test_unshare_setup_failure_is_the_drivers_not_the_commands(rich, monkeypatch):
+    layout, labels, _ = rich
+    _force_backend(monkeypatch, "unshare")
+    monkeypatch.setattr(sandbox, "UNSHARE_SETUP", "echo 'mount: cannot remount' >&2; exit 32")
+    code, out = run(spec_for(layout, labels, commands=[{"name": "c", "args": ["exit 32"], "exit_code": 32}]))
+    assert code == 1, out
+    assert ('ERROR: //t:test: command "c" could not be run by driver none: unshare could not set up the '
+            "sandbox (exit 32): mount: cannot remount") in out, out
 
 
 def test_none_driver_failures_show_expected_and_actual(rich):

@@ -8,9 +8,14 @@ which runs under
 started as the image user when we are root, so files are accessed with the image's ids as in
 an engine (see NoEngine for the exact modes), or, when bwrap is missing or cannot make its
 namespaces and we are root,
-    unshare --mount --pid --net --uts --ipc --fork --kill-child --mount-proc=/proc --root=ROOT
-            --wd=WORKDIR --setuid U --setgid G -- ARGV
-with a minimal /dev made in the root. The environment is the image's Env, then the command's,
+    unshare --mount --pid --net --uts --ipc --fork --kill-child -- sh -c SETUP ...
+        setpriv --bounding-set=-all,+<Docker's default caps> --inh-caps=-all --no-new-privs --
+        unshare --root=ROOT --wd=WORKDIR --setuid U --setgid G -- ARGV
+where SETUP, in the new namespaces, bind-mounts ROOT onto itself nodev,nosuid, mounts /proc and
+binds the host's null, zero, full, random, urandom and tty over empty files of a fresh /dev (the
+image's /dev hidden, as Docker's tmpfs does): as confined as bwrap (Docker's capabilities only;
+no device reachable through a node the command makes). An image's own device nodes are never
+created (shiko/tar/unpack.py). The environment is the image's Env, then the command's,
 plus PATH (Docker's default), HOME (from the image's /etc/passwd, else /) and HOSTNAME when
 unset, as Docker does; the user (name or uid, [:group]) is resolved in the image's /etc/passwd
 and /etc/group like Docker resolves it (no supplementary groups).
@@ -92,6 +97,29 @@ DOCKER_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP
                "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
                "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE")
 
+# The host devices the unshare fallback binds into the root's /dev (bwrap --dev's set).
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+             ("stderr", "/proc/self/fd/2"))
+
+# The unshare fallback's setup, run by sh in the new namespaces (still root, all capabilities):
+# sh -c SETUP sh MOUNT ROOT HOSTNAME STATUS -- CONFINED_ARGV. Writes "ready" to the file STATUS
+# (outside the root) once everything is mounted, so a setup failure is never taken for the
+# command's.
+UNSHARE_SETUP = """set -e
+mnt=$1 root=$2 hn=$3 status=$4
+shift 5
+"$mnt" --bind "$root" "$root"
+"$mnt" -o remount,bind,nodev,nosuid "$root"
+"$mnt" -t proc -o nosuid,nodev,noexec proc "$root/proc"
+for d in %s; do
+    if [ -e "/dev/$d" ]; then "$mnt" --bind "/dev/$d" "$root/dev/$d"; fi
+done
+{ printf '%%s' "$hn" > /proc/sys/kernel/hostname; } 2>/dev/null || :
+printf ready > "$status"
+exec "$@"
+""" % " ".join(DEVICES)
+
 
 def _traversable(path):
     """True when every directory from / to path can be searched by any user."""
@@ -120,8 +148,10 @@ class NoEngine(object):
     - not root (or root of a user namespace mapping only itself, as in Bazel's linux-sandbox):
       bwrap maps the image user onto the caller (the files were unpacked as the caller's):
       ids inside are the image's, file access is the caller's;
-    - unshare (root only, when bwrap is missing or cannot make its namespaces): real setuid/
-      setgid after chroot, /proc mounted, a minimal /dev created in the root.
+    - unshare (root only, when bwrap is missing or cannot make its namespaces): the root
+      bind-mounted nodev,nosuid, /proc mounted, a fresh /dev with the host's harmless devices,
+      then the bounding set cut to Docker's default capabilities and real setuid/setgid after
+      chroot.
     """
 
     name = "none"
@@ -183,13 +213,17 @@ class NoEngine(object):
             problems.append("bwrap cannot create its namespaces here: %s" % detail)
         else:
             problems.append("bwrap is not installed (apt-get install bubblewrap)")
-        unshare = discovery.which("unshare", self.env) if only in (None, "unshare") else None
-        if self.root_caller and unshare:
-            return ("unshare", unshare), "unshare, as root (%s)" % problems[0]
+        tools = {}
+        if only in (None, "unshare"):
+            for name in ("unshare", "setpriv", "mount", "sh"):
+                tools[name] = discovery.which(name, self.env)
+        missing = [name for name in ("unshare", "setpriv", "mount", "sh") if not tools.get(name)]
+        if self.root_caller and not missing:
+            return ("unshare", tools), "unshare, as root, Docker's default capabilities (%s)" % problems[0]
         if not self.root_caller:
             problems.append("unshare needs root")
         else:
-            problems.append("unshare is not installed (util-linux)")
+            problems.append("the unshare fallback needs %s (util-linux)" % ", ".join(missing))
         return None, "no way to run commands without an engine: " + "; ".join(problems)
 
     def _bwrap_mode(self):
@@ -322,22 +356,54 @@ class NoEngine(object):
         missing = "No such file or directory" in err
         return (127 if missing else 126, out, err)
 
-    def _run_unshare(self, unshare, root, env, argv, timeout):
+    @staticmethod
+    def _fresh_mount_points(root):
+        """Real directories /proc and /dev in the root (an image's own, or a symlink or file
+        there, is replaced: mounts must not follow the image's symlinks), /dev holding what
+        the setup binds or links: empty files for the devices, the fd links and shm."""
+        for d in ("proc", "dev"):
+            p = os.path.join(root, d)
+            if os.path.islink(p) or not os.path.isdir(p):
+                if os.path.lexists(p):
+                    os.unlink(p)
+            else:
+                rootfs.remove_tree(p)
+            os.mkdir(p, 0o755)
         dev = os.path.join(root, "dev")
-        for name, major, minor in (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-                                   ("urandom", 1, 9), ("tty", 5, 0)):
-            p = os.path.join(dev, name)
-            if not os.path.lexists(p):
-                os.mknod(p, 0o666 | 0o020000, os.makedev(major, minor))
-                os.chmod(p, 0o666)
-        args = [unshare, "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "--kill-child",
-                "--mount-proc=/proc", "--root=" + root, "--wd=" + self.workdir,
-                "--setuid", str(self.uid), "--setgid", str(self.gid), "--"] + argv
-        code, out, err = self._spawn(args, dict(env), timeout)
+        for name in DEVICES:
+            open(os.path.join(dev, name), "wb").close()
+        for name, target in DEV_LINKS:
+            os.symlink(target, os.path.join(dev, name))
+        os.mkdir(os.path.join(dev, "shm"))
+        os.chmod(os.path.join(dev, "shm"), 0o1777)
+
+    def _run_unshare(self, tools, root, env, argv, timeout):
+        self._fresh_mount_points(root)
+        caps = ",".join("+" + c[len("CAP_"):].lower() for c in DOCKER_CAPS)
+        confined = [tools["setpriv"], "--bounding-set=-all," + caps, "--inh-caps=-all", "--no-new-privs", "--",
+                    tools["unshare"], "--root=" + root, "--wd=" + self.workdir,
+                    "--setuid", str(self.uid), "--setgid", str(self.gid), "--"] + argv
+        status_file = root + ".status"
+        args = [tools["unshare"], "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "--kill-child", "--",
+                tools["sh"], "-c", UNSHARE_SETUP, "sh", tools["mount"], root, self.hostname, status_file,
+                "--"] + confined
+        try:
+            code, out, err = self._spawn(args, dict(env), timeout)
+            try:
+                with open(status_file, "rb") as f:
+                    status = f.read()
+            except OSError:
+                status = b""
+        finally:
+            if os.path.lexists(status_file):
+                os.unlink(status_file)
         if code is None:
             return ("timed out after %ds" % timeout, out, err)
-        if code in (1, 127, 126) and err.startswith("unshare: ") and "failed to execute" not in err:
-            raise DriverError("unshare could not set up the namespaces (exit %d): %s" % (code, first_line(err)))
+        if status != b"ready":
+            raise DriverError("unshare could not set up the sandbox (exit %d): %s" % (code, first_line(err)))
+        if (code in (1, 127, 126) and err.startswith(("unshare: ", "setpriv: "))
+                and "failed to execute" not in err):
+            raise DriverError("unshare could not set up the sandbox (exit %d): %s" % (code, first_line(err)))
         return (code, out, err)
 
     def close(self):

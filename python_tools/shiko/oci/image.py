@@ -21,7 +21,7 @@ from python_tools.shiko.files import canonical_json, read_json, write_file_atomi
 from python_tools.shiko.oci import config as image_config
 from python_tools.shiko.oci.layout import OCI_LAYOUT_FILE, Layout
 from python_tools.shiko.oci.media_types import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
-from python_tools.shiko.oci.reference import DIGEST_RE
+from python_tools.shiko.oci.reference import DEFAULT_TAG, DIGEST_RE, TAG_RE
 from python_tools.shiko.stamp import expand_stamp, read_stamp
 
 
@@ -115,13 +115,31 @@ def _descriptor(media_type, data):
     return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data)}
 
 
-def _index_bytes(manifest_bytes, platform):
-    """The layout's index.json: the one manifest, with its platform."""
+REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
+
+
+def _ref_name(spec, target):
+    """The tag index.json names the manifest by (umoci and skopeo open LAYOUT:TAG): the layout
+    spec's `ref_name` (the tag of the image's first repo_tag), DEFAULT_TAG when absent or null."""
+    ref_name = spec.get("ref_name")
+    if ref_name is None:
+        return DEFAULT_TAG
+    if not isinstance(ref_name, str) or not TAG_RE.match(ref_name):
+        raise UserError("is not valid as the tag for the layout's index.json (a tag is [A-Za-z0-9_] then up to "
+                        "127 of [A-Za-z0-9_.-], without stamp placeholders)", target, "repo_tags", ref_name)
+    return ref_name
+
+
+def _index_bytes(manifest_bytes, platform, ref_name=DEFAULT_TAG):
+    """The layout's index.json: the one manifest, with its platform and its tag as
+    org.opencontainers.image.ref.name (index.json only: the manifest and its digest are the
+    same whatever the tag)."""
     manifest_desc = _descriptor(OCI_MANIFEST, manifest_bytes)
     index_platform = {"architecture": platform["architecture"], "os": platform["os"]}
     if platform.get("variant"):
         index_platform["variant"] = platform["variant"]
     manifest_desc["platform"] = index_platform
+    manifest_desc["annotations"] = {REF_NAME_ANNOTATION: ref_name}
     return canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [manifest_desc]})
 
 
@@ -223,11 +241,13 @@ def build_layout(spec, output_layout):
 
     spec (python_tools/image.py, layout mode): {"target", "platform", "config": path,
     "manifest": path, "base": null | {"layout": dir, "label"}, "layers": [{"blob",
-    "descriptor", "label"}]}. Every blob placed is checked: the base's against their digests,
-    ours against their descriptors' sizes, and the manifest must list exactly these layers.
+    "descriptor", "label"}], "ref_name": null | "TAG"}. Every blob placed is checked: the
+    base's against their digests, ours against their descriptors' sizes, and the manifest must
+    list exactly these layers. index.json names the manifest by ref_name (default "latest").
     """
     target = spec.get("target")
     platform = _check_platform(spec, target)
+    ref_name = _ref_name(spec, target)
     try:
         manifest_bytes, config_bytes, image_manifest, _ = _read_image_files(spec["manifest"], spec["config"])
     except (KeyError, OSError, ValueError) as e:
@@ -255,4 +275,4 @@ def build_layout(spec, output_layout):
     }
     for hexdigest in json_blobs:
         linked.pop(hexdigest, None)
-    write_layout(output_layout, linked, json_blobs, _index_bytes(manifest_bytes, platform))
+    write_layout(output_layout, linked, json_blobs, _index_bytes(manifest_bytes, platform, ref_name))

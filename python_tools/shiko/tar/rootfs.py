@@ -344,7 +344,7 @@ class Tree(object):
 
     def unpack(self, dest, keep_owner=None):
         """Writes the tree under the existing empty directory `dest` (see unpack.unpack):
-        returns the device nodes skipped (created only as root with all ids mapped)."""
+        returns the device nodes skipped (an image's device nodes are never created)."""
         return unpacking.unpack(self, dest, keep_owner)
 
 def from_layers(blob_paths):

@@ -7,7 +7,6 @@ File contents are read in a second pass over the layers that hold them, each fil
 import errno
 import os
 import shutil
-import stat
 
 from python_tools.shiko.tar import stream
 from python_tools.shiko.tar.stream import LayerError
@@ -17,12 +16,11 @@ def unpack(tree, dest, keep_owner=None):
     """Writes a rootfs.Tree under the existing empty directory `dest`.
 
     keep_owner (default: when running as root with all ids mapped, see full_root) applies
-    uid/gid. Device nodes are created only then (skipped otherwise; returns the list of
-    skipped paths).
+    uid/gid. Device nodes are never created (an image's device node would give whoever runs
+    in the tree the host device it names): returns the list of those skipped paths.
     """
-    root = full_root()
     if keep_owner is None:
-        keep_owner = root
+        keep_owner = full_root()
     skipped = []
     dest = os.path.abspath(dest)
 
@@ -65,11 +63,7 @@ def unpack(tree, dest, keep_owner=None):
         elif n.kind == "fifo":
             os.mkfifo(h, 0o600)
         elif n.kind in ("char", "block"):
-            if not root:
-                skipped.append(p)
-                continue
-            kind = stat.S_IFCHR if n.kind == "char" else stat.S_IFBLK
-            os.mknod(h, kind | 0o600, os.makedev(n.dev[0], n.dev[1]))
+            skipped.append(p)
     for p, n in tree.nodes.items():
         if n.kind == "dir" or p in skipped:
             continue
