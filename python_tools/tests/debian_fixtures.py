@@ -3,8 +3,10 @@
 - make_deb(path, name, version, arch, members, ...) writes a .deb (ar: debian-binary,
   control.tar.xz, data.tar.{xz,zst,gz}) the way dpkg-deb lays it out.
 - GpgKey: a fresh OpenPGP signing key in a temporary GNUPGHOME (short path, for gpg-agent's
-  socket), its public keyring file for gpgv, clearsign/detach-sign; close() stops the agent
-  this key started (gpgconf --kill, scoped to that GNUPGHOME) and removes the directory.
+  socket), its public keyring file for gpgv, clearsign/detach-sign; add_key() makes more keys
+  in the same home (an archive signed by several keys, as Debian's is), `faked_time` makes keys
+  and signatures in the past (a key that has expired since); close() stops the agent this key
+  started (gpgconf --kill, scoped to that GNUPGHOME) and removes the directory.
 - write_archive(root, suite, packages_by_arch, key, ...) writes dists/<suite>/ (Packages.xz
   per architecture, Release with SHA256, InRelease or Release + Release.gpg) and returns the
   file:// URL of the archive.
@@ -104,31 +106,57 @@ def make_deb(path, name, version, arch="amd64", members=(), data_compression="xz
 
 
 class GpgKey:
-    """A throwaway signing key. Use as a context manager."""
+    """A throwaway signing key. Use as a context manager.
 
-    def __init__(self, uid="rules_shiko test archive <archive@example.invalid>"):
+    `faked_time` ("20200101T000000"): the keys are made, and everything is signed, at that time
+    (gpg --faked-system-time); `expires` ("never", "1y") is the key's lifetime from then.
+    """
+
+    def __init__(self, uid="rules_shiko test archive <archive@example.invalid>", faked_time=None,
+                 expires="never"):
         self.home = tempfile.mkdtemp(prefix="shiko-gpg-", dir="/tmp")
         os.chmod(self.home, 0o700)
         self.env = dict(os.environ, GNUPGHOME=self.home, LC_ALL="C")
-        self._gpg("--quick-generate-key", uid, "ed25519", "sign", "never")
-        self.keyring = os.path.join(self.home, "pub.gpg")
-        with open(self.keyring, "wb") as f:
-            f.write(self._gpg("--export").stdout)
+        self.faked_time = faked_time
+        self.uid = uid
+        self.add_key(uid, expires)
+        self.keyring = self.export(os.path.join(self.home, "pub.gpg"), uid)
 
     def _gpg(self, *args, input=None):
+        time_args = ["--faked-system-time", self.faked_time] if self.faked_time else []
         res = subprocess.run(["gpg", "--batch", "--yes", "--no-tty", "--pinentry-mode", "loopback",
-                              "--passphrase", ""] + list(args),
+                              "--passphrase", ""] + time_args + list(args),
                              env=self.env, input=input, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, timeout=120)
         if res.returncode != 0:
             raise RuntimeError("gpg %s failed: %s" % (" ".join(args), res.stderr.decode()))
         return res
 
-    def clearsign(self, data):
-        return self._gpg("--clearsign", "--digest-algo", "SHA256", input=data).stdout
+    def add_key(self, uid, expires="never"):
+        """Makes another signing key in this home (sign with it: signers=[uid]); returns uid."""
+        self._gpg("--quick-generate-key", uid, "ed25519", "sign", expires)
+        return uid
 
-    def detach_sign(self, data):
-        return self._gpg("--detach-sign", "--digest-algo", "SHA256", input=data).stdout
+    def export(self, path, *uids):
+        """Writes the public keys of `uids` (default: all of this home's) to a keyring file."""
+        with open(path, "wb") as f:
+            f.write(self._gpg("--export", *uids).stdout)
+        return path
+
+    def _signers(self, signers):
+        out = []
+        for uid in signers or [self.uid]:
+            out += ["--local-user", uid]
+        return out
+
+    def clearsign(self, data, signers=None):
+        """An InRelease: `data` clear-signed by each uid of `signers` (default: the first key)."""
+        return self._gpg("--clearsign", "--digest-algo", "SHA256", *self._signers(signers),
+                         input=data).stdout
+
+    def detach_sign(self, data, signers=None):
+        return self._gpg("--detach-sign", "--digest-algo", "SHA256", *self._signers(signers),
+                         input=data).stdout
 
     def close(self):
         subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=self.env,
@@ -151,8 +179,11 @@ def packages_stanza(name, version, arch, filename, sha256, size, **fields):
 
 
 def write_archive(root, suite, stanzas_by_arch, key, inrelease=True, codename=None,
-                  valid_until=None, components=("main",)):
-    """Writes dists/<suite>/ under root; stanzas_by_arch = {arch: [stanza text]}."""
+                  valid_until=None, components=("main",), signers=None, date=None):
+    """Writes dists/<suite>/ under root; stanzas_by_arch = {arch: [stanza text]}.
+
+    `signers`: uids of `key`'s home signing the Release (default: the key itself).
+    """
     dist = os.path.join(root, "dists", suite)
     files = {}
     for comp in components:
@@ -166,7 +197,8 @@ def write_archive(root, suite, stanzas_by_arch, key, inrelease=True, codename=No
                     f.write(data)
                 files[r] = data
     lines = ["Origin: Test", "Label: Test", "Suite: %s" % suite,
-             "Codename: %s" % (codename or suite), "Date: Sat, 01 Jan 2000 00:00:00 UTC"]
+             "Codename: %s" % (codename or suite),
+             "Date: %s" % (date or "Sat, 01 Jan 2000 00:00:00 UTC")]
     if valid_until:
         lines.append("Valid-Until: %s" % valid_until)
     lines += ["Architectures: %s" % " ".join(sorted(stanzas_by_arch)),
@@ -178,8 +210,8 @@ def write_archive(root, suite, stanzas_by_arch, key, inrelease=True, codename=No
         f.write(release)
     if inrelease:
         with open(os.path.join(dist, "InRelease"), "wb") as f:
-            f.write(key.clearsign(release))
+            f.write(key.clearsign(release, signers))
     else:
         with open(os.path.join(dist, "Release.gpg"), "wb") as f:
-            f.write(key.detach_sign(release))
+            f.write(key.detach_sign(release, signers))
     return "file://" + os.path.abspath(root)

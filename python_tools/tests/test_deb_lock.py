@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 
 from python_tools import deb_lock
 from python_tools.shiko import cli
-from python_tools.shiko.debian import deb822, errors, indexes, lockfile, resolver, signatures, sources
+from python_tools.shiko.debian import deb822, errors, indexes, lockfile, resolver, signatures, snapshots
+from python_tools.shiko.debian import sources
 from python_tools.shiko.debian import version as deb_version
 from python_tools.tests import debian_fixtures as fx
 
@@ -282,8 +284,11 @@ def _pool_deb(root, name, version, arch="amd64", **extra):
     return fx.packages_stanza(name, version, arch, rel, sha, size, **extra), rel, sha
 
 
-def _archive(tmp_path, key, inrelease=True, valid_until=None):
-    root = str(tmp_path / "archive")
+def _archive(tmp_path, key, inrelease=True, valid_until=None, root=None, sec_root=None,
+             libc="2.36-9+deb12u1"):
+    """A main archive (app, libc6, tzdata) and a security archive (a newer libc6): at `root` and
+    `sec_root` (default: tmp_path/archive and tmp_path/security). ({suite: [URL]}, shas)."""
+    root = root or str(tmp_path / "archive")
     stanzas = {}
     shas = {}
     for arch in ("amd64", "arm64"):
@@ -298,10 +303,10 @@ def _archive(tmp_path, key, inrelease=True, valid_until=None):
         stanzas[arch] = out
     url = fx.write_archive(root, "bookworm", stanzas, key, inrelease=inrelease,
                            valid_until=valid_until)
-    sec_root = str(tmp_path / "security")
+    sec_root = sec_root or str(tmp_path / "security")
     sec = {}
     for arch in ("amd64", "arm64"):
-        st, rel, sha = _pool_deb(sec_root, "libc6", "2.36-9+deb12u1", arch)
+        st, rel, sha = _pool_deb(sec_root, "libc6", libc, arch)
         sec[arch] = [st]
         shas[(arch, "libc6")] = (rel, sha)
     sec_url = fx.write_archive(sec_root, "bookworm-security", sec, key)
@@ -379,6 +384,81 @@ def test_signature_by_a_key_outside_the_keyring(tmp_path, key, other_key):
     if os.path.exists(signatures.DEFAULT_KEYRING):
         with pytest.raises(errors.DebError, match="bad signature"):
             indexes.fetch_release(urls["bookworm"], "bookworm", signatures.DEFAULT_KEYRING)
+
+
+@pytest.fixture(scope="module")
+def debian_like_key():
+    """A home with the keys of a Debian-like archive, made in 2020: `current` (no expiry),
+    `expired` (expired in 2021) and `absent` (valid, never in the verifying keyring).
+    Everything is signed in 2020, while all three keys were valid, as Debian signs a suite
+    with its release key and the archive keys of the current and previous releases."""
+    with fx.GpgKey("current archive key <current@example.invalid>",
+                   faked_time="20200101T000000") as k:
+        k.expired = k.add_key("old archive key <old@example.invalid>", "1y")
+        k.absent = k.add_key("unknown key <unknown@example.invalid>")
+        k.faked_time = "20200601T000000"
+        yield k
+
+
+def _signed_suite(tmp_path, key, signers, inrelease=True):
+    root = str(tmp_path / "signed")
+    st, _, _ = _pool_deb(root, "app", "1.0-1")
+    return fx.write_archive(root, "bookworm", {"amd64": [st]}, key, inrelease=inrelease,
+                            signers=signers)
+
+
+@pytest.mark.parametrize("inrelease", [True, False], ids=["InRelease", "Release.gpg"])
+def test_one_valid_signature_from_the_keyring_is_enough(tmp_path, debian_like_key, inrelease):
+    """Like apt: other signers whose key is absent (NO_PUBKEY) or expired (EXPKEYSIG) are
+    ignored when one signature is valid from a key of the keyring (gpgv exits 2 then)."""
+    k = debian_like_key
+    keyring = k.export(str(tmp_path / "keyring.gpg"), k.uid, k.expired)
+    url = _signed_suite(tmp_path, k, [k.expired, k.uid, k.absent], inrelease)
+    fields, files, _ = indexes.fetch_release([url], "bookworm", keyring)
+    assert fields["Suite"] == "bookworm" and "main/binary-amd64/Packages.xz" in files
+
+
+def test_no_valid_signature_from_the_keyring_is_rejected(tmp_path, debian_like_key):
+    k = debian_like_key
+    keyring = k.export(str(tmp_path / "keyring.gpg"), k.uid, k.expired)
+    # Only the expired key (gpgv prints VALIDSIG for it and exits 0) and a key not in the keyring.
+    url = _signed_suite(tmp_path, k, [k.expired, k.absent])
+    with pytest.raises(errors.DebError, match=r"InRelease: bad signature: no valid signature by a "
+                                                r"key of the keyring .*expired key"):
+        indexes.fetch_release([url], "bookworm", keyring)
+
+
+def test_a_bad_signature_among_valid_ones_is_rejected(tmp_path, debian_like_key):
+    """A tampered InRelease: the signature of the keyring's key is BAD (the absent key's too)."""
+    k = debian_like_key
+    keyring = k.export(str(tmp_path / "keyring.gpg"), k.uid)
+    url = _signed_suite(tmp_path, k, [k.uid, k.absent])
+    path = url[len("file://"):] + "/dists/bookworm/InRelease"
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data.replace(b"Label: Test", b"Label: Evil"))
+    with pytest.raises(errors.DebError, match=r"InRelease: bad signature: BAD signature"):
+        indexes.fetch_release([url], "bookworm", keyring)
+
+
+def test_status_lines_one_verdict_per_signature():
+    """The decision on gpgv's status lines (`--status-fd`), one NEWSIG block per signature."""
+    fpr = "A" * 40
+    good = ["[GNUPG:] NEWSIG", "[GNUPG:] GOODSIG 1234 k", "[GNUPG:] VALIDSIG %s 2020-01-01 0 0 4 0 "
+            "22 10 01 %s" % (fpr, fpr)]
+    missing = ["[GNUPG:] NEWSIG", "[GNUPG:] ERRSIG 99 22 8 01 0 9 %s" % ("B" * 40),
+               "[GNUPG:] NO_PUBKEY 99"]
+    expired = ["[GNUPG:] NEWSIG", "[GNUPG:] EXPKEYSIG 77 old", "[GNUPG:] VALIDSIG %s 2020-01-01 0 "
+               "0 4 0 22 8 01 %s" % ("C" * 40, "C" * 40)]
+    sha1 = [l.replace(" 22 10 01 ", " 22 2 01 ") for l in good]
+    assert signatures.verdict("\n".join(good + missing + expired)) is None
+    assert "expired key" in signatures.verdict("\n".join(expired + missing))
+    assert "no public key" in signatures.verdict("\n".join(missing))
+    assert "weak digest" in signatures.verdict("\n".join(sha1))
+    assert "BAD signature" in signatures.verdict("\n".join(good + ["[GNUPG:] NEWSIG",
+                                                                    "[GNUPG:] BADSIG 9 x"]))
+    assert signatures.verdict("") == "no signature"
 
 
 def test_packages_index_must_match_the_release(tmp_path, key):
@@ -485,10 +565,157 @@ def test_cli_as_deb_repository_runs_it(tmp_path):
 def test_cli_probe(tmp_path, capsys):
     f = tmp_path / "x.deb"
     f.write_bytes(b"deb bytes")
+    g = tmp_path / "y.deb"
+    g.write_bytes(b"other bytes")
+    sha = hashlib.sha256(b"deb bytes").hexdigest()
     missing = "file://%s/nope.deb" % tmp_path
-    assert main(["probe", "--url", missing, "--url", "file://%s" % f]) == 0
+    urls = [missing, "file://%s" % g, "file://%s" % f, "file://%s/never-read.deb" % tmp_path]
+    assert main(["probe", "--sha256", sha] + ["--url=" + u for u in urls]) == 0
     got = json.loads(capsys.readouterr().out)
-    assert got == {"url": "file://%s" % f, "sha256": hashlib.sha256(b"deb bytes").hexdigest(),
-                   "size": 9}
+    assert got["match"] == urls[2]
+    assert [t["url"] for t in got["tried"]] == urls[:3]  # stops at the match
+    assert got["tried"][0]["missing"] is True and "no such file" in got["tried"][0]["error"]
+    assert got["tried"][1] == {"url": urls[1], "sha256": hashlib.sha256(b"other bytes").hexdigest(),
+                               "size": 11}
+    assert got["tried"][2] == {"url": urls[2], "sha256": sha, "size": 9}
     assert main(["probe", "--url", missing]) == 0
-    assert "no such file" in json.loads(capsys.readouterr().out)["error"]
+    assert json.loads(capsys.readouterr().out) == {
+        "match": None, "tried": [{"url": missing, "missing": True,
+                                  "error": "%s: no such file" % missing}]}
+
+
+def test_cli_sources_optional(tmp_path, capsys):
+    """With snapshot archives, a suite the machine's apt sources don't list is no error."""
+    apt = tmp_path / "apt"
+    apt.mkdir()
+    assert main(["sources", "--apt_dir", str(apt), "--suite", "bookworm", "--optional"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"bookworm": []}
+    assert main(["sources", "--apt_dir", str(apt), "--suite", "bookworm"]) == 1
+    assert "no apt source lists suite 'bookworm'" in capsys.readouterr().err
+
+
+# --- snapshot archives -------------------------------------------------------------------------
+
+T1 = "20000105T000000Z"
+T2 = "20000110T120000Z"
+
+
+def _snapshot(tmp_path, key, ts, **kw):
+    """The main and security archives as snapshot archives: <snap>/debian/<ts>/ and
+    <snap>/debian-security/<ts>/. Returns (the two roots, shas)."""
+    snap = tmp_path / "snap"
+    _, shas = _archive(tmp_path, key, root=str(snap / "debian" / ts),
+                       sec_root=str(snap / "debian-security" / ts), **kw)
+    return ["file://%s/debian" % snap, "file://%s/debian-security/" % snap], shas
+
+
+def test_snapshot_timestamps_and_roots():
+    assert snapshots.check_timestamp(T1) == T1
+    assert snapshots.epoch("20000101T000000Z") == 946684800
+    assert snapshots.now_timestamp(946684800.7) == "20000101T000000Z"
+    for bad in ("2000-01-05", "20000105T000000", "20001305T000000Z", "", None):
+        with pytest.raises(errors.DebError, match="expected YYYYMMDDTHHMMSSZ"):
+            snapshots.check_timestamp(bad)
+    assert snapshots.snapshot_urls(["http://s.example/a/", "file:///b"], T1) == [
+        "http://s.example/a/" + T1, "file:///b/" + T1]
+    with pytest.raises(errors.DebError, match="without the timestamp"):
+        snapshots.check_roots(["http://s.example/archive/debian/" + T1])
+    with pytest.raises(errors.DebError, match="expected an http, https or file URL"):
+        snapshots.check_roots(["s.example/archive/debian"])
+
+
+def test_lock_from_snapshot_archives_records_the_timestamp(tmp_path, key, capsys):
+    roots, shas = _snapshot(tmp_path, key, T1)
+    out = str(tmp_path / "packages.lock.json")
+    argv = ["lock", "--manifest", _manifest(tmp_path), "--lock", out, "--keyring", key.keyring,
+            "--apt_dir", str(tmp_path / "no-apt")] + ["--snapshot_archive=" + r for r in roots]
+    assert main(argv + ["--snapshot", T1]) == 0
+    assert "snapshot %s" % T1 in capsys.readouterr().out
+    lock = json.loads(open(out).read())
+    assert lock["snapshot"] == T1
+    pkgs = {p["name"]: p for p in lock["architectures"]["amd64"]["packages"]}
+    assert (pkgs["libc6"]["suite"], pkgs["libc6"]["sha256"]) == (
+        "bookworm-security", shas[("amd64", "libc6")][1])
+    # Every pinned file is at <root>/<snapshot>/<path> of one of the roots.
+    for p in pkgs.values():
+        found = [r for r in roots if os.path.isfile(os.path.join(
+            r[len("file://"):], T1, p["path"]))]
+        assert len(found) == 1, p
+    assert "file:" not in open(out).read()  # no URL in the lock, only the timestamp
+
+
+def test_relock_keeps_the_snapshot_timestamp_unless_something_changed(tmp_path, key, capsys,
+                                                                       monkeypatch):
+    roots, _ = _snapshot(tmp_path, key, T1)
+    out = str(tmp_path / "packages.lock.json")
+    argv = ["lock", "--manifest", _manifest(tmp_path), "--lock", out, "--keyring", key.keyring,
+            "--apt_dir", str(tmp_path / "no-apt")] + ["--snapshot_archive=" + r for r in roots]
+    monkeypatch.setattr(snapshots, "now_timestamp", lambda now=None: T1)
+    assert main(argv) == 0  # default timestamp: now
+    first = open(out, "rb").read()
+    assert json.loads(first)["snapshot"] == T1
+    # Later, the same packages: the previous timestamp is kept, the lock does not change.
+    for root in roots:
+        os.symlink(os.path.join(root[len("file://"):], T1), os.path.join(root[len("file://"):], T2))
+    monkeypatch.setattr(snapshots, "now_timestamp", lambda now=None: T2)
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert open(out, "rb").read() == first
+    assert "0 change(s)" in capsys.readouterr().out
+    # A security update in the newer snapshot: the new timestamp, and it is reported.
+    for root in roots:
+        os.unlink(os.path.join(root[len("file://"):], T2))
+    shutil.rmtree(str(tmp_path / "archive"), ignore_errors=True)
+    _snapshot(tmp_path, key, T2, libc="2.36-9+deb12u2")
+    assert main(argv) == 0
+    lock = json.loads(open(out).read())
+    assert lock["snapshot"] == T2
+    report = capsys.readouterr().out
+    assert "snapshot: %s -> %s" % (T1, T2) in report
+    assert "amd64: libc6 2.36-9+deb12u1 -> 2.36-9+deb12u2" in report
+
+
+def test_snapshot_valid_until_is_checked_at_the_snapshot_time(tmp_path, key):
+    """A snapshot's Release expired long ago, but was valid at the snapshot's time."""
+    roots, _ = _snapshot(tmp_path, key, T1, valid_until="Sat, 08 Jan 2000 00:00:00 UTC")
+    manifest, digest = lockfile.read_manifest(_manifest(tmp_path))
+    urls = {s: snapshots.snapshot_urls(roots, T1) for s in manifest["suites"]}
+    lock = lockfile.build_lock(manifest, digest, urls, key.keyring, snapshot=T1)
+    assert lock["snapshot"] == T1
+    late = "20000109T000000Z"
+    os.symlink(os.path.join(roots[0][len("file://"):], T1), os.path.join(roots[0][len("file://"):], late))
+    urls = {s: snapshots.snapshot_urls(roots, late) for s in manifest["suites"]}
+    with pytest.raises(errors.DebError, match="expired"):
+        lockfile.build_lock(manifest, digest, urls, key.keyring, snapshot=late)
+
+
+def test_snapshot_errors_are_one_line(tmp_path, key, capsys):
+    roots, _ = _snapshot(tmp_path, key, T1)
+    out = str(tmp_path / "packages.lock.json")
+    base = ["lock", "--manifest", _manifest(tmp_path), "--lock", out, "--keyring", key.keyring,
+            "--target", "//x:lock.update"]
+    cases = [
+        (["--snapshot_archive=" + roots[0], "--snapshot", T1],
+         r"suite 'bookworm-security' not found: .*no snapshot archive has it at %s: add the archive "
+         r"holding 'bookworm-security' to `snapshots`" % T1),
+        (["--snapshot_archive=" + roots[0], "--snapshot_archive=" + roots[1], "--snapshot", "2000-01-05"],
+         r"snapshot timestamp '2000-01-05': expected YYYYMMDDTHHMMSSZ"),
+        (["--snapshot", T1], r"--snapshot %s: no snapshot archive" % T1),
+        (["--snapshot_archive=%s/%s" % (roots[0], T1)], r"give the root without the timestamp"),
+    ]
+    for extra, pattern in cases:
+        assert main(base + extra) == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
+        assert err.startswith("ERROR: //x:lock.update: "), err
+        assert re.search(pattern, err), (pattern, err)
+        assert not os.path.exists(out)
+
+
+def test_lock_changes_and_keep_previous_snapshot():
+    a = {"lock_version": 1, "snapshot": T1, "architectures": {}}
+    assert lockfile.keep_previous_snapshot(a, dict(a, snapshot=T2)) == a
+    b = dict(a, snapshot=T2, suites=["x"])
+    assert lockfile.keep_previous_snapshot(a, b) == b
+    assert lockfile.keep_previous_snapshot({}, b) == b
+    assert lockfile.lock_changes(a, b) == ["snapshot: %s -> %s" % (T1, T2)]
+    assert lockfile.lock_changes({"architectures": {}}, b) == ["snapshot: none -> %s" % T2]

@@ -140,6 +140,6 @@ def test_deb_lock_probe_runs_stdlib_only(tmp_path):
     proc, report = bare_run(tmp_path, os.path.join(ROOT, "python_tools", "deb_lock.py"), [
         "probe", "--url=file://" + str(deb)])
     assert report["code"] in (None, 0), proc.stderr
-    result = json.loads(proc.stdout)
+    result = json.loads(proc.stdout)["tried"][0]
     assert result["size"] == deb.stat().st_size and len(result["sha256"]) == 64, result
     assert outside_stdlib(report) == {}

@@ -35,14 +35,25 @@ def fetch(url, retries=3, timeout=120):
     raise DebError("cannot fetch %s" % last)
 
 
-def probe(urls):
-    """{"url", "sha256", "size"} of the first URL that answers, else {"error": why none did}."""
-    errors = []
+def probe(urls, sha256=None):
+    """What each URL serves, in order, stopping at the first that serves `sha256`.
+
+    {"match": that URL or None, "tried": [{"url", "sha256", "size"} or {"url", "error",
+    "missing"}]}: "missing" is true for a 404/410 or a missing file (the archive dropped the
+    file), false for any other failure (network, server).
+    """
+    tried = []
     for url in urls:
         try:
             data = fetch(url)
-        except DebError as e:
-            errors.append(str(e))
+        except NotFound as e:
+            tried.append({"url": url, "error": str(e), "missing": True})
             continue
-        return {"url": url, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    return {"error": "; ".join(errors) or "no URL given"}
+        except DebError as e:
+            tried.append({"url": url, "error": str(e), "missing": False})
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        tried.append({"url": url, "sha256": digest, "size": len(data)})
+        if sha256 and digest == sha256:
+            return {"match": url, "tried": tried}
+    return {"match": None, "tried": tried}

@@ -12,7 +12,11 @@ from python_tools.shiko.tar import compression
 
 
 def fetch_release(urls, suite, keyring, gpgv="gpgv", ignore_valid_until=False, now=None):
-    """The verified Release of a suite: (fields dict, {path: (sha256, size)}, base URL)."""
+    """The verified Release of a suite: (fields dict, {path: (sha256, size)}, base URL).
+
+    `urls` are tried in order (the first that has the suite); NotFound when none has it.
+    `Valid-Until` is checked against `now` (seconds; default: the current time).
+    """
     errors = []
     for base in urls:
         where = "%s/dists/%s" % (base, suite)
@@ -58,7 +62,7 @@ def fetch_release(urls, suite, keyring, gpgv="gpgv", ignore_valid_until=False, n
         if not files:
             raise DebError("%s: the Release file lists no SHA256 checksums" % where)
         return fields, files, base
-    raise DebError("suite %r not found: %s" % (suite, "; ".join(errors)))
+    raise NotFound("suite %r not found: %s" % (suite, "; ".join(errors)))
 
 
 _PACKAGE_FIELDS = {"Package", "Version", "Architecture", "Depends", "Pre-Depends", "Provides",

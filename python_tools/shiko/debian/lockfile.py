@@ -7,7 +7,8 @@ import hashlib
 import json
 import os
 
-from python_tools.shiko.debian.errors import DebError
+from python_tools.shiko.debian import snapshots
+from python_tools.shiko.debian.errors import DebError, NotFound
 from python_tools.shiko.debian.indexes import fetch_packages, fetch_release
 from python_tools.shiko.debian.resolver import Universe, resolve
 from python_tools.shiko.files import write_file_atomic
@@ -55,11 +56,24 @@ def read_manifest(path):
 
 
 def build_lock(manifest, manifest_sha256, urls, keyring, gpgv="gpgv", ignore_valid_until=False,
-               log=None):
-    """Fetches and verifies the indexes, resolves every architecture, returns the lock dict."""
+               log=None, snapshot=None):
+    """Fetches and verifies the indexes, resolves every architecture, returns the lock dict.
+
+    `urls`: {suite: [archive URL, ...]} (the first that has the suite). `snapshot`: the
+    timestamp of the snapshot archives `urls` point into; the lock records it (`"snapshot"`),
+    and Release files are checked for `Valid-Until` at that time rather than now.
+    """
+    now = snapshots.epoch(snapshot) if snapshot else None
     releases = {}
     for suite in manifest["suites"]:
-        releases[suite] = fetch_release(urls[suite], suite, keyring, gpgv, ignore_valid_until)
+        try:
+            releases[suite] = fetch_release(urls[suite], suite, keyring, gpgv, ignore_valid_until,
+                                            now)
+        except NotFound as e:
+            if not snapshot:
+                raise
+            raise DebError("%s (no snapshot archive has it at %s: add the archive holding %r "
+                           "to `snapshots`)" % (e, snapshot, suite))
         if log:
             log("verified %s/dists/%s (%s)" % (releases[suite][2], suite,
                                               releases[suite][0].get("Date", "no date")))
@@ -69,6 +83,8 @@ def build_lock(manifest, manifest_sha256, urls, keyring, gpgv="gpgv", ignore_val
         "suites": manifest["suites"],
         "architectures": {},
     }
+    if snapshot:
+        lock["snapshot"] = snapshot
     for arch in manifest["architectures"]:
         universe = Universe()
         for suite in manifest["suites"]:
@@ -107,6 +123,8 @@ def encode_lock(lock):
 def lock_changes(old, new):
     """Human-readable lines of what changed between two locks."""
     lines = []
+    if old and old.get("snapshot") != new.get("snapshot"):
+        lines.append("snapshot: %s -> %s" % (old.get("snapshot") or "none", new.get("snapshot") or "none"))
     for arch in sorted(set(old.get("architectures", {})) | set(new.get("architectures", {}))):
         a = {p["name"]: p["version"] for p in old.get("architectures", {}).get(arch, {}).get("packages", [])}
         b = {p["name"]: p["version"] for p in new.get("architectures", {}).get(arch, {}).get("packages", [])}
@@ -118,6 +136,19 @@ def lock_changes(old, new):
             elif a[n] != b[n]:
                 lines.append("%s: %s %s -> %s" % (arch, n, a[n], b[n]))
     return lines
+
+
+def keep_previous_snapshot(old, new):
+    """`new`, with the previous lock's snapshot timestamp when nothing else changed.
+
+    Both snapshots hold every pinned file (each lock was resolved against its own), so a re-lock
+    of an unchanged archive rewrites the same bytes instead of a newer timestamp.
+    """
+    if not old.get("snapshot") or not new.get("snapshot"):
+        return new
+    if encode_lock(dict(old, snapshot=None)) != encode_lock(dict(new, snapshot=None)):
+        return new
+    return dict(new, snapshot=old["snapshot"])
 
 
 def read_previous(path):

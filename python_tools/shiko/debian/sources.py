@@ -55,8 +55,11 @@ def read_apt_sources(apt_dir=DEFAULT_APT_DIR):
     return entries
 
 
-def archive_urls(suites, overrides, apt_dir=DEFAULT_APT_DIR):
-    """{suite: [URL, ...]}: overrides ({suite or "*": URL}) first, else the apt sources."""
+def archive_urls(suites, overrides, apt_dir=DEFAULT_APT_DIR, optional=False):
+    """{suite: [URL, ...]}: overrides ({suite or "*": URL}) first, else the apt sources.
+
+    A suite no source lists is an error, or, with `optional` (snapshot archives will do), [].
+    """
     out = {}
     sources = None
     for suite in suites:
@@ -76,7 +79,7 @@ def archive_urls(suites, overrides, apt_dir=DEFAULT_APT_DIR):
                 continue  # mirror+file:, cdrom:, tor+http: ... are apt-only methods
             if uri.rstrip("/") not in urls:
                 urls.append(uri.rstrip("/"))
-        if not urls:
+        if not urls and not optional:
             raise DebError(
                 "no apt source lists suite %r (read %s/sources.list and %s/sources.list.d/*.list, "
                 "*.sources; http, https and file URIs only): add one, or give the archive URL "

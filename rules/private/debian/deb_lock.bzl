@@ -10,6 +10,22 @@
 signature (gpgv, Debian archive keyring) and each Packages index checksum, resolves Depends and
 Pre-Depends, and rewrites `pkg/packages.lock.json`, printing what changed. Archive URLs come from
 `archives` or the machine's apt sources at run time. Commit the lock; `deb_repository` fetches it.
+
+With `snapshots` (snapshot archive roots, the same list as the deb_repository's), the lock is
+resolved against the snapshot archives at a timestamp it records, so every pinned .deb stays
+fetchable after the mirrors drop it:
+
+    deb_lock(
+        name = "lock",
+        manifest = "packages.json",
+        lock = "packages.lock.json",
+        snapshots = [
+            "http://snapshot.example/archive/debian",
+            "http://snapshot.example/archive/debian-security",
+        ],
+    )
+
+`bazel run //pkg:lock.update -- --snapshot=20250520T000000Z` resolves at a chosen time.
 """
 
 load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
@@ -28,6 +44,10 @@ def _deb_lock_impl(ctx):
         if not url:
             fail("%s: attribute 'archives': %r: empty URL" % (ctx.label, suite))
         extra.append("--archive=%s=%s" % (suite, url))
+    for root in ctx.attr.snapshots:
+        if not (root.startswith("http://") or root.startswith("https://") or root.startswith("file://")):
+            fail("%s: attribute 'snapshots': %r: expected an http, https or file URL" % (ctx.label, root))
+        extra.append("--snapshot_archive=" + root)
     if ctx.attr.keyring:
         extra.append("--keyring=" + ctx.attr.keyring)
     if ctx.attr.ignore_valid_until:
@@ -73,12 +93,24 @@ deb_lock_rule = rule(
         "archives": attr.string_dict(
             doc = "Archive URL per suite ({\"*\": URL} for all). Default: the machine's apt sources.",
         ),
+        "snapshots": attr.string_list(
+            doc = "Snapshot archive roots, in order, e.g. [\"http://snapshot.example/archive/debian\", " +
+                  "\"http://snapshot.example/archive/debian-security\"]: each holds `<TIMESTAMP>/dists/...` " +
+                  "and `<TIMESTAMP>/pool/...` (the layout of Debian's snapshot service). When set, every " +
+                  "suite is resolved from `<root>/<TIMESTAMP>/` (the first root that has it) instead of " +
+                  "`archives` or the apt sources, `Valid-Until` is checked at TIMESTAMP, and the lock " +
+                  "records TIMESTAMP (`\"snapshot\"`): give deb_repository the same `snapshots` and the " +
+                  "build keeps working after the mirrors drop the locked versions. TIMESTAMP " +
+                  "(YYYYMMDDTHHMMSSZ): `-- --snapshot=...` on the command line, else the previous lock's " +
+                  "when nothing else changed, else the current time.",
+        ),
         "keyring": attr.string(
             doc = "OpenPGP keyring verifying the Release files (absolute, or relative to the workspace). " +
                   "Default: /usr/share/keyrings/debian-archive-keyring.gpg.",
         ),
         "ignore_valid_until": attr.bool(
-            doc = "Accept Release files past their Valid-Until date (e.g. archive snapshots).",
+            doc = "Accept Release files past their Valid-Until date (a stale mirror, or a copy of an " +
+                  "old archive; `snapshots` are checked at their own time and need no such thing).",
         ),
         "_tool": attr.label(
             default = "//python_tools:deb_lock",
@@ -96,7 +128,7 @@ def deb_lock(name, manifest, lock, **kwargs):
       name: base name; the runnable target is `<name>.update`.
       manifest: label of the JSON manifest (suites, architectures, packages, exclude).
       lock: lock file name relative to the package (commit it; deb_repository reads it).
-      **kwargs: archives, keyring, ignore_valid_until, and common attributes (visibility, tags).
+      **kwargs: archives, snapshots, keyring, ignore_valid_until, and common attributes (visibility, tags).
     """
     deb_lock_rule(
         name = name + ".update",

@@ -4,21 +4,30 @@
         name = "distroless_python3_debs",
         lock = "//examples/distroless:packages.lock.json",
         update_target = "//examples/distroless:lock.update",   # named in the "re-lock" error
+        snapshots = [                                          # optional, tried after the mirror
+            "http://snapshot.example/archive/debian",
+            "http://snapshot.example/archive/debian-security",
+        ],
     )
 
-Each locked .deb is fetched with `rctx.download(url, sha256 = <the lock's>)`, so Bazel checks it
-and keeps it in the repository cache (a new output base or checkout downloads nothing). URLs are
-`<archive URL of the package's suite>/<path>`; archive URLs come from `archives` or, by default,
-from the machine's apt sources (read by python_tools/deb_lock.py `sources` with the host's
-python3): no host name is ever written in the repository.
+Each locked .deb is fetched with `rctx.download(urls, sha256 = <the lock's>)`, so Bazel checks it
+and keeps it in the repository cache: a new output base or checkout downloads nothing, and
+`--distdir` serves it too (by file name, checked by sha256), with no network at all. The URLs,
+tried in order: `<archive URL of the package's suite>/<path>` (archive URLs from `archives` or,
+by default, the machine's apt sources, read by python_tools/deb_lock.py `sources` with the
+host's python3), then, when the lock records the snapshot it was resolved against,
+`<snapshot root>/<snapshot>/<path>` for each root of `snapshots`. Mirrors drop a version when a
+point release or a security update replaces it; the snapshot still has it, for good. No host
+name is ever written in the repository by rules_shiko: the user gives the snapshot roots.
 
 The repository holds, per architecture A of the lock:
     @<name>//:A                 filegroup: A/packages.json (the lock's entries) + A/<package>.deb
     @<name>//:lock.json         the lock itself
 Pass `@<name>//:A` to `deb_layer` / `distroless_base` (packages = ...).
 
-Errors: a .deb whose sha256 is not the lock's names the package and both digests; a version the
-archive no longer has (Debian removes superseded versions) says how to re-lock.
+Errors: a .deb whose sha256 is not the lock's names the package and both digests; a version no
+source has any more (Debian removes superseded versions) is one line naming the package, the
+version, every URL tried and the fixes (re-lock, or add a snapshot archive).
 """
 
 load(":host.bzl", "find_python", "label_name")
@@ -34,8 +43,12 @@ def _find_python(rctx):
     fail("@%s: deb_repository needs a python3 on PATH (or $SHIKO_PYTHON) to read the apt sources; " %
          _label_name(rctx) + "or set `archives` for every suite of the lock")
 
-def _archive_urls(rctx, suites):
-    """{suite: [URL, ...]} from `archives`, else from the machine's apt sources."""
+def _archive_urls(rctx, suites, optional):
+    """{suite: [URL, ...]} from `archives`, else from the machine's apt sources.
+
+    With `optional` (snapshot URLs will do), a suite the apt sources don't list gets [], and no
+    python3 is needed.
+    """
     overrides = rctx.attr.archives
     out = {}
     missing = []
@@ -46,6 +59,10 @@ def _archive_urls(rctx, suites):
             out[s] = [overrides["*"].rstrip("/")]
         else:
             missing.append(s)
+    if missing and optional and not find_python(rctx)[0]:
+        for s in missing:
+            out[s] = []
+        return out
     if missing:
         args = [
             _find_python(rctx),
@@ -58,6 +75,8 @@ def _archive_urls(rctx, suites):
         ]
         for s in missing:
             args += ["--suite", s]
+        if optional:
+            args.append("--optional")
         res = rctx.execute(args, quiet = True, timeout = 60)
         if res.return_code != 0:
             fail("@%s: attribute 'archives': %s" % (_label_name(rctx), (res.stderr or res.stdout).strip()))
@@ -71,44 +90,85 @@ def _relock_hint(rctx):
         return "bazel run %s" % rctx.attr.update_target
     return "bazel run //<package of the manifest>:<deb_lock name>.update"
 
-def _fetch(rctx, name, entry, arch, urls, output):
-    """Downloads one locked .deb (verified by Bazel against the lock's sha256)."""
+def _snapshot_hint(rctx, snapshot):
+    """The second fix of a vanished version: snapshot archives."""
+    if snapshot and rctx.attr.snapshots:
+        return ("or check that `snapshots` lists the snapshot archives the lock was resolved against " +
+                "(snapshot %s)") % snapshot
+    if snapshot:
+        return ("or add the snapshot archives the lock was resolved against (snapshot %s) to " +
+                "`snapshots`") % snapshot
+    return ("or add snapshot archives: set `snapshots` on the deb_lock and on this repository, and re-lock " +
+            "(the lock then records a snapshot that keeps every pinned version)")
+
+def _fetch(rctx, name, entry, arch, urls, output, snapshot):
+    """Downloads one locked .deb from the first URL that has it (verified against the lock's sha256)."""
     full = [u + "/" + entry["path"] for u in urls]
+    what = "package '%s' %s (%s)" % (entry["name"], entry["version"], arch)
+    if not full:
+        fail("@%s: %s: no archive URL for suite %r: set `archives`, or `snapshots`" % (name, what, entry["suite"]))
     res = rctx.download(full, output = output, sha256 = entry["sha256"], allow_fail = True)
     if res.success:
         return
 
     # Why? Fetch without the checksum to tell a changed file from a vanished one. (Not with
     # rctx.download: after a checksum failure Bazel 4 fails the same URL again without asking.)
-    probe = rctx.execute([_find_python(rctx), str(rctx.path(_TOOL)), "probe"] +
+    probe = rctx.execute([_find_python(rctx), str(rctx.path(_TOOL)), "probe", "--sha256=" + entry["sha256"]] +
                          ["--url=" + u for u in full], quiet = True, timeout = 600)
     found = {}
     if probe.return_code == 0 and probe.stdout.strip().startswith("{"):
         found = json.decode(probe.stdout)
-    if found.get("sha256") == entry["sha256"]:
-        fail("@%s: package '%s' %s (%s): the download of %s failed, then succeeded: retry the build" %
-             (name, entry["name"], entry["version"], arch, " or ".join(full)))
-    if "sha256" in found:
-        fail(("@%s: package '%s' %s (%s): sha256 mismatch: the archive serves %s, the lock says %s " +
+    tried = found.get("tried", [])
+    if found.get("match"):
+        # A transient failure, or an earlier URL serving other bytes (tampered, or a rebuilt
+        # file): the one that serves the locked bytes, alone.
+        again = rctx.download([found["match"]], output = output, sha256 = entry["sha256"], allow_fail = True)
+        if again.success:
+            return
+        fail("@%s: %s: the download of %s failed, then succeeded, then failed: retry the build" %
+             (name, what, found["match"]))
+    changed = [t for t in tried if "sha256" in t]
+    if changed:
+        fail(("@%s: %s: sha256 mismatch: the archive serves %s, the lock says %s " +
               "(%s). The file is not the locked one: a tampered mirror, or a lock edited by hand. " +
               "Re-lock only if you trust the archive: %s") %
-             (
-                 name,
-                 entry["name"],
-                 entry["version"],
-                 arch,
-                 found["sha256"],
-                 entry["sha256"],
-                 found.get("url", " or ".join(full)),
-                 _relock_hint(rctx),
-             ))
-    error = found.get("error", (probe.stderr or probe.stdout).strip())
-    if "HTTP 404" in error or "HTTP 410" in error or "no such file" in error:
-        fail(("@%s: package '%s' %s (%s) is no longer in the archive (%s): Debian removes " +
-              "superseded versions from its pool. Re-lock to the current versions: %s") %
-             (name, entry["name"], entry["version"], arch, error, _relock_hint(rctx)))
-    fail("@%s: package '%s' %s (%s) could not be fetched: %s" %
-         (name, entry["name"], entry["version"], arch, error or " or ".join(full)))
+             (name, what, changed[0]["sha256"], entry["sha256"], changed[0]["url"], _relock_hint(rctx)))
+    if not tried:
+        fail("@%s: %s could not be fetched from %s: %s" %
+             (name, what, " or ".join(full), (probe.stderr or probe.stdout).strip()))
+    reasons = "; ".join([t.get("error", t["url"]) for t in tried])
+    if len([t for t in tried if t.get("missing")]) == len(tried):
+        fail(("@%s: %s is no longer in the archive (tried %s): Debian removes superseded " +
+              "versions from its mirrors. Re-lock to the current versions: %s, %s") %
+             (name, what, reasons, _relock_hint(rctx), _snapshot_hint(rctx, snapshot)))
+    fail("@%s: %s could not be fetched (tried %s)" % (name, what, reasons))
+
+def _check_snapshot(name, rctx, lock):
+    """The lock's snapshot timestamp (YYYYMMDDTHHMMSSZ), or None."""
+    snapshot = lock.get("snapshot")
+    if snapshot == None:
+        return None
+    ok = type(snapshot) == "string" and len(snapshot) == 16 and snapshot[8] == "T" and snapshot[15] == "Z"
+    ok = ok and (snapshot[:8] + snapshot[9:15]).isdigit()
+    if not ok:
+        fail("@%s: attribute 'lock': %s: snapshot %r is not a YYYYMMDDTHHMMSSZ timestamp; re-lock: %s" %
+             (name, rctx.attr.lock, snapshot, _relock_hint(rctx)))
+    return snapshot
+
+def _snapshot_urls(name, rctx, snapshot):
+    """`<root>/<snapshot>` for each root of `snapshots` ([] when the lock records no snapshot)."""
+    out = []
+    for root in rctx.attr.snapshots:
+        if not (root.startswith("http://") or root.startswith("https://") or root.startswith("file://")):
+            fail("@%s: attribute 'snapshots': %r: expected an http, https or file URL" % (name, root))
+        root = root.rstrip("/")
+        last = root.split("/")[-1]
+        if len(last) == 16 and last[8] == "T" and last.endswith("Z") and (last[:8] + last[9:15]).isdigit():
+            fail(("@%s: attribute 'snapshots': %r: give the root without the timestamp " +
+                  "(the lock records it)") % (name, root))
+        if snapshot and root + "/" + snapshot not in out:
+            out.append(root + "/" + snapshot)
+    return out
 
 def _deb_repository_impl(rctx):
     name = _label_name(rctx)
@@ -117,7 +177,9 @@ def _deb_repository_impl(rctx):
         fail("@%s: attribute 'lock': %s: not a deb_lock lock file (lock_version 1); re-lock: %s" %
              (name, rctx.attr.lock, _relock_hint(rctx)))
     suites = lock.get("suites", [])
-    urls = _archive_urls(rctx, suites)
+    snapshot = _check_snapshot(name, rctx, lock)
+    snapshot_urls = _snapshot_urls(name, rctx, snapshot)
+    urls = _archive_urls(rctx, suites, optional = bool(snapshot_urls))
     archs = rctx.attr.architectures or sorted(lock["architectures"].keys())
     build = [
         "# Generated by rules_shiko's deb_repository from %s." % rctx.attr.lock,
@@ -138,7 +200,7 @@ def _deb_repository_impl(rctx):
                      (name, e["name"], arch, e["suite"]))
             rctx.report_progress("%s: %s %s (%d/%d)" % (arch, e["name"], e["version"], i + 1, len(entries)))
             out = "%s/%s.deb" % (arch, e["name"])
-            _fetch(rctx, name, e, arch, urls[e["suite"]], out)
+            _fetch(rctx, name, e, arch, urls[e["suite"]] + snapshot_urls, out, snapshot)
             files.append(out)
         rctx.file(arch + "/packages.json", json.encode({
             "architecture": arch,
@@ -166,6 +228,16 @@ DEB_REPOSITORY_ATTRS = {
         doc = "Archive URL per suite, e.g. {\"bookworm-security\": \"http://mirror/debian-security\"}; " +
               "the key \"*\" applies to every suite without its own. Default: the machine's apt sources.",
     ),
+    "snapshots": attr.string_list(
+        doc = "Snapshot archive roots, tried in order after the archives of `archives` (or the apt " +
+              "sources), e.g. [\"http://snapshot.example/archive/debian\", " +
+              "\"http://snapshot.example/archive/debian-security\"]: each holds `<TIMESTAMP>/pool/...` " +
+              "(the layout of Debian's snapshot service). A pinned .deb is fetched from the first URL " +
+              "that has it, `<root>/<the lock's snapshot>/<path>` for a snapshot, and always checked by " +
+              "sha256: a build keeps working after the mirrors drop the locked versions. Used when the " +
+              "lock records a snapshot (a deb_lock with the same `snapshots`); the apt sources are then " +
+              "optional.",
+    ),
     "architectures": attr.string_list(
         doc = "Architectures of the lock to fetch. Default: all of them.",
     ),
@@ -191,6 +263,6 @@ def deb_repository(name, **kwargs):
 
     Args:
       name: repository name.
-      **kwargs: lock (label, required), archives, architectures, apt_dir, update_target.
+      **kwargs: lock (label, required), archives, snapshots, architectures, apt_dir, update_target.
     """
     deb_repository_rule(name = name, apparent_name = name, **kwargs)
