@@ -1,11 +1,17 @@
-"""Pushes an OCI image layout to a registry (what `bazel run` of an `image_push` target runs).
+"""Pushes an image to a registry (what `bazel run` of an `image_push` target runs).
 
-Usage (the launcher written by image_push passes the --layout/--default_* flags; users add
-their own after `--`):
+Usage (the launcher written by image_push passes --image_manifest, --image_config, --blob_map
+and the --default_* flags; users add their own after `--`):
   bazel run //pkg:push -- [--repository=REGISTRY/REPO] [--tag=T ...] [--insecure] [--ca_file=CA]
       [--jobs=4] [--retries=6] [--retry_delay=0.5] [--chunk_size=0] [--mount_from=REPO ...]
       [--progress=auto|tty|plain]
   python -m python_tools.push --layout=DIR --repository=R [--tag=T ...]
+
+Where the blobs come from: with --layout, the layout. From image_push, no layout: each layer
+blob is read from its layer target's output when it is on this machine, else from a pulled
+base's layout, else (Build without the Bytes on a CI machine) fetched from the Bazel HTTP
+remote cache given by --remote_cache, $SHIKO_REMOTE_CACHE or the target's
+//settings:remote_cache, and only when the registry lacks it (shiko/registry/image_blobs.py).
 
 What it pushes: the layout's index.json must name one descriptor: an image manifest, or an
 image index (multi-platform), whose child manifests are pushed first. Order: every blob
@@ -38,13 +44,21 @@ import time
 from python_tools.shiko import cli
 from python_tools.shiko.errors import UserError
 from python_tools.shiko.oci.reference import DIGEST_RE, REPOSITORY_RE
+from python_tools.shiko.registry import image_blobs
 from python_tools.shiko.registry import push as pusher
 from python_tools.shiko.registry.client import Client
 from python_tools.shiko.registry.errors import RegistryError
 from python_tools.shiko.registry.transport import RetryPolicy
 
 FLAGS = [
-    cli.string("layout", required=True, help="The OCI image layout directory to push."),
+    cli.string("layout", help="The OCI image layout directory to push (or --image_manifest, --image_config "
+               "and --blob_map)."),
+    cli.string("image_manifest", help="The image's manifest (image_push passes it with --image_config "
+               "and --blob_map: no layout needed, see shiko/registry/image_blobs.py)."),
+    cli.string("image_config", help="The image's config blob."),
+    cli.string("blob_map", help="Where the image's layer blobs are (written by image_push)."),
+    cli.string("remote_cache", help="Bazel HTTP remote cache to fetch layer blobs this machine lacks "
+               "from (default: $SHIKO_REMOTE_CACHE, or the image_push target's //settings:remote_cache)."),
     cli.string("digest_file", help="The image's .digest file: the pushed digest must equal it."),
     cli.string("target", help="Label of the image_push target (for messages)."),
     cli.string("repository", help="REGISTRY/REPO to push to (overrides the target's `repository`)."),
@@ -80,14 +94,21 @@ def run(args):
     for m in args.mount_from:
         if not REPOSITORY_RE.match(m):
             raise UserError("not a repository name on the same registry", target, "--mount_from", m)
-    plan = pusher.read_plan(args.layout, target)
+    if args.layout:
+        plan = pusher.read_plan(args.layout, target)
+    elif args.image_manifest and args.image_config and args.blob_map:
+        cache = args.remote_cache or os.environ.get("SHIKO_REMOTE_CACHE", "")
+        plan = image_blobs.read_image_plan(pusher.Plan(), args.image_manifest, args.image_config,
+                                           args.blob_map, target, cache)
+    else:
+        raise cli.UsageError("give --layout, or --image_manifest, --image_config and --blob_map")
     digest = plan.top["digest"]
     if args.digest_file:
         with open(args.digest_file) as f:
             want = f.read().strip()
         if want != digest:
             raise UserError("the layout's manifest is %s but the image's .digest says %s"
-                            % (digest, want), target, "image", args.layout)
+                            % (digest, want), target, "image", args.layout or args.image_manifest)
     if not DIGEST_RE.match(digest):
         raise UserError("unsupported digest", target, "image", digest)
     live = args.progress == "tty" or (args.progress == "auto" and sys.stderr.isatty())

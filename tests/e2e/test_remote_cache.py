@@ -10,8 +10,10 @@ access log counts every byte the cache sends.
   and "internal"), it downloads under 2% of the images' layer bytes, and the digests are equal.
 - After a one-line edit of the app, a third machine runs exactly the app layer and the image
   assembly, and downloads no base or dependency layer: under 2% of the image's layer bytes.
-- `bazel run --config=ci //examples/static_c:push` from a fresh machine pushes to a real
-  registry the digest the build computed.
+- `bazel run --config=ci //examples/python_app:push` from a fresh machine pushes to a real
+  registry the digest the build computed, streaming each layer the registry lacks from the
+  cache (none lands in the machine's outputs); a re-push from another fresh machine downloads
+  no layer; a blob missing from the cache fails with one line.
 """
 
 import json
@@ -47,8 +49,9 @@ class Machine:
         extra = ["--execution_log_json_file=" + log] if log else []
         return self.bazel("build", "--color=no", "--curses=no", *self.flags, *extra, *args, startup=self.startup)
 
-    def run(self, *args, env=None):
-        return self.bazel("run", "--color=no", "--curses=no", *self.flags, *args, startup=self.startup, env=env)
+    def run(self, *args, env=None, check=True):
+        return self.bazel("run", "--color=no", "--curses=no", *self.flags, *args, startup=self.startup, env=env,
+                          check=check)
 
     def metadata(self, targets):
         """{target: (digest, image manifest)}: downloads only the small metadata outputs."""
@@ -173,9 +176,52 @@ def test_app_edit_runs_only_the_app_layer_and_the_assembly(ci, warm):
             f.write(original)
 
 
-def test_push_from_a_fresh_machine(ci, warm, registry):
+def test_push_from_a_fresh_machine_streams_blobs_from_the_cache(ci, warm, registry):
+    """A fresh CI machine pushes without holding the layers: each blob the registry lacks comes
+    from the cache (verified); a re-push from another fresh machine downloads no layer."""
     machine, cache, _, _ = ci
+    digest, manifest = warm[APP_IMAGE]
+    total = layer_bytes({APP_IMAGE: warm[APP_IMAGE]})
+    setting = "--//settings:remote_cache=" + cache.url
+    repo = "%s/ci/python_app" % registry.host
+
     pusher = machine("pusher")
-    res = pusher.run("//examples/static_c:push", "--", "--repository=%s/ci/static_c" % registry.host)
-    digest = warm["//examples/static_c:image"][0]
-    assert res.stdout.strip().splitlines()[-1] == "%s/ci/static_c@%s" % (registry.host, digest)
+    since = cache.log_offset()
+    res = pusher.run(setting, "//examples/python_app:push", "--", "--repository=" + repo)
+    assert res.stdout.strip().splitlines()[-1] == "%s@%s" % (repo, digest)
+    got = cache.get_bytes(since)
+    print("push from a fresh machine: %d bytes from the cache for %d layer bytes" % (got, total))
+    assert total <= got < total * 1.02 + 200000, (got, total)
+    # The layers never landed in this machine's outputs.
+    bin_dir = pusher.bazel.info("bazel-bin", startup=pusher.startup)
+    assert not os.path.exists(os.path.join(bin_dir, "examples", "python_app", "image")), "layout downloaded"
+    assert not os.path.exists(os.path.join(bin_dir, "examples", "python_app", "image_app.tar.gz"))
+
+    again = machine("repusher")
+    since = cache.log_offset()
+    res = again.run(setting, "//examples/python_app:push", "--", "--repository=" + repo)
+    assert res.stdout.strip().splitlines()[-1] == "%s@%s" % (repo, digest)
+    got = cache.get_bytes(since)
+    print("re-push from a fresh machine: %d bytes from the cache" % got)
+    assert got < 0.02 * total, (got, total)
+    assert "0 blobs pushed" in res.stderr, res.stderr[-1500:]
+
+
+def test_push_fails_clearly_when_the_cache_lacks_a_blob(ci, warm, registry):
+    machine, cache, _, _ = ci
+    digest, manifest = warm["//examples/static_c:image"]
+    layer = manifest["layers"][-1]["digest"]
+    cas = os.path.join(cache.dir, "root", "cas", layer[len("sha256:"):])
+    assert os.path.isfile(cas)
+    os.rename(cas, cas + ".away")
+    try:
+        lacking = machine("lacking")
+        res = lacking.run("--//settings:remote_cache=" + cache.url, "//examples/static_c:push", "--",
+                          "--repository=%s/ci/lacking" % registry.host, check=False)
+        assert res.returncode != 0
+        lines = [l for l in res.stderr.splitlines() if l.startswith("ERROR: //examples/static_c:push")]
+        assert len(lines) == 1, res.stderr[-2000:]
+        assert "blob %s: not in the remote cache" % layer in lines[0], lines[0]
+        assert "Traceback" not in res.stderr
+    finally:
+        os.rename(cas + ".away", cas)

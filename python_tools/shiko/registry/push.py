@@ -119,12 +119,18 @@ def push_blob(client, repo, scopes, digest, desc, path, mount_sources, progress,
             with result.lock:
                 result.mounted += 1
             return
+    fetched = None
+    if not isinstance(path, str):
+        # Only in a remote cache (image_blobs.CacheBlob): fetched, verified, uploaded, deleted.
+        fetched = path = path.fetch()
     progress.begin(digest, size)
     try:
         sent = client.upload_blob(repo, digest, path, scopes, size=size,
                                   progress=lambda n: progress.add(digest, n), chunk_size=chunk_size)
     finally:
         progress.end(digest)
+        if fetched:
+            os.unlink(fetched)
     with result.lock:
         result.pushed += 1
         result.bytes_sent += sent

@@ -22,6 +22,8 @@ ImageInfo = provider(
         "base": "ImageInfo of the base, or None (scratch or a plain layout).",
         "platform": "struct(os, architecture, variant) the image was built for.",
         "repo_tags": "list of strings: the image's `repo_tags` as written (stamp placeholders unexpanded); image_load's default.",
+        "layer_files": "list of struct(descriptor, blob) Files of every layer this image and its image bases built (bottom first): where a layer's bytes are, without the layout.",
+        "base_layouts": "list of list of Files: the OCI layout(s) of a base that is not an image target (a pulled base), anywhere in the chain.",
     },
 )
 

@@ -226,6 +226,11 @@ def image_impl(ctx, computed = None):
             base = base_info,
             platform = platform,
             repo_tags = list(ctx.attr.repo_tags),
+            layer_files = (base_info.layer_files if base_info else []) + [
+                struct(descriptor = dep[LayerInfo].descriptor, blob = dep[LayerInfo].blob)
+                for dep in ctx.attr.layers
+            ],
+            base_layouts = base_info.base_layouts if base_info else ([base_lay_inputs] if base_lay != None else []),
         ),
         OutputGroupInfo(
             layout = depset([layout]),
