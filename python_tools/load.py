@@ -11,12 +11,16 @@ Build time (action ShikoLoadTags): expand and check the tags, so bad ones fail t
   shiko/stamp.expand_stamp.
 
 Run time (`bazel run //pkg:load [-- FLAGS]`, through the launcher the rule writes):
-  load --run_manifest=R.json --layout=DIR [--engine=auto|docker|podman]
+  load --run_manifest=R.json (--layout=DIR | --image_manifest=M --image_config=C --blob_map=B
+       [--remote_cache=URL]) [--engine=auto|docker|podman]
        [--repo_tag=REF]... [--add_repo_tag=REF]...
   --repo_tag replaces the rule's repo_tags (repeat it for several); --add_repo_tag adds to them.
 
 What it does:
-  1. Reads the OCI layout (one image manifest) and checks every blob's presence and size.
+  1. Reads the OCI layout (one image manifest) and checks every blob's presence and size; or,
+     from image_load, the image's manifest and config and where each layer is: this machine's
+     layer outputs, a pulled base's layout, else the remote cache (shiko/registry/image_blobs.py),
+     so a CI machine with Build without the Bytes downloads a layer only if the engine lacks it.
   2. Picks the engine (shiko/engines/discovery.py): --engine, or (auto) docker when DOCKER_HOST
      is set or a Docker socket exists (/var/run/docker.sock, $XDG_RUNTIME_DIR/docker.sock), else
      podman when it is on PATH. Docker is spoken to directly (shiko/engines/docker_api.py: the
@@ -39,16 +43,25 @@ A missing engine, an unreachable daemon or an engine error is one line
 `ERROR: <target>: <problem and how to fix it>` on stderr and exit code 1.
 """
 
+import os
+
 from python_tools.shiko import cli
 from python_tools.shiko.engines import image_load
 from python_tools.shiko.errors import UserError
 from python_tools.shiko.files import canonical_json, read_json, write_file_atomic
+from python_tools.shiko.registry import image_blobs
 
 FLAGS = [
     cli.string("manifest", help="Build time: JSON manifest written by Starlark (see module doc)."),
     cli.string("output_run_manifest", help="Build time: the run manifest to write."),
     cli.string("run_manifest", help="Run time: the run manifest written at build time."),
-    cli.string("layout", help="Run time: the OCI image layout directory to load."),
+    cli.string("layout", help="Run time: the OCI image layout directory to load (or the image's parts:"
+               " --image_manifest, --image_config, --blob_map)."),
+    cli.string("image_manifest", help="Run time: the image's manifest (image_load passes it)."),
+    cli.string("image_config", help="Run time: the image's config blob."),
+    cli.string("blob_map", help="Run time: where the image's layer blobs are (shiko/registry/image_blobs.py)."),
+    cli.string("remote_cache", help="Run time: Bazel HTTP remote cache for layer blobs this machine lacks "
+               "(default: $SHIKO_REMOTE_CACHE, or the target's //settings:remote_cache)."),
     cli.enum("engine", "auto", image_load.ENGINES, help="Where to load the image: docker, podman, or auto "
              "(docker when DOCKER_HOST is set or a Docker socket exists, else podman)."),
     cli.multi_string("repo_tag", help="Tag the image with this reference instead of the rule's "
@@ -71,12 +84,17 @@ def run(args):
         manifest = _read(args.manifest, "tool manifest")
         write_file_atomic(args.output_run_manifest, canonical_json(image_load.resolve_build_tags(manifest)))
         return 0
-    if not args.run_manifest or not args.layout:
+    parts = args.image_manifest and args.image_config and args.blob_map
+    if not args.run_manifest or not (args.layout or parts):
         raise cli.UsageError("give --run_manifest and --layout (or --manifest and --output_run_manifest)")
     run_manifest = _read(args.run_manifest, "run manifest")
     target = run_manifest.get("target")
     tags = image_load.effective_tags(run_manifest, args.repo_tag, args.add_repo_tag)
-    image_load.load(args.layout, tags, args.engine, target)
+    image = args.layout
+    if not image:
+        cache = args.remote_cache or os.environ.get("SHIKO_REMOTE_CACHE", "")
+        image = image_blobs.ImageParts(args.image_manifest, args.image_config, args.blob_map, target, cache)
+    image_load.load(image, tags, args.engine, target)
     return 0
 
 

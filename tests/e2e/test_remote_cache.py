@@ -14,6 +14,9 @@ access log counts every byte the cache sends.
   registry the digest the build computed, streaming each layer the registry lacks from the
   cache (none lands in the machine's outputs); a re-push from another fresh machine downloads
   no layer; a blob missing from the cache fails with one line.
+- `bazel run --config=ci //examples/python_app:load` from a fresh machine streams the layers the
+  engine lacks from the cache into a real dockerd (the image runs); another fresh machine's
+  load of the same image downloads no layer.
 """
 
 import json
@@ -225,3 +228,32 @@ def test_push_fails_clearly_when_the_cache_lacks_a_blob(ci, warm, registry):
         assert "Traceback" not in res.stderr
     finally:
         os.rename(cas + ".away", cas)
+
+
+def test_load_from_a_fresh_machine_streams_only_what_the_engine_lacks(ci, warm, dockerd):
+    machine, cache, _, _ = ci
+    digest, manifest = warm[APP_IMAGE]
+    total = layer_bytes({APP_IMAGE: warm[APP_IMAGE]})
+    env = dict(dockerd.env)
+    env.pop("CONTAINERS_CONF", None)
+    setting = "--//settings:remote_cache=" + cache.url
+
+    loader = machine("loader")
+    since = cache.log_offset()
+    res = loader.run(setting, "//examples/python_app:load", env=env)
+    assert "Loaded image: rules_shiko/python_app:latest" in res.stdout, res.stdout + res.stderr
+    got = cache.get_bytes(since)
+    print("load from a fresh machine: %d bytes from the cache for %d layer bytes" % (got, total))
+    assert total <= got < total * 1.02 + 200000, (got, total)
+    bin_dir = loader.bazel.info("bazel-bin", startup=loader.startup)
+    assert not os.path.exists(os.path.join(bin_dir, "examples", "python_app", "image")), "layout downloaded"
+    run = dockerd.docker("run", "--rm", "--network", "none", "rules_shiko/python_app:latest", "--selftest")
+    assert run.stdout.strip() == "python_app ok", run.stdout + run.stderr
+
+    again = machine("reloader")
+    since = cache.log_offset()
+    res = again.run(setting, "//examples/python_app:load", env=env)
+    assert "Transfer: none, image already present" in res.stdout, res.stdout
+    got = cache.get_bytes(since)
+    print("load again from a fresh machine: %d bytes from the cache" % got)
+    assert got < 0.02 * total, (got, total)

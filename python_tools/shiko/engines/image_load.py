@@ -78,10 +78,17 @@ def choose_engine(engine, target, env=None):
                       "or install podman" % host.socket_path, target)
 
 
-def load(layout, tags, engine_name, target, out=None):
-    """Loads the layout's image under tags ([Reference]); returns a summary dict."""
+def load(image, tags, engine_name, target, out=None):
+    """Loads an image under tags ([Reference]); returns a summary dict.
+
+    image: an OCI layout directory, or the image's parts (shiko/registry/image_blobs.ImageParts:
+    no layout; a layer only in the remote cache is fetched only if the engine lacks the image).
+    """
     out = out or sys.stdout
-    archive = docker_archive.Archive(layout, tags, target)
+    if isinstance(image, str):
+        archive = docker_archive.Archive(image, tags, target)
+    else:
+        archive = docker_archive.Archive.from_parts(image, tags, target)
     engine = choose_engine(engine_name, target)
     engine.check()
     start = time.monotonic()

@@ -25,6 +25,7 @@ podman (`podman run rules_shiko/app:1` finds it), never as localhost/rules_shiko
 Use:
     tags = resolve_tags(raw_tags, stamp_values, target)      # [reference.Reference], validated
     archive = Archive(layout_dir, tags, target)              # reads and checks the layout
+    archive = Archive.from_parts(image_parts, tags, target)  # or an image's parts, no layout
     archive.write(fileobj)                                   # returns the number of bytes written
 """
 
@@ -120,43 +121,65 @@ class Archive(object):
     def __init__(self, layout_path, tags, target, attr="image", label=None):
         self.tags = list(tags)
         self.layout = oci_layout.Layout(layout_path, target, attr, label)
+        self.error = self.layout.error
         index = self.layout.check_layout()
         descs = {}
         for d in index.get("manifests") or []:
             if isinstance(d, dict):
                 descs.setdefault(d.get("digest"), d)
         if len(descs) != 1:
-            raise self.layout.error("must hold exactly one image manifest, has %d" % len(descs))
+            raise self.error("must hold exactly one image manifest, has %d" % len(descs))
         desc = next(iter(descs.values()))
         if desc.get("mediaType") not in MANIFEST_TYPES:
-            raise self.layout.error("holds a %s, not an image manifest" % desc.get("mediaType"))
+            raise self.error("holds a %s, not an image manifest" % desc.get("mediaType"))
         manifest = self.layout.read_json_blob(desc)
         config = manifest.get("config")
         layers = manifest.get("layers") or []
         if not isinstance(config, dict) or not isinstance(layers, list) or not all(isinstance(l, dict) for l in layers):
-            raise self.layout.error("manifest %s is malformed" % desc["digest"])
+            raise self.error("manifest %s is malformed" % desc["digest"])
         self.layout.read_json_blob(config)
+        self._setup(desc, config, layers, self.layout.blob_path)
+
+    @classmethod
+    def from_parts(cls, parts, tags, target):
+        """The archive of an image given by its parts (shiko/registry/image_blobs.ImageParts):
+        no layout needed; a layer only in the remote cache is fetched when write() needs it."""
+        self = cls.__new__(cls)
+        self.tags = list(tags)
+        self.layout = None
+        self.error = lambda problem: UserError(problem, target, "image", None)
+        media = parts.manifest.get("mediaType") or MANIFEST_TYPES[0]
+        desc = {"mediaType": media, "digest": parts.digest, "size": len(parts.manifest_bytes),
+                "platform": parts.platform()}
+        paths = dict(parts.paths)
+        manifest_path = parts.manifest_path
+        self._setup(desc, parts.manifest["config"], parts.manifest.get("layers") or [],
+                    lambda d: manifest_path if d["digest"] == parts.digest else paths[d["digest"]])
+        return self
+
+    def _setup(self, desc, config, layers, source):
+        """source(descriptor) -> the blob's local path, or a CacheBlob (fetched on write)."""
         self.desc = desc
         self.manifest_digest = desc["digest"]
         self.config_digest = config["digest"]
         self.layers = layers
-
+        self.source = source
         self.blobs = {}  # hex -> descriptor
         for d in [desc, config] + layers:
-            self.layout.blob_path(d)
-            if not isinstance(d.get("size"), int):
-                raise self.layout.error("manifest %s has a descriptor without size" % desc["digest"])
+            if not isinstance(d.get("digest"), str) or not isinstance(d.get("size"), int):
+                raise self.error("manifest %s has a descriptor without digest or size" % desc["digest"])
             self.blobs.setdefault(d["digest"][len("sha256:"):], d)
         self.blob_bytes = 0
         for d in self.blobs.values():
-            path = self.layout.blob_path(d)
-            try:
-                size = os.stat(path).st_size
-            except OSError:
-                raise self.layout.error("blob %s is missing" % d["digest"])
-            if size != d["size"]:
-                raise self.layout.error("blob %s has %d bytes, its descriptor says %d" % (d["digest"], size, d["size"]))
-            self.blob_bytes += size
+            path = source(d)
+            if isinstance(path, str):
+                try:
+                    size = os.stat(path).st_size
+                except OSError:
+                    raise self.error("blob %s is missing" % d["digest"])
+                if size != d["size"]:
+                    raise self.error("blob %s has %d bytes, its descriptor says %d" % (d["digest"], size, d["size"]))
+            self.blob_bytes += d["size"]
 
     def _small_files(self):
         base_desc = {k: self.desc[k] for k in ("mediaType", "digest", "size", "platform") if k in self.desc}
@@ -197,11 +220,19 @@ class Archive(object):
         tar.addfile(_info("blobs/sha256", directory=True))
         for hexdigest in sorted(self.blobs):
             d = self.blobs[hexdigest]
-            with open(self.layout.blob_path(d), "rb") as f:
-                reader = _HashingReader(f)
-                tar.addfile(_info("blobs/sha256/" + hexdigest, d["size"]), reader)
+            path = self.source(d)
+            fetched = None
+            if not isinstance(path, str):
+                fetched = path = path.fetch()  # only in the remote cache: fetched, verified
+            try:
+                with open(path, "rb") as f:
+                    reader = _HashingReader(f)
+                    tar.addfile(_info("blobs/sha256/" + hexdigest, d["size"]), reader)
+            finally:
+                if fetched:
+                    os.unlink(fetched)
             if reader.h.hexdigest() != hexdigest:
-                raise self.layout.error("blob %s digest mismatch (got sha256:%s)" % (d["digest"], reader.h.hexdigest()))
+                raise self.error("blob %s digest mismatch (got sha256:%s)" % (d["digest"], reader.h.hexdigest()))
         for name in sorted(small):
             data = small[name]
             tar.addfile(_info(name, len(data)), io.BytesIO(data))

@@ -122,60 +122,83 @@ def execroot_of(path):
     return real[:i] if i > 0 else None
 
 
+class ImageParts(object):
+    """One image from its parts: manifest and config bytes, and where each blob is.
+
+    Attributes: manifest_bytes, manifest, config_bytes, config, digest (of the manifest),
+    paths ({digest: local path, or CacheBlob}: config and layers).
+    """
+
+    def __init__(self, manifest_path, config_path, blob_map_path, target, remote_cache=""):
+        self.manifest_path = manifest_path
+        self.manifest_bytes = _read(manifest_path, target, "manifest")
+        self.config_bytes = _read(config_path, target, "config")
+        try:
+            self.manifest = json.loads(self.manifest_bytes.decode("utf-8"))
+            self.config = json.loads(self.config_bytes.decode("utf-8"))
+            blob_map = json.loads(_read(blob_map_path, target, "blob map").decode("utf-8"))
+        except ValueError as e:
+            raise UserError("the image's manifest, config or blob map is not JSON: %s" % e, target, "image",
+                            manifest_path)
+        config_desc = self.manifest.get("config") or {}
+        if config_desc.get("digest") != "sha256:" + hashlib.sha256(self.config_bytes).hexdigest():
+            raise UserError("the config does not match the manifest", target, "image", config_path)
+        self.digest = "sha256:" + hashlib.sha256(self.manifest_bytes).hexdigest()
+        self.paths = {config_desc["digest"]: config_path}
+
+        runfiles = runfiles_root(blob_map_path, blob_map["self"])
+        execroot = execroot_of(blob_map_path)
+        layers = self.manifest.get("layers") or []
+        blobs = blob_map.get("blobs") or []
+        if len(blobs) > len(layers):
+            raise UserError("the blob map names %d layers, the manifest %d" % (len(blobs), len(layers)),
+                            target, "image", blob_map_path)
+        local = {}  # digest -> path of a layer target's output on this machine
+        for layer, blob in zip(layers[len(layers) - len(blobs):], blobs):
+            if execroot:
+                p = os.path.join(execroot, blob)
+                if os.path.isfile(p) and os.path.getsize(p) == layer.get("size"):
+                    local.setdefault(layer.get("digest"), p)
+        layouts = [_rlocation(runfiles, d, target) for d in blob_map.get("layouts") or []]
+        missing = []
+        for layer in layers:
+            d = layer.get("digest")
+            if not isinstance(d, str) or not DIGEST_RE.match(d) or not isinstance(layer.get("size"), int):
+                raise UserError("malformed layer descriptor %r" % (layer,), target, "image", manifest_path)
+            path = local.get(d)
+            if path is None:
+                for lay in layouts:
+                    p = os.path.join(lay, "blobs", "sha256", d[len("sha256:"):])
+                    if os.path.isfile(p):
+                        path = p
+                        break
+            if path is None and remote_cache:
+                path = CacheBlob(remote_cache, d, layer["size"], target)
+            if path is None:
+                missing.append(d)
+                continue
+            self.paths.setdefault(d, path)
+        if missing:
+            raise UserError(("%d layer blob(s) are neither on this machine nor in a remote cache (%s): build "
+                             "the image here, or give the cache: --@rules_shiko//settings:remote_cache=URL or "
+                             "$SHIKO_REMOTE_CACHE") % (len(missing), ", ".join(missing)), target, "image", None)
+
+    def platform(self):
+        """The index platform of the image, from its config (as the layout's index.json has it)."""
+        out = {k: self.config[k] for k in ("architecture", "os") if self.config.get(k)}
+        if self.config.get("variant"):
+            out["variant"] = self.config["variant"]
+        return out
+
+
 def read_image_plan(plan, manifest_path, config_path, blob_map_path, target, remote_cache=""):
     """Fills `plan` (shiko/registry/push.py's Plan) with one image from its parts (see above)."""
-    manifest_bytes = _read(manifest_path, target, "manifest")
-    config_bytes = _read(config_path, target, "config")
-    try:
-        manifest = json.loads(manifest_bytes.decode("utf-8"))
-        blob_map = json.loads(_read(blob_map_path, target, "blob map").decode("utf-8"))
-    except ValueError as e:
-        raise UserError("the image's manifest or blob map is not JSON: %s" % e, target, "image", manifest_path)
-    config_desc = manifest.get("config") or {}
-    if config_desc.get("digest") != "sha256:" + hashlib.sha256(config_bytes).hexdigest():
-        raise UserError("the config does not match the manifest", target, "image", config_path)
-
-    runfiles = runfiles_root(blob_map_path, blob_map["self"])
-    execroot = execroot_of(blob_map_path)
-    local = {}  # digest -> path of a layer target's output on this machine
-    layers = manifest.get("layers") or []
-    blobs = blob_map.get("blobs") or []
-    if len(blobs) > len(layers):
-        raise UserError("the blob map names %d layers, the manifest %d" % (len(blobs), len(layers)),
-                        target, "image", blob_map_path)
-    for layer, blob in zip(layers[len(layers) - len(blobs):], blobs):
-        if execroot:
-            p = os.path.join(execroot, blob)
-            if os.path.isfile(p) and os.path.getsize(p) == layer.get("size"):
-                local.setdefault(layer.get("digest"), p)
-    layouts = [_rlocation(runfiles, d, target) for d in blob_map.get("layouts") or []]
-
-    digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
-    top = {"mediaType": manifest.get("mediaType") or media_types.OCI_MANIFEST, "digest": digest,
-           "size": len(manifest_bytes)}
+    parts = ImageParts(manifest_path, config_path, blob_map_path, target, remote_cache)
+    media = parts.manifest.get("mediaType") or media_types.OCI_MANIFEST
+    top = {"mediaType": media, "digest": parts.digest, "size": len(parts.manifest_bytes)}
     plan.top = top
-    plan.blobs[config_desc["digest"]] = (config_desc, config_path)
-    missing = []
-    for layer in layers:
-        d = layer.get("digest")
-        if not isinstance(d, str) or not DIGEST_RE.match(d):
-            raise UserError("malformed layer digest %r" % (d,), target, "image", manifest_path)
-        path = local.get(d)
-        if path is None:
-            for lay in layouts:
-                p = os.path.join(lay, "blobs", "sha256", d[len("sha256:"):])
-                if os.path.isfile(p):
-                    path = p
-                    break
-        if path is None and remote_cache:
-            path = CacheBlob(remote_cache, d, layer["size"], target)
-        if path is None:
-            missing.append(d)
-            continue
-        plan.blobs.setdefault(d, (layer, path))
-    if missing:
-        raise UserError(("%d layer blob(s) are neither on this machine nor in a remote cache (%s): build "
-                         "the image here, or give the cache: --@rules_shiko//settings:remote_cache=URL or "
-                         "$SHIKO_REMOTE_CACHE") % (len(missing), ", ".join(missing)), target, "image", None)
-    plan.manifests.append((top, manifest_bytes, top["mediaType"]))
+    descs = [parts.manifest.get("config")] + list(parts.manifest.get("layers") or [])
+    for desc in descs:
+        plan.blobs.setdefault(desc["digest"], (desc, parts.paths[desc["digest"]]))
+    plan.manifests.append((top, parts.manifest_bytes, media))
     return plan

@@ -3,6 +3,7 @@
 load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
 load("//rules/private/common:providers.bzl", "ImageInfo")
 load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
+load(":image_parts.bzl", "IMAGE_PARTS_ATTRS", "image_parts")
 
 def _image_load_impl(ctx):
     target = str(ctx.label)
@@ -33,16 +34,20 @@ def _image_load_impl(ctx):
     )
 
     tool = ctx.executable._load_tool
+
+    # No layout in the runfiles (image_parts.bzl): a layer is read where it is, and only when
+    # the engine lacks the image.
+    parts_args, parts_files = image_parts(ctx, info)
     launcher = ctx.actions.declare_file(ctx.label.name)
     write_launcher(
         ctx,
         launcher,
         tool,
-        [runfile_arg(run_manifest, "--run_manifest="), runfile_arg(info.layout, "--layout=")],
+        [runfile_arg(run_manifest, "--run_manifest=")] + parts_args,
         what = "image_load launcher (flags: --engine=auto|docker|podman, --repo_tag=REF, --add_repo_tag=REF)",
         bzl = "rules/private/load.bzl",
     )
-    runfiles = ctx.runfiles(files = [launcher, tool, info.layout, run_manifest])
+    runfiles = ctx.runfiles(files = [launcher, tool, run_manifest] + parts_files)
     runfiles = runfiles.merge(ctx.attr._load_tool[DefaultInfo].default_runfiles)
     return [DefaultInfo(
         executable = launcher,
@@ -77,6 +82,7 @@ _ATTRS = {
 }
 
 _ATTRS.update(STAMP_ATTRS)
+_ATTRS.update(IMAGE_PARTS_ATTRS)
 
 image_load = rule(
     implementation = _image_load_impl,

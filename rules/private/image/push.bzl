@@ -1,8 +1,8 @@
 """image_push: `bazel run` pushes an image (or image index) to a registry."""
 
-load("@bazel_skylib//rules:common_settings.bzl", "BuildSettingInfo")
-load("//rules/private/common:launcher.bzl", "runfile_arg", "runfiles_path", "write_launcher")
+load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
 load("//rules/private/common:providers.bzl", "ImageInfo")
+load(":image_parts.bzl", "IMAGE_PARTS_ATTRS", "image_parts")
 
 _TAG_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
@@ -37,41 +37,17 @@ def _image_push_impl(ctx):
         _check_tag(target, "remote_tags", t)
     info = ctx.attr.image[ImageInfo]
 
-    # No layout in the runfiles: with Build without the Bytes, `bazel run` would download every
-    # layer first. The tool reads each layer blob from this machine's output when it is there,
-    # else from a pulled base's layout, else from the remote cache (python_tools/shiko/registry/
-    # image_blobs.py), and only for blobs the registry lacks.
-    blob_map = ctx.actions.declare_file(ctx.label.name + ".blobs.json")
-    layouts = []
-    layout_files = []
-    for files in info.base_layouts:
-        layout_files += files
-        d = files[0] if len(files) == 1 else [f for f in files if f.basename == "oci-layout"][0]
-        rpath = runfiles_path(ctx, d)
-        layouts.append(rpath if len(files) == 1 else rpath[:-len("/oci-layout")])
-    ctx.actions.write(blob_map, json.encode({
-        "self": runfiles_path(ctx, blob_map),
-        # Exec paths only: a File in the runfiles (even a layer's descriptor) would make Bazel
-        # 4.2.3 download its action's outputs, the blob included. They are the manifest's last
-        # len(blobs) layers, in order.
-        "blobs": [l.blob.path for l in info.layer_files],
-        "layouts": layouts,
-    }))
+    # No layout in the runfiles (image_parts.bzl): each layer is read where it is, only if needed.
+    parts_args, parts_files = image_parts(ctx, info)
     args = [
         "--target=" + target,
-        runfile_arg(info.manifest, "--image_manifest="),
-        runfile_arg(info.config, "--image_config="),
-        runfile_arg(blob_map, "--blob_map="),
         runfile_arg(info.digest, "--digest_file="),
-    ]
-    cache = ctx.attr._remote_cache[BuildSettingInfo].value
-    if cache:
-        args.append("--remote_cache=" + cache)
+    ] + parts_args
     if ctx.attr.repository:
         args.append("--default_repository=" + ctx.attr.repository)
     for t in ctx.attr.remote_tags:
         args.append("--default_tag=" + t)
-    files = [info.manifest, info.config, info.digest, blob_map] + layout_files
+    files = [info.digest] + parts_files
     if ctx.file.remote_tags_file:
         args.append(runfile_arg(ctx.file.remote_tags_file, "--default_tags_file="))
         files.append(ctx.file.remote_tags_file)
@@ -92,7 +68,7 @@ image_push_rule = rule(
     implementation = _image_push_impl,
     doc = "Pushes an image with `bazel run`. Use the `image_push` macro.",
     executable = True,
-    attrs = {
+    attrs = dict({
         "image": attr.label(
             mandatory = True,
             providers = [ImageInfo],
@@ -108,18 +84,13 @@ image_push_rule = rule(
             allow_single_file = True,
             doc = "A file of more default tags, one per line (e.g. written by a stamped genrule).",
         ),
-        "_remote_cache": attr.label(
-            default = "//settings:remote_cache",
-            providers = [BuildSettingInfo],
-            doc = "The remote cache layer blobs are fetched from when this machine lacks them.",
-        ),
         "_push_tool": attr.label(
             default = "//python_tools:push",
             executable = True,
             cfg = "target",
             doc = "The push CLI (python_tools/push.py), run by the launcher.",
         ),
-    },
+    }, **IMAGE_PARTS_ATTRS),
 )
 
 def image_push(name, image, repository = "", remote_tags = None, remote_tags_file = None, bazel_tags = [], tags = None, **kwargs):
