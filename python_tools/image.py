@@ -47,14 +47,8 @@ Base:
   and size (python_tools/shiko/oci/layout.py). Base layer descriptors keep their mediaType; the manifest
   written is always OCI. The base config is kept (unknown keys too) and changed as below.
 
-Config semantics (Docker's; implemented in python_tools/shiko/oci/config.py):
-  env is merged over the base's: a name already there is replaced in place, new names are
-  appended sorted. Values expand `${NAME}` and `$NAME` from the base image's environment
-  (unknown: empty); `$$` is a literal `$`. entrypoint, when set, replaces the base's and resets
-  Cmd to `cmd` (null: no Cmd); cmd alone replaces Cmd. user, workdir, stop_signal replace when
-  set. labels are merged over the base's; exposed_ports ("N", "N/tcp", "N/udp"; "N" means
-  "N/tcp") and volumes (absolute paths) are unioned with the base's. rootfs.diff_ids and history
-  are the base's plus one per new layer. `created` null means 1970-01-01T00:00:00Z.
+Config semantics: Docker's (env merge with ${NAME} expansion, entrypoint resetting Cmd, labels,
+  ports and volumes unioned, ...), documented and implemented in python_tools/shiko/oci/config.py.
 
 Stamping:
   label values, annotation values and `created` may hold `{KEY}` placeholders (shiko/stamp.py).

@@ -43,8 +43,6 @@ A missing engine, an unreachable daemon or an engine error is one line
 `ERROR: <target>: <problem and how to fix it>` on stderr and exit code 1.
 """
 
-import os
-
 from python_tools.shiko import cli
 from python_tools.shiko.engines import image_load
 from python_tools.shiko.errors import UserError
@@ -57,17 +55,12 @@ FLAGS = [
     cli.string("run_manifest", help="Run time: the run manifest written at build time."),
     cli.string("layout", help="Run time: the OCI image layout directory to load (or the image's parts:"
                " --image_manifest, --image_config, --blob_map)."),
-    cli.string("image_manifest", help="Run time: the image's manifest (image_load passes it)."),
-    cli.string("image_config", help="Run time: the image's config blob."),
-    cli.string("blob_map", help="Run time: where the image's layer blobs are (shiko/registry/image_blobs.py)."),
-    cli.string("remote_cache", help="Run time: Bazel HTTP remote cache for layer blobs this machine lacks "
-               "(default: $SHIKO_REMOTE_CACHE, or the target's //settings:remote_cache)."),
     cli.enum("engine", "auto", image_load.ENGINES, help="Where to load the image: docker, podman, or auto "
              "(docker when DOCKER_HOST is set or a Docker socket exists, else podman)."),
     cli.multi_string("repo_tag", help="Tag the image with this reference instead of the rule's "
                      "repo_tags (repeat for several)."),
     cli.multi_string("add_repo_tag", help="Tag the image with this reference too (repeatable)."),
-]
+] + image_blobs.FLAGS
 
 
 def _read(path, what):
@@ -84,16 +77,14 @@ def run(args):
         manifest = _read(args.manifest, "tool manifest")
         write_file_atomic(args.output_run_manifest, canonical_json(image_load.resolve_build_tags(manifest)))
         return 0
-    parts = args.image_manifest and args.image_config and args.blob_map
-    if not args.run_manifest or not (args.layout or parts):
+    if not args.run_manifest or not (args.layout or args.image_manifest):
         raise cli.UsageError("give --run_manifest and --layout (or --manifest and --output_run_manifest)")
     run_manifest = _read(args.run_manifest, "run manifest")
     target = run_manifest.get("target")
     tags = image_load.effective_tags(run_manifest, args.repo_tag, args.add_repo_tag)
-    image = args.layout
-    if not image:
-        cache = args.remote_cache or os.environ.get("SHIKO_REMOTE_CACHE", "")
-        image = image_blobs.ImageParts(args.image_manifest, args.image_config, args.blob_map, target, cache)
+    image = args.layout or image_blobs.from_flags(args, target)
+    if image is None:
+        raise cli.UsageError("--image_manifest needs --image_config and --blob_map")
     image_load.load(image, tags, args.engine, target)
     return 0
 

@@ -53,12 +53,6 @@ from python_tools.shiko.registry.transport import RetryPolicy
 FLAGS = [
     cli.string("layout", help="The OCI image layout directory to push (or --image_manifest, --image_config "
                "and --blob_map)."),
-    cli.string("image_manifest", help="The image's manifest (image_push passes it with --image_config "
-               "and --blob_map: no layout needed, see shiko/registry/image_blobs.py)."),
-    cli.string("image_config", help="The image's config blob."),
-    cli.string("blob_map", help="Where the image's layer blobs are (written by image_push)."),
-    cli.string("remote_cache", help="Bazel HTTP remote cache to fetch layer blobs this machine lacks "
-               "from (default: $SHIKO_REMOTE_CACHE, or the image_push target's //settings:remote_cache)."),
     cli.string("digest_file", help="The image's .digest file: the pushed digest must equal it."),
     cli.string("target", help="Label of the image_push target (for messages)."),
     cli.string("repository", help="REGISTRY/REPO to push to (overrides the target's `repository`)."),
@@ -77,7 +71,7 @@ FLAGS = [
     cli.multi_string("mount_from", help="Repository on the same registry to mount blobs from."),
     cli.enum("progress", "auto", ["auto", "tty", "plain"],
              help="auto: a live status line when stderr is a terminal; plain: the summary only."),
-]
+] + image_blobs.FLAGS
 
 
 def run(args):
@@ -94,12 +88,11 @@ def run(args):
     for m in args.mount_from:
         if not REPOSITORY_RE.match(m):
             raise UserError("not a repository name on the same registry", target, "--mount_from", m)
+    parts = image_blobs.from_flags(args, target)
     if args.layout:
         plan = pusher.read_plan(args.layout, target)
-    elif args.image_manifest and args.image_config and args.blob_map:
-        cache = args.remote_cache or os.environ.get("SHIKO_REMOTE_CACHE", "")
-        plan = image_blobs.read_image_plan(pusher.Plan(), args.image_manifest, args.image_config,
-                                           args.blob_map, target, cache)
+    elif parts:
+        plan = image_blobs.read_image_plan(pusher.Plan(), parts)
     else:
         raise cli.UsageError("give --layout, or --image_manifest, --image_config and --blob_map")
     digest = plan.top["digest"]

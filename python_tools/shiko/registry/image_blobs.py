@@ -27,12 +27,31 @@ import tempfile
 import urllib.error
 import urllib.request
 
+from python_tools.shiko import cli
 from python_tools.shiko.errors import UserError
 from python_tools.shiko.files import CHUNK
 from python_tools.shiko.oci import media_types
 from python_tools.shiko.oci.reference import DIGEST_RE
 
 CACHE_TIMEOUT = 120
+
+# The flags of a tool that takes an image by its parts (push.py, load.py; image_parts.bzl).
+FLAGS = [
+    cli.string("image_manifest", help="The image's manifest (the image_push/image_load launcher passes it "
+               "with --image_config and --blob_map: no layout needed)."),
+    cli.string("image_config", help="The image's config blob."),
+    cli.string("blob_map", help="Where the image's layer blobs are (shiko/registry/image_blobs.py)."),
+    cli.string("remote_cache", help="Bazel HTTP remote cache for layer blobs this machine lacks (default: "
+               "$SHIKO_REMOTE_CACHE, or the target's //settings:remote_cache)."),
+]
+
+
+def from_flags(args, target):
+    """The ImageParts the FLAGS name, or None when --image_manifest/--image_config/--blob_map aren't all given."""
+    if not (args.image_manifest and args.image_config and args.blob_map):
+        return None
+    cache = args.remote_cache or os.environ.get("SHIKO_REMOTE_CACHE", "")
+    return ImageParts(args.image_manifest, args.image_config, args.blob_map, target, cache)
 
 
 class CacheBlob(object):
@@ -191,9 +210,8 @@ class ImageParts(object):
         return out
 
 
-def read_image_plan(plan, manifest_path, config_path, blob_map_path, target, remote_cache=""):
-    """Fills `plan` (shiko/registry/push.py's Plan) with one image from its parts (see above)."""
-    parts = ImageParts(manifest_path, config_path, blob_map_path, target, remote_cache)
+def read_image_plan(plan, parts):
+    """Fills `plan` (shiko/registry/push.py's Plan) with one image from its parts (ImageParts)."""
     media = parts.manifest.get("mediaType") or media_types.OCI_MANIFEST
     top = {"mediaType": media, "digest": parts.digest, "size": len(parts.manifest_bytes)}
     plan.top = top
