@@ -1,4 +1,4 @@
-"""Unit tests of docs/generate.py on small synthetic .bzl trees (unittest: no dependency).
+"""Unit tests of docs/generate.py (the package docs/docgen) on small synthetic .bzl trees (unittest).
 
     python3 -m unittest docs/generate_test.py        (or: bazel test //docs:generate_test)
 """
@@ -10,9 +10,12 @@ import tempfile
 import textwrap
 import unittest
 
+# docs/ holds the package docgen and the entry point generate.py (under Bazel, //docs:docgen's
+# `imports` puts it on sys.path too).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import generate  # noqa: E402  (docs/ is not a package)
+import docgen  # noqa: E402
+import generate  # noqa: E402  (the entry point: docs/ is not a package)
 
 DEFS = '''
 """Public API of a test ruleset, for <name> targets.
@@ -178,7 +181,7 @@ class GenerateTest(unittest.TestCase):
         self.tmp = tempfile.TemporaryDirectory()
         self.root = self.tmp.name
         write_tree(self.root, TREE)
-        self.out = generate.generate(self.root)
+        self.out = docgen.generate(self.root)
         self.rules = self.out["docs/rules.md"]
         self.repos = self.out["docs/repositories.md"]
 
@@ -193,9 +196,9 @@ class GenerateTest(unittest.TestCase):
         return text[start:] if end == -1 else text[start:end]
 
     def test_header_and_contents(self):
-        self.assertTrue(self.rules.startswith(generate.HEADER + "\n"))
-        self.assertIn("do not edit by hand", generate.HEADER)
-        self.assertIn("python3 docs/generate.py", generate.HEADER)
+        self.assertTrue(self.rules.startswith(docgen.HEADER + "\n"))
+        self.assertIn("do not edit by hand", docgen.HEADER)
+        self.assertIn("python3 docs/generate.py", docgen.HEADER)
         self.assertIn("- [thing](#thing): macro\n", self.rules)
         self.assertIn("- [thing_rule](#thing_rule): executable rule\n", self.rules)
         self.assertIn("- [ThingInfo](#thinginfo): provider\n", self.rules)
@@ -277,7 +280,7 @@ class GenerateTest(unittest.TestCase):
     def test_macro_through_a_macro(self):
         with open(os.path.join(self.root, "rules/repositories.bzl"), "a", encoding="utf-8") as f:
             f.write('\nload("//rules/private/repo:fetch.bzl", _wrap = "wrap")\n\nwrap = _wrap\n')
-        s = self.section(generate.generate(self.root)["docs/repositories.md"], "### wrap")
+        s = self.section(docgen.generate(self.root)["docs/repositories.md"], "### wrap")
         self.assertIn("**Attributes of the repository rule `fetch_rule`** (via `fetch`), through `**kwargs`:",
                       s)
         fwd = s[s.index("(via `fetch`)"):]
@@ -286,38 +289,38 @@ class GenerateTest(unittest.TestCase):
         self.assertNotIn("Arguments of the macro `fetch`", s)  # fetch has no argument left but name
 
     def test_load_labels(self):
-        self.assertEqual(generate.resolve_label("//rules/private/layer:layer.bzl", "rules"),
+        self.assertEqual(docgen.resolve_label("//rules/private/layer:layer.bzl", "rules"),
                          ("rules/private/layer", "rules/private/layer/layer.bzl"))
-        self.assertEqual(generate.resolve_label(":layer.bzl", "rules/private/layer"),
+        self.assertEqual(docgen.resolve_label(":layer.bzl", "rules/private/layer"),
                          ("rules/private/layer", "rules/private/layer/layer.bzl"))
-        self.assertEqual(generate.resolve_label("//rules/private:layer/layer.bzl", "rules"),
+        self.assertEqual(docgen.resolve_label("//rules/private:layer/layer.bzl", "rules"),
                          ("rules/private", "rules/private/layer/layer.bzl"))
         # A file loaded as //rules/private:layer/layer.bzl is in package rules/private.
-        self.assertEqual(generate.resolve_label(":paths.bzl", "rules/private"),
+        self.assertEqual(docgen.resolve_label(":paths.bzl", "rules/private"),
                          ("rules/private", "rules/private/paths.bzl"))
-        self.assertEqual(generate.resolve_label("@rules_shiko//rules:defs.bzl", "x"),
+        self.assertEqual(docgen.resolve_label("@rules_shiko//rules:defs.bzl", "x"),
                          ("rules", "rules/defs.bzl"))
-        self.assertEqual(generate.resolve_label("@//rules:defs.bzl", "x"), ("rules", "rules/defs.bzl"))
-        self.assertIsNone(generate.resolve_label("@rules_python//python:defs.bzl", "rules"))
+        self.assertEqual(docgen.resolve_label("@//rules:defs.bzl", "x"), ("rules", "rules/defs.bzl"))
+        self.assertIsNone(docgen.resolve_label("@rules_python//python:defs.bzl", "rules"))
 
     def test_missing_file_and_symbol(self):
         os.remove(os.path.join(self.root, "rules/private/thing/common.bzl"))
-        with self.assertRaises(generate.GenerateError) as e:
-            generate.generate(self.root)
+        with self.assertRaises(docgen.GenerateError) as e:
+            docgen.generate(self.root)
         self.assertIn("cannot read rules/private/thing/common.bzl (loaded by rules/private/thing/thing.bzl)",
                       str(e.exception))
         write_tree(self.root, {"rules/private/thing/common.bzl": "OTHER = 1\n"})
-        with self.assertRaises(generate.GenerateError) as e:
-            generate.generate(self.root)
+        with self.assertRaises(docgen.GenerateError) as e:
+            docgen.generate(self.root)
         self.assertIn("rules/private/thing/common.bzl has no symbol 'KINDS'", str(e.exception))
 
     def test_deterministic(self):
-        self.assertEqual(generate.generate(self.root), self.out)
+        self.assertEqual(docgen.generate(self.root), self.out)
 
     def test_check_and_write(self):
         os.mkdir(os.path.join(self.root, "docs"))
         out = io.StringIO()
-        self.assertEqual(generate.check(self.root, self.out, out), 2)  # nothing written yet
+        self.assertEqual(docgen.check(self.root, self.out, out), 2)  # nothing written yet
         sys_stdout = sys.stdout
         sys.stdout = io.StringIO()
         try:
@@ -330,14 +333,40 @@ class GenerateTest(unittest.TestCase):
         with open(os.path.join(self.root, "docs/rules.md"), "a", encoding="utf-8") as f:
             f.write("hand edit\n")
         out = io.StringIO()
-        self.assertEqual(generate.check(self.root, self.out, out), 1)
+        self.assertEqual(docgen.check(self.root, self.out, out), 1)
         text = out.getvalue()
         self.assertIn("--- docs/rules.md (committed)\n+++ docs/rules.md (generated)\n", text)
         self.assertIn("-hand edit\n", text)
         self.assertIn("ERROR: 1 generated doc file(s) are out of date: run `python3 docs/generate.py`", text)
 
+    def test_default_root(self):
+        # The repository root holding docs/generate.py: $TEST_SRCDIR/$TEST_WORKSPACE under Bazel,
+        # else found from the package's own location (docs/docgen/cli.py), both here.
+        for env in ({}, {"TEST_SRCDIR": None, "TEST_WORKSPACE": None}):
+            saved = {k: os.environ.get(k) for k in env}
+            try:
+                for k in env:
+                    os.environ.pop(k, None)
+                root = docgen.default_root()
+            finally:
+                for k, v in saved.items():
+                    if v is not None:
+                        os.environ[k] = v
+            self.assertTrue(os.path.isfile(os.path.join(root, "docs", "generate.py")), root)
+
+    def test_error_is_one_line(self):
+        write_tree(self.root, {"rules/private/thing/common.bzl": "OTHER = (\n"})
+        err = io.StringIO()
+        sys_stderr, sys.stderr = sys.stderr, err
+        try:
+            self.assertEqual(generate.main(["--root", self.root, "--check"]), 1)
+        finally:
+            sys.stderr = sys_stderr
+        self.assertRegex(err.getvalue(), r"\AERROR: docs/generate.py: rules/private/thing/common.bzl:\d+: "
+                                         r"cannot parse: [^\n]*\n\Z")
+
     def test_docstring_parsing(self):
-        description, args, returns = generate.parse_docstring('''Summary.
+        description, args, returns = docgen.parse_docstring('''Summary.
 
             Body with `code`.
 
