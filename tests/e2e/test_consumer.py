@@ -177,3 +177,21 @@ def test_consumer_pushes_the_py_image(consumer, registry):
                           "docker://%s/consumer/py:v1" % registry.host],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_second_output_base_needs_no_package_index(consumer, tmp_path):
+    """Pinned wheels come from Bazel's repository cache by sha256: a new output base fetches
+    every pip_lock_repository (rules_shiko's own and the consumer's) with the index unreachable."""
+    bazel, ws, startup = consumer
+    bin_dir = bazel.info("bazel-bin", startup=startup)
+    with open(os.path.join(bin_dir, "py.digest")) as f:
+        want = f.read().strip()
+    other = ["--output_base=" + str(tmp_path / "ob2")]
+    env = dict(os.environ, PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_RETRIES="0", PIP_TIMEOUT="2",
+               PIP_NO_INDEX="1")
+    try:
+        bazel("build", "//:py", startup=other, env=env)
+        with open(os.path.join(bazel.info("bazel-bin", startup=other, env=env), "py.digest")) as f:
+            assert f.read().strip() == want
+    finally:
+        bazel("shutdown", startup=other, check=False)

@@ -64,6 +64,112 @@ def parse_lock(content):
         reqs.append((name.strip(), version.strip()))
     return reqs
 
+def lock_hashes(content):
+    """{normalized name: [sha256 hex]} of a hashed lock file: each package's `--hash` values."""
+    out = {}
+    current = None
+    for raw in content.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        first = line.split(" ")[0]
+        if not first.startswith("-") and "==" in first:
+            current = normalize_name(first.split("==", 1)[0].split("[")[0].strip())
+            out.setdefault(current, [])
+        for part in line.split(" "):
+            if part.startswith("--hash=sha256:") and current != None:
+                out[current].append(part[len("--hash=sha256:"):].rstrip("\\"))
+    return out
+
+def _glibc(plat):
+    """(arch, glibc minor) of a manylinux platform tag; (arch, None) for others, ("", None) for any."""
+    if plat == "any":
+        return "", None
+    for legacy, minor in (("manylinux1_", 5), ("manylinux2010_", 12), ("manylinux2014_", 17)):
+        if plat.startswith(legacy):
+            return plat[len(legacy):], minor
+    if plat.startswith("manylinux_2_"):
+        rest = plat[len("manylinux_2_"):]
+        minor, _, arch = rest.partition("_")
+        if minor.isdigit():
+            return arch, int(minor)
+    return plat, None
+
+def wheel_platform_ok(plat, platforms):
+    """Whether pip would take a wheel of platform tag `plat` for one of the requested platforms."""
+    if plat == "any":
+        return True
+    arch, minor = _glibc(plat)
+    for want in platforms:
+        want_arch, want_minor = _glibc(want)
+        if plat == want:
+            return True
+        if minor != None and want_minor != None and arch == want_arch and minor <= want_minor:
+            return True
+    return False
+
+def wheel_python_ok(interp, abi, pyver):
+    """Whether pip would take a wheel of (interpreter, abi) tags for CPython `pyver` (e.g. 3.11)."""
+    cp = "cp" + pyver.replace(".", "")
+    if abi == "none":
+        return interp in ("py3", "py" + pyver.replace(".", ""), cp) or interp.startswith("py3")
+    if abi == cp:
+        return interp == cp
+    if abi == "abi3" and interp.startswith("cp3"):
+        return interp[3:].isdigit() and int(interp[3:]) <= int(pyver.split(".")[1])
+    return False
+
+def _wheel_tags(rctx, site_packages):
+    """(dist-info stem, [(interp, abi, plat)]) read from an unpacked wheel's WHEEL file."""
+    for d in rctx.path(site_packages).readdir():
+        if d.basename.endswith(".dist-info") and d.get_child("WHEEL").exists:
+            tags = []
+            for line in rctx.read(d.get_child("WHEEL")).splitlines():
+                if line.startswith("Tag:"):
+                    parts = line[len("Tag:"):].strip().split("-")
+                    if len(parts) == 3:
+                        tags.append((parts[0], parts[1], parts[2]))
+            return d.basename[:-len(".dist-info")], tags
+    return None, []
+
+def wheel_file_name(stem, tags):
+    """The wheel's file name, as its tags compress into it (`name-ver-py3-none-any.whl`)."""
+    groups = [[], [], []]
+    for t in tags:
+        for i in range(3):
+            if t[i] not in groups[i]:
+                groups[i].append(t[i])
+    return "%s-%s.whl" % (stem, "-".join([".".join(g) for g in groups]))
+
+def _from_repository_cache(rctx, versions, hashes, platforms, pyver):
+    """{norm: (unpacked dir, wheel name)} of every pinned wheel, from Bazel's repository cache by
+    sha256 (no pip, no network); None unless each package has exactly one cached, compatible
+    wheel (anything else is left to pip, which picks as it always has)."""
+    found = {}
+    for norm in sorted(versions):
+        hits = []
+        for h in hashes.get(norm, []):
+            zip_name = "_wheels/%s.zip" % h
+            res = rctx.download(["file:///shiko-repository-cache-only/" + h], output = zip_name, sha256 = h, allow_fail = True)
+            if not res.success:
+                continue
+            out = "_check/" + h
+            rctx.extract(zip_name, output = out)
+            stem, tags = _wheel_tags(rctx, out)
+            if stem and [t for t in tags if wheel_python_ok(t[0], t[1], pyver) and wheel_platform_ok(t[2], platforms)]:
+                hits.append((out, wheel_file_name(stem, tags), zip_name))
+        if len(hits) != 1:
+            return None
+        found[norm] = hits[0]
+    return found
+
+def _remember_in_repository_cache(rctx, wheel, hashes):
+    """Puts a wheel pip downloaded into Bazel's repository cache (by its pinned sha256)."""
+    for h in hashes:
+        res = rctx.download(["file://" + str(wheel)], output = "_remember/" + h, sha256 = h, allow_fail = True)
+        if res.success:
+            return
+
 def _host_platform(rctx):
     if hasattr(rctx.os, "arch"):
         arch = rctx.os.arch
@@ -157,9 +263,16 @@ def _pip_lock_repository_impl(rctx):
              (rctx.name, rctx.attr.requirements_lock))
     versions = {normalize_name(n): (n, v) for n, v in reqs}
 
-    python = _find_python(rctx)
     platforms = rctx.attr.platforms or [_host_platform(rctx)]
     pyver = rctx.attr.python_version
+    hashes = lock_hashes(rctx.read(lock_path))
+    cached = _from_repository_cache(rctx, versions, hashes, platforms, pyver)
+    if cached != None:
+        rctx.delete("_check")
+        _write_packages(rctx, versions, {n: (rctx.path(c[2]), c[1]) for n, c in cached.items()})
+        return
+
+    python = _find_python(rctx)
     abi = "cp" + pyver.replace(".", "")
     args = [
         python,
@@ -206,15 +319,22 @@ def _pip_lock_repository_impl(rctx):
     if missing:
         fail("%s: pip fetched no wheel for %s (lock %s, platforms %s, python %s)" %
              (rctx.name, ", ".join(missing), rctx.attr.requirements_lock, platforms, pyver))
+    for norm in sorted(versions):
+        # The next fetch of this lock (another output base, another checkout) needs no pip.
+        _remember_in_repository_cache(rctx, wheels[norm], hashes.get(norm, []))
+    rctx.delete("_remember")
+    _write_packages(rctx, versions, {n: (wheels[n], wheels[n].basename) for n in versions})
 
+def _write_packages(rctx, versions, wheels):
+    """One py_library package per pinned wheel; wheels: {norm: (wheel file, wheel file name)}."""
     for norm in sorted(versions):
         name, version = versions[norm]
-        whl = wheels[norm]
+        whl, whl_name = wheels[norm]
 
         # Bazel 4's extract() refuses the .whl suffix: give it a .zip name.
         rctx.symlink(whl, "_zips/%s.zip" % norm)
         rctx.extract("_zips/%s.zip" % norm, output = norm + "/site-packages")
-        rctx.symlink(whl, "%s/%s" % (norm, whl.basename))
+        rctx.symlink(whl, "%s/%s" % (norm, whl_name))
         deps = []
         for d in rctx.path(norm + "/site-packages").readdir():
             if d.basename.endswith(".dist-info"):
@@ -231,7 +351,7 @@ def _pip_lock_repository_impl(rctx):
             version = version,
             norm = norm,
             deps = repr(sorted({d: None for d in deps}.keys())),
-            wheel = whl.basename,
+            wheel = whl_name,
         ))
     rctx.delete("_zips")
 
