@@ -78,4 +78,5 @@ def run(args, manifest):
 
 
 if __name__ == "__main__":
-    cli.main(FLAGS, run, outputs=["output"], manifest="manifest")
+    # A persistent worker under Bazel (shiko/worker.py), else one run.
+    cli.main(FLAGS, run, outputs=["output"], manifest="manifest", worker=True)

@@ -1,4 +1,4 @@
-"""Actions run by persistent workers (python_tools/worker.py): the tools stay warm.
+"""Actions run by persistent workers (python_tools/shiko/worker.py): the tools stay warm.
 
 A Python tool pays ~0.1-0.2 s of interpreter start-up and imports per action, plus the
 sandbox set-up; as a worker it pays them once per build server. Bazel runs such actions with

@@ -15,6 +15,7 @@ which an `image_layer` imports (`tars`), so the layer tool writes it reproducibl
 """
 
 load("//rules/private/common:macros.bzl", "helper_kwargs")
+load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load("//rules/private/image:image.bzl", "image")
 load("//rules/private/layer:layer.bzl", "image_layer")
 
@@ -67,7 +68,7 @@ def _run_deb_tool(ctx, manifest, inputs, message):
     manifest_file = ctx.actions.declare_file(ctx.label.name + ".deb_manifest.json")
     ctx.actions.write(manifest_file, json.encode(manifest))
     out = ctx.actions.declare_file(ctx.label.name + ".tar")
-    args = ctx.actions.args()
+    args = worker_args(ctx)
     args.add("--manifest", manifest_file)
     args.add("--output", out)
     ctx.actions.run(
@@ -76,6 +77,7 @@ def _run_deb_tool(ctx, manifest, inputs, message):
         inputs = depset([manifest_file] + inputs),
         outputs = [out],
         mnemonic = "ShikoDeb",
+        execution_requirements = WORKER_REQUIREMENTS,
         progress_message = message,
     )
     return [DefaultInfo(files = depset([out]))]
