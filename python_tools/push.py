@@ -88,7 +88,7 @@ def run(args):
     for m in args.mount_from:
         if not REPOSITORY_RE.match(m):
             raise UserError("not a repository name on the same registry", target, "--mount_from", m)
-    parts = image_blobs.from_flags(args, target)
+    parts = None if args.layout else image_blobs.from_flags(args, target)
     if args.layout:
         plan = pusher.read_plan(args.layout, target)
     elif parts:

@@ -244,6 +244,10 @@ class Command:
             remove_outputs(outputs)
             sys.stderr.write("ERROR: %s: %s\n" % (prog, e))
             return 2
+        except SystemExit as e:
+            if e.code not in (None, 0):  # a tool that exits 0 on its own has succeeded
+                remove_outputs(outputs)
+            raise
         except BaseException:
             remove_outputs(outputs)
             raise

@@ -1,5 +1,6 @@
 """Files: sha256 while reading, atomic writes, and the one canonical JSON encoding."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,3 +38,17 @@ def write_file_atomic(path, data):
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def local_file(source):
+    """A local path for a blob source: a path is itself; anything else (a remote blob with a
+    `fetch()` that downloads it, verified, to a temporary file) is fetched and deleted after."""
+    if isinstance(source, str):
+        yield source
+        return
+    path = source.fetch()
+    try:
+        yield path
+    finally:
+        os.unlink(path)

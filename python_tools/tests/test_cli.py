@@ -291,6 +291,20 @@ def test_crash_removes_outputs_and_propagates(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("code,kept", [(0, True), (None, True), (3, False)])
+def test_sys_exit_in_run_keeps_outputs_only_on_success(tmp_path, code, kept):
+    out = tmp_path / "out"
+
+    def run(args):
+        out.write_text("done")
+        sys.exit(code)
+
+    with pytest.raises(SystemExit) as e:
+        cli.main([cli.string("output")], run, outputs=["output"], argv=["tool.py", "--output=" + str(out)])
+    assert e.value.code == code
+    assert out.exists() == kept
+
+
 # --- Sub-commands ---------------------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ import os
 import tarfile
 
 from python_tools.shiko.errors import UserError
-from python_tools.shiko.files import canonical_json
+from python_tools.shiko.files import canonical_json, local_file
 from python_tools.shiko.oci import layout as oci_layout
 from python_tools.shiko.oci import reference
 from python_tools.shiko.oci.media_types import MANIFEST_TYPES, OCI_INDEX
@@ -220,17 +220,9 @@ class Archive(object):
         tar.addfile(_info("blobs/sha256", directory=True))
         for hexdigest in sorted(self.blobs):
             d = self.blobs[hexdigest]
-            path = self.source(d)
-            fetched = None
-            if not isinstance(path, str):
-                fetched = path = path.fetch()  # only in the remote cache: fetched, verified
-            try:
-                with open(path, "rb") as f:
-                    reader = _HashingReader(f)
-                    tar.addfile(_info("blobs/sha256/" + hexdigest, d["size"]), reader)
-            finally:
-                if fetched:
-                    os.unlink(fetched)
+            with local_file(self.source(d)) as path, open(path, "rb") as f:
+                reader = _HashingReader(f)
+                tar.addfile(_info("blobs/sha256/" + hexdigest, d["size"]), reader)
             if reader.h.hexdigest() != hexdigest:
                 raise self.error("blob %s digest mismatch (got sha256:%s)" % (d["digest"], reader.h.hexdigest()))
         for name in sorted(small):

@@ -17,6 +17,7 @@ import threading
 from concurrent import futures
 
 from python_tools.shiko.errors import UserError
+from python_tools.shiko.files import local_file
 from python_tools.shiko.oci import media_types, reference
 from python_tools.shiko.oci.layout import MAX_INDEX_DEPTH, Layout
 from python_tools.shiko.registry import sources, tokens
@@ -119,18 +120,14 @@ def push_blob(client, repo, scopes, digest, desc, path, mount_sources, progress,
             with result.lock:
                 result.mounted += 1
             return
-    fetched = None
-    if not isinstance(path, str):
-        # Only in a remote cache (image_blobs.CacheBlob): fetched, verified, uploaded, deleted.
-        fetched = path = path.fetch()
-    progress.begin(digest, size)
-    try:
-        sent = client.upload_blob(repo, digest, path, scopes, size=size,
-                                  progress=lambda n: progress.add(digest, n), chunk_size=chunk_size)
-    finally:
-        progress.end(digest)
-        if fetched:
-            os.unlink(fetched)
+    # A blob only in the remote cache (image_blobs.CacheBlob) is fetched, verified, uploaded, deleted.
+    with local_file(path) as local:
+        progress.begin(digest, size)
+        try:
+            sent = client.upload_blob(repo, digest, local, scopes, size=size,
+                                      progress=lambda n: progress.add(digest, n), chunk_size=chunk_size)
+        finally:
+            progress.end(digest)
     with result.lock:
         result.pushed += 1
         result.bytes_sent += sent
