@@ -194,6 +194,8 @@ def write_tar(members, stream, mtime):
             entry["target"] = shown[1]
         if escaped:
             entry["escaped"] = True
+        if not m.implicit:
+            entry["origin"] = m.origin.label
         listing.append(entry)
     stream.close()
     return listing

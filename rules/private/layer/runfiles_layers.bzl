@@ -121,6 +121,17 @@ def _excluded_paths(ctx, binary):
                     excluded[f.path] = True
     return excluded
 
+def _file_origin(ctx, f, fallback):
+    """The label a runfile is attributed to in listings, reports and SBOMs: a first-party file's
+    owner (the source file, or the rule that generated it); for an external repository's file,
+    its package (`@pip_hub//protobuf`: one origin per wheel, not per file)."""
+    owner = f.owner
+    if owner == None:
+        return fallback
+    if owner.workspace_name and owner.workspace_name != ctx.workspace_name:
+        return origin("binary", "@%s//%s" % (owner.workspace_name, owner.package))
+    return origin("binary", owner)
+
 def runfiles_entries(ctx, binary, group, root):
     """(entries, inputs) of the files of `binary`'s runfiles that belong to `group`."""
     info = binary[DefaultInfo]
@@ -154,7 +165,7 @@ def runfiles_entries(ctx, binary, group, root):
             entries.append(file_entry(dest, item.file, o))
             inputs.append(item.file)
         else:
-            entries.append(file_entry(dest, item.file, o, _executable_hint(item.file, executables)))
+            entries.append(file_entry(dest, item.file, _file_origin(ctx, item.file, o), _executable_hint(item.file, executables)))
             inputs.append(item.file)
     return entries, inputs
 
