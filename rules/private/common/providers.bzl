@@ -9,6 +9,7 @@ LayerInfo = provider(
         "compression": "string: gzip, zstd or none.",
         "label": "Label of the image_layer target.",
         "packages": "list of File: the DebPackagesInfo inventories of the Debian tars this layer imports at its root (which package put each file there); empty for other layers.",
+        "wheels": "list of File: identity JSON files ({name, version, filename, sha256, lock}) of the Python wheels whose files this layer holds (py_image layers); empty for other layers.",
     },
 )
 

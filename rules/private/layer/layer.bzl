@@ -138,7 +138,7 @@ def _image_layer_impl(ctx):
     packages = [dep[DebPackagesInfo].inventory for dep in ctx.attr.tars if DebPackagesInfo in dep] if tar_dest == "" else []
     return write_layer(ctx, entries, inputs, overrides, packages)
 
-def write_layer(ctx, entries, inputs, overrides = {}, packages = []):
+def write_layer(ctx, entries, inputs, overrides = {}, packages = [], wheels = []):
     """Runs the layer tool on `entries` (see python_tools/layer.py) and returns the providers.
 
     For rules whose attributes include LAYER_ATTRS (compression, compression_level, mtime, mode,
@@ -150,6 +150,8 @@ def write_layer(ctx, entries, inputs, overrides = {}, packages = []):
       inputs: the Files the entries read.
       overrides: {layer path: {"mode"|"uid"|"gid": value}}.
       packages: Debian inventories (DebPackagesInfo) of tars imported at the layer's root.
+      wheels: identity files (pip_lock_repository's rules_shiko_wheel.json) of the wheels whose
+        files this layer holds.
 
     Returns:
       [DefaultInfo, LayerInfo, OutputGroupInfo(listing)].
@@ -214,6 +216,7 @@ def write_layer(ctx, entries, inputs, overrides = {}, packages = []):
             compression = compression,
             label = ctx.label,
             packages = packages,
+            wheels = wheels,
         ),
         OutputGroupInfo(listing = depset([listing])),
     ]
