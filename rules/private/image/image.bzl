@@ -3,6 +3,7 @@
 load("//rules/private/common:providers.bzl", "ImageInfo", "LayerInfo")
 load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
+load(":sbom.bzl", "SBOM_ATTRS", "sbom_outputs")
 
 def _port(target, value):
     num, sep, proto = value.partition("/")
@@ -214,29 +215,34 @@ def image_impl(ctx, computed = None):
         progress_message = "Writing docker/podman tarball of %s" % ctx.label,
     )
 
-    return [
-        # Metadata only by default (a few kB): the layout and tarball are output groups.
-        DefaultInfo(files = depset([digest, config, image_manifest])),
-        ImageInfo(
-            layout = layout,
-            digest = digest,
-            config = config,
-            manifest = image_manifest,
-            layers = [dep[LayerInfo] for dep in ctx.attr.layers],
-            base = base_info,
-            platform = platform,
-            repo_tags = list(ctx.attr.repo_tags),
-            layer_files = (base_info.layer_files if base_info else []) + [
-                struct(descriptor = dep[LayerInfo].descriptor, blob = dep[LayerInfo].blob)
-                for dep in ctx.attr.layers
-            ],
-            base_layouts = base_info.base_layouts if base_info else ([base_lay_inputs] if base_lay != None else []),
+    info = ImageInfo(
+        layout = layout,
+        digest = digest,
+        config = config,
+        manifest = image_manifest,
+        layers = [dep[LayerInfo] for dep in ctx.attr.layers],
+        base = base_info,
+        platform = platform,
+        repo_tags = list(ctx.attr.repo_tags),
+        layer_files = (base_info.layer_files if base_info else []) + [
+            struct(descriptor = dep[LayerInfo].descriptor, blob = dep[LayerInfo].blob)
+            for dep in ctx.attr.layers
+        ],
+        base_layouts = base_info.base_layouts if base_info else ([base_lay_inputs] if base_lay != None else []),
+        layout_base = base_info.layout_base if base_info else (
+            struct(label = base_lay["label"], layout = base_lay["layout"]) if base_lay != None else None
         ),
+    )
+    return [
+        # Metadata only by default (a few kB): the layout, tarball and SBOM are output groups.
+        DefaultInfo(files = depset([digest, config, image_manifest])),
+        info,
         OutputGroupInfo(
             layout = depset([layout]),
             tarball = depset([tarball]),
             digest = depset([digest]),
             config = depset([config, image_manifest]),
+            sbom = depset(sbom_outputs(ctx, info)),
         ),
     ]
 
@@ -285,6 +291,7 @@ IMAGE_ATTRS = {
 }
 
 IMAGE_ATTRS.update(STAMP_ATTRS)
+IMAGE_ATTRS.update(SBOM_ATTRS)
 
 image_rule = rule(
     implementation = _image_impl,
