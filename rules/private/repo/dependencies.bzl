@@ -345,8 +345,8 @@ def rules_shiko_register_cc_toolchains():
     With them, `--platforms=@rules_shiko//platforms:linux_arm64` (or an image_index child for
     linux/arm64) cross-compiles cc_binary, and Bazel 4.2.3's native py_binary finds the C/C++
     toolchain it requires for that platform. Call it in the WORKSPACE after
-    rules_shiko_dependencies(), and after registering any cross toolchain of your own (the first
-    registered match wins):
+    rules_shiko_dependencies(). A toolchain registered before it for the same platforms takes
+    precedence (the first registered match wins), so register your own first:
 
         load("@rules_shiko//rules:repositories.bzl", "rules_shiko_register_cc_toolchains")
         rules_shiko_register_cc_toolchains()
