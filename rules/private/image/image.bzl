@@ -71,7 +71,7 @@ def _platform(ctx, base_info):
         variant = "v8"
     return struct(os = ctx.attr.os, architecture = arch, variant = variant)
 
-def _ref_name(repo_tags):
+def layout_ref_name(repo_tags):
     """The tag that names the manifest in the layout's index.json (umoci, skopeo `oci:DIR:TAG`):
     the first repo_tag's, `latest` without one; None (the tool's default, `latest`) when the
     tag holds a stamp placeholder (the layout action reads no stamp files)."""
@@ -173,7 +173,7 @@ def image_impl(ctx, computed = None):
     layout_spec = ctx.actions.declare_file(ctx.label.name + ".layout_manifest.json")
     ctx.actions.write(layout_spec, json.encode({
         "target": target,
-        "ref_name": _ref_name(ctx.attr.repo_tags),
+        "ref_name": layout_ref_name(ctx.attr.repo_tags),
         "platform": platform_dict,
         "config": config.path,
         "manifest": image_manifest.path,
