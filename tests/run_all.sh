@@ -17,7 +17,7 @@ apt_pkgs=(
   bazel-bootstrap bazel-skylib bazel-platforms bazel-rules-java
   gcc libc6-dev git python3 python3-venv python3-pip
   docker-registry skopeo umoci runc podman docker.io uidmap bubblewrap busybox-static
-  apache2-utils isal zstd pigz xz-utils openssl ca-certificates nginx-light
+  apache2-utils isal zstd pigz xz-utils openssl ca-certificates nginx-light qemu-user-static
   gpg gpg-agent gpgv debian-archive-keyring debootstrap
 )
 
