@@ -31,7 +31,9 @@ is pushed (all its tags), its manifest digest is signed the way `cosign sign` do
 simple-signing payload naming REGISTRY/REPO and the digest, appended to the
 `sha256-<hex>.sig` image of that repository (earlier signatures are kept;
 shiko/sign/cosign.py, shiko/registry/signatures.py). An image index is signed by its own
-digest. If signing fails, the image and its tags stay pushed as they are and the error says so.
+digest and each of its platform manifests by theirs (as `cosign sign --recursive`): skopeo and
+podman check the manifest of the platform they pull. One stderr line per signature written. If
+signing fails, the image and its tags stay pushed as they are and the error says so.
 
 Output: on a terminal, one status line with each active blob's bytes and rate; otherwise
 nothing until the summary line on stderr (blobs pushed/skipped/mounted, bytes sent, retries).
@@ -90,7 +92,7 @@ def load_sign_key(path, target, wd):
     """The SigningKey of --sign-key (relative to where the user typed the command), checked
     before anything is pushed; UserError naming the file otherwise."""
     from python_tools.shiko.sign import keys  # lazily: cryptography only when signing
-    if wd and not os.path.isabs(path):
+    if path and wd and not os.path.isabs(path):
         path = os.path.join(wd, path)
     try:
         return keys.load_signing_key(path)
@@ -98,20 +100,23 @@ def load_sign_key(path, target, wd):
         raise UserError(e.problem, target, "--sign-key", e.path)
 
 
-def sign_pushed(client, ref, digest, key, target):
-    """Appends the cosign signature of the pushed digest; returns the summary line."""
+def sign_pushed(client, ref, digests, key, target):
+    """Appends the cosign signature of each pushed manifest digest; returns the summary lines."""
     from python_tools.shiko.registry import signatures, tokens
     from python_tools.shiko.sign import cosign
-    payload = cosign.payload(ref.name, digest)
-    try:
-        res = signatures.push_signature(client, ref.repository, digest, payload, cosign.sign(key, payload),
-                                        tokens.push_scopes(ref.repository))
-    except RegistryError as e:
-        raise UserError("the image was pushed (%s@%s) but signing it failed: %s" % (ref.name, digest, e),
-                        target, "--sign-key", key.path)
-    return "%s:%s: %s (%d signature%s; key %s)" % (
-        ref.name, res.tag, "signed" if res.added else "already signed by this signature",
-        res.count, "" if res.count == 1 else "s", key.key_id)
+    lines = []
+    for digest in digests:
+        payload = cosign.payload(ref.name, digest)
+        try:
+            res = signatures.push_signature(client, ref.repository, digest, payload, cosign.sign(key, payload),
+                                            tokens.push_scopes(ref.repository))
+        except RegistryError as e:
+            raise UserError("the image was pushed (%s@%s) but signing it failed: %s" % (ref.name, digests[-1], e),
+                            target, "--sign-key", key.path)
+        lines.append("%s:%s: %s (%d signature%s; key %s)" % (
+            ref.name, res.tag, "signed" if res.added else "already signed by this signature",
+            res.count, "" if res.count == 1 else "s", key.key_id))
+    return lines
 
 
 def run(args):
@@ -128,7 +133,7 @@ def run(args):
     for m in args.mount_from:
         if not REPOSITORY_RE.match(m):
             raise UserError("not a repository name on the same registry", target, "--mount_from", m)
-    sign_key = load_sign_key(args.sign_key, target, wd) if args.sign_key else None
+    sign_key = load_sign_key(args.sign_key, target, wd) if args.sign_key is not None else None
     parts = None if args.layout else image_blobs.from_flags(args, target)
     if args.layout:
         plan = pusher.read_plan(args.layout, target)
@@ -166,12 +171,14 @@ def run(args):
         sys.stderr.write(pusher.summary(ref, result, elapsed, client.retries, plan, tags) + "\n")
         sys.stderr.flush()
         if sign_key is not None:
-            signed = sign_pushed(client, ref, pushed, sign_key, target)
+            # An index's platform manifests first, then the index (what `cosign sign --recursive`
+            # signs): a verifier that resolves the index to one platform checks that manifest.
+            signed = sign_pushed(client, ref, [desc["digest"] for desc, _, _ in plan.manifests], sign_key, target)
     finally:
         client.close()
-    if signed:
-        sys.stderr.write(signed + "\n")
-        sys.stderr.flush()
+    for line in signed or ():
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()
     sys.stdout.write("%s@%s\n" % (ref.name, pushed))
     sys.stdout.flush()
 

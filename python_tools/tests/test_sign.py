@@ -176,6 +176,8 @@ def test_bad_keys_one_line_naming_the_file_never_its_content(key_files, tmp_path
             assert line not in msg and line[:16] not in msg
     assert "cannot read the key file: No such file or directory" in bad_key_message(str(tmp_path / "absent.pem"))
     assert "cannot read the key file: Is a directory" in bad_key_message(str(tmp_path))
+    with pytest.raises(keys.KeyFileError, match="no key file given"):
+        keys.load_signing_key("", env={})
     junk = tmp_path / "junk.pem"
     junk.write_bytes(b"MHcCAQEEIsecretsecretsecret\n")
     msg = bad_key_message(str(junk))

@@ -33,6 +33,7 @@ import pytest
 
 from conftest import REPO_ROOT, run, tool
 from fault_proxy import FaultProxy, Rule
+from test_pull import make_index_layout, push_layout
 
 sys.path.insert(0, REPO_ROOT)
 from python_tools.shiko.registry import tokens  # noqa: E402  (the "attacker" of the tamper tests)
@@ -111,7 +112,10 @@ def keys(tmp_path_factory):
     secrets = [PASSWORD]
     for name in ("pkcs8", "sec1", "other", "p384", "rsa", "cosign"):
         with open(out[name][0]) as f:
-            secrets += [line for line in f.read().splitlines() if line and not line.startswith("-----")]
+            lines = [line for line in f.read().splitlines() if line and not line.startswith("-----")]
+        # An encrypted key's first line is the same in every such key (the base64 of
+        # `{"kdf":{"name":"scrypt","params":...`): not a secret; the rest holds salt, nonce, ciphertext.
+        secrets += lines[1:] if name == "cosign" else lines
     with open(plain) as f:
         secrets += [line for line in f.read().splitlines() if line and not line.startswith("-----")]
     os.unlink(plain)
@@ -154,12 +158,14 @@ class Judge(object):
         }))
         return str(path)
 
-    def skopeo_copy(self, ref, pub):
+    def skopeo_copy(self, ref, pub, flags=()):
         dest = self.dir / "copy"
         subprocess.run(["rm", "-rf", str(dest)], check=True)
         return subprocess.run([tool("skopeo"), "--policy", self.policy(pub), "--registries.d",
                                str(self.dir / "registries.d"), "copy", "--src-tls-verify=false",
-                               "docker://" + ref, "oci:%s:x" % dest],
+                               # The policy judges the source's signatures; an OCI layout stores none.
+                               "--remove-signatures"] + list(flags)
+                              + ["docker://" + ref, "oci:%s:x" % dest],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
 
     def attachment(self, repo, digest):
@@ -185,9 +191,10 @@ class Judge(object):
                              input=payload, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return res.returncode == 0 and b"Verified OK" in res.stdout
 
-    def verdict(self, repo, ref, digest, pub):
-        """(accepted, why): whether the policy accepts pulling ref (REGISTRY/REPO:TAG of digest)."""
-        res = self.skopeo_copy(ref, pub)
+    def verdict(self, repo, ref, digest, pub, flags=()):
+        """(accepted, why): whether the policy accepts copying ref (REGISTRY/REPO:TAG); digest is
+        the manifest whose signatures skopeo checks (the platform's when ref is an index)."""
+        res = self.skopeo_copy(ref, pub, flags)
         if res.returncode == 0:
             return True, "skopeo accepted"
         why = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "exit %d" % res.returncode
@@ -274,6 +281,22 @@ def test_signed_push_is_accepted_and_other_keys_are_not(bazel, registry, static_
     assert not ok and ("does not verify" in why or "cryptographic" in why), why
 
 
+def test_an_index_is_signed_by_its_digest(bazel, registry, static_c_image, push_env, keys, judge, tmp_path):
+    info = make_index_layout(static_c_image, str(tmp_path / "layout"))
+    repo = "e2e/sign-index"
+    line = push_layout(bazel, info["layout"], "%s/%s" % (registry.host, repo), "multi", env=push_env,
+                       extra=("--sign-key", keys[0]["pkcs8"][0]))
+    assert line == "%s/%s@%s" % (registry.host, repo, info["index"])
+    ref = "%s/%s:multi" % (registry.host, repo)
+    # skopeo copy of one platform checks that platform's manifest (amd64 here); --all the index.
+    for digest, flags in ((info["amd64"], ()), (info["index"], ("--all",))):
+        ok, why = judge.verdict(repo, ref, digest, keys[0]["pkcs8"][1], flags)
+        assert ok, why
+        ok, why = judge.verdict(repo, ref, digest, keys[0]["sec1"][1], flags)
+        assert not ok, why
+    assert len(judge.attachment(repo, info["arm64"])) == 1
+
+
 def test_unsigned_image_is_rejected(bazel, registry, static_c_image, push_env, keys, judge):
     repo = "e2e/sign-none"
     push(bazel, push_env, "%s/%s" % (registry.host, repo), "--tag", "v1")
@@ -353,6 +376,7 @@ def test_bad_keys_fail_before_anything_is_pushed(bazel, registry, push_env, keys
     not_pem = tmp_path / "not.pem"
     not_pem.write_text("just some text\n")
     cases = [
+        ("", {}, "no key file given"),
         (str(tmp_path / "absent.key"), {}, "cannot read the key file: No such file or directory"),
         (str(not_pem), {}, "not a PEM file"),
         (k["p384"][0], {}, "wrong curve secp384r1"),

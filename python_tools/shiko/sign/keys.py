@@ -62,6 +62,20 @@ def _pem_block(data, path):
     return kind, der
 
 
+def _read_pem(path, what):
+    """(type, DER) of the PEM file at path; KeyFileError when unreadable or not PEM."""
+    if not path:
+        raise KeyFileError(path, "no %s given (empty path)" % what)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_KEY_FILE + 1)
+    except OSError as e:
+        raise KeyFileError(path, "cannot read the %s: %s" % (what, e.strerror or type(e).__name__))
+    if len(data) > MAX_KEY_FILE:
+        raise KeyFileError(path, "not a %s (larger than %d KiB)" % (what, MAX_KEY_FILE >> 10))
+    return _pem_block(data, path)
+
+
 def _label(kind):
     """A PEM type for a message: shown only when it looks like one (it is the file's text)."""
     if 0 < len(kind) <= 40 and all(c.isupper() or c.isdigit() or c == " " for c in kind):
@@ -79,14 +93,7 @@ def _password(path, env):
 def load_signing_key(path, env=None):
     """The SigningKey in the PEM file at path (module doc); KeyFileError when unusable."""
     env = os.environ if env is None else env
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_KEY_FILE + 1)
-    except OSError as e:
-        raise KeyFileError(path, "cannot read the key file: %s" % (e.strerror or type(e).__name__))
-    if len(data) > MAX_KEY_FILE:
-        raise KeyFileError(path, "not a key file (larger than %d KiB)" % (MAX_KEY_FILE >> 10))
-    kind, der = _pem_block(data, path)
+    kind, der = _read_pem(path, "key file")
     if kind in ENCRYPTED_TYPES:
         from python_tools.shiko.sign import encrypted
         try:
@@ -167,12 +174,7 @@ def public_pem(public_key):
 
 def load_public_key(path):
     """An ECDSA P-256 public key from a PEM file (cosign.pub); KeyFileError when unusable."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_KEY_FILE + 1)
-    except OSError as e:
-        raise KeyFileError(path, "cannot read the public key file: %s" % (e.strerror or type(e).__name__))
-    kind, der = _pem_block(data, path)
+    kind, der = _read_pem(path, "public key file")
     if kind != "PUBLIC KEY":
         raise KeyFileError(path, "unsupported PEM block %s: expected PUBLIC KEY" % _label(kind))
     from cryptography.hazmat.primitives import serialization
