@@ -138,6 +138,12 @@ def test_published_secretbox_vectors(vector, plaintext):
     assert again == vector  # byte for byte what Go wrote
     with pytest.raises(encrypted.EncryptedKeyError, match="wrong password"):
         encrypted.decrypt(vector, b"supersecreT")
+    doc["kdf"]["params"]["N"] = 1 << 30  # a file must not choose our memory and time
+    with pytest.raises(encrypted.EncryptedKeyError, match="scrypt parameters N=1073741824 r=8 p=1"):
+        encrypted.decrypt(json.dumps(doc).encode(), b"supersecret")
+    doc["kdf"]["params"]["N"] = "65536"
+    with pytest.raises(encrypted.EncryptedKeyError, match="scrypt parameters malformed"):
+        encrypted.decrypt(json.dumps(doc).encode(), b"supersecret")
 
 
 @pytest.mark.parametrize("label", sorted(COSIGN_TEST_KEYS))

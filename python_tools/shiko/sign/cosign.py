@@ -29,6 +29,7 @@ This module builds bytes only; shiko/registry/signatures.py reads and writes the
 import base64
 import collections
 import hashlib
+import json
 
 from python_tools.shiko.sign import gojson
 
@@ -181,7 +182,6 @@ def signatures(manifest):
 def check_payload(payload_bytes, manifest_digest, repository=None):
     """None when payload_bytes is a cosign payload for manifest_digest (and repository, if given),
     else the problem (one line). The signature itself is checked by keys.verify."""
-    import json
     try:
         doc = json.loads(payload_bytes.decode("utf-8"))
         critical = doc["critical"]

@@ -71,7 +71,9 @@ def decrypt(document, password):
     params = kdf.get("params")
     triple = tuple(params.get(k) for k in ("N", "r", "p")) if isinstance(params, dict) else None
     if triple not in SCRYPT_PARAMS:
-        raise EncryptedKeyError("unsupported encrypted key: scrypt parameters %r" % (triple,))
+        shown = "N=%d r=%d p=%d" % triple if triple and all(type(v) is int for v in triple) else "malformed"
+        raise EncryptedKeyError("unsupported encrypted key: scrypt parameters %s (cosign writes N=65536 r=8 p=1)"
+                                % shown)
     salt = _b64(kdf, "salt")
     nonce = _b64(cipher, "nonce", NONCE_SIZE)
     sealed = _b64(doc, "ciphertext")
