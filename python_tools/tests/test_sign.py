@@ -358,3 +358,18 @@ def test_a_sig_tag_holding_something_else_is_not_replaced(registry):
     with pytest.raises(RegistryError, match="not replacing it"):
         signatures.push_signature(c, repo, digest, cosign.payload("r/x", digest), "c2ln", scopes)
     assert c.get_manifest(repo, cosign.signature_tag(digest), scopes)[0] == index
+
+
+# --- push.py's flag ----------------------------------------------------------------------------------
+
+
+def test_push_sign_key_flag_is_relative_to_the_working_directory(key_files):
+    from python_tools import push
+    from python_tools.shiko.errors import UserError
+    d, name = os.path.split(key_files["sec1.pem"])
+    assert push.load_sign_key(name, "//t:push", d).public_pem() == \
+        keys.load_signing_key(key_files["sec1.pem"], env={}).public_pem()
+    with pytest.raises(UserError) as e:
+        push.load_sign_key("p384.pem", "//t:push", d)
+    assert str(e.value) == ("//t:push: attribute '--sign-key': %r: wrong curve secp384r1: only ECDSA P-256 "
+                            "(prime256v1) keys are supported" % os.path.join(d, "p384.pem"))
