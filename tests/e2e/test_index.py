@@ -17,6 +17,7 @@ import tempfile
 
 import pytest
 
+import services
 from conftest import run, tool
 
 DISTROLESS = "examples/distroless"
@@ -133,3 +134,63 @@ def test_arm64_child_runs_under_qemu(distroless):
         assert res.stdout.strip() == "aarch64 distroless ok"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_push_index_then_repush_and_mount(bazel, registry, tmp_path):
+    """`bazel run //examples/python_app:push_index`: every child's blobs and manifest, then the
+    index under the tag; skopeo resolves each platform from the registry to the child built for
+    it; a re-push sends no blob byte; a push to another repository mounts every blob."""
+    env = dict(os.environ, DOCKER_CONFIG=str(tmp_path / "docker-config"),
+               SHIKO_BLOB_SOURCES=str(tmp_path / "blob_sources.json"),
+               REGISTRY_AUTH_FILE=str(tmp_path / "no-auth.json"))
+    bazel("build", "//examples/python_app:index", "--output_groups=+layout")
+    root = os.path.join(bazel.info("bazel-bin"), "examples/python_app/index")
+    lay = IndexLayout(root)
+    repo = registry.host + "/e2e/index"
+    res = bazel("run", "//examples/python_app:push_index", "--", "--repository", repo, env=env)
+    assert res.stdout.strip().splitlines()[-1] == "%s@%s" % (repo, lay.ref["digest"])
+    skopeo = tool("skopeo")
+    raw = json.loads(run([skopeo, "inspect", "--raw", "--tls-verify=false",
+                          "docker://%s:latest" % repo]).stdout)
+    assert raw == lay.index
+    for arch in ("amd64", "arm64"):
+        _, _, config = lay.child(arch)
+        seen = json.loads(run([skopeo, "inspect", "--config", "--tls-verify=false", "--override-os",
+                               "linux", "--override-arch", arch, "docker://%s:latest" % repo]).stdout)
+        assert seen == config
+    blobs = set()
+    for arch in ("amd64", "arm64"):
+        _, manifest, _ = lay.child(arch)
+        blobs.update(d["digest"] for d in [manifest["config"]] + manifest["layers"])
+    res = bazel("run", "//examples/python_app:push_index", "--", "--repository", repo, env=env)
+    assert "0 blobs pushed, %d skipped, 0 mounted; 0 bytes sent" % len(blobs) in res.stderr, res.stderr
+    other = registry.host + "/e2e/index-copy"
+    res = bazel("run", "//examples/python_app:push_index", "--", "--repository", other,
+                "--tag", "v1", env=env)
+    assert "0 blobs pushed, 0 skipped, %d mounted; 0 bytes sent" % len(blobs) in res.stderr, res.stderr
+
+
+def test_load_index_picks_the_host_platform_or_the_one_given(bazel, tmp_path):
+    """`bazel run //examples/static_c:load_index` loads the host's image (it runs), and
+    `-- --platform=linux/arm64` the arm64 one (the engine records its architecture)."""
+    bazel("build", "//examples/static_c:index", "--output_groups=+layout")
+    lay = IndexLayout(os.path.join(bazel.info("bazel-bin"), "examples/static_c/index"))
+    with services.Dockerd() as d:
+        env = dict(d.env)
+        env.pop("CONTAINERS_CONF", None)
+        res = bazel("run", "//examples/static_c:load_index", env=env)
+        _, manifest, _ = lay.child("amd64")
+        assert "Image ID: " + manifest["config"]["digest"] in res.stdout, res.stdout
+        out = d.docker("run", "--rm", "--network", "none", "rules_shiko/static_c:index").stdout
+        assert out == "hello from rules_shiko\n"
+        res = bazel("run", "//examples/static_c:load_index", "--", "--platform=linux/arm64",
+                    "--repo_tag=rules_shiko/static_c:arm64", env=env)
+        _, arm_manifest, _ = lay.child("arm64")
+        assert "Image ID: " + arm_manifest["config"]["digest"] in res.stdout, res.stdout
+        arch = d.docker("image", "inspect", "--format", "{{.Architecture}}/{{.Variant}}",
+                        "rules_shiko/static_c:arm64").stdout.strip()
+        assert arch == "arm64/v8"
+        bad = bazel("run", "//examples/static_c:load_index", "--", "--platform=linux/s390x",
+                    env=env, check=False)
+        assert bad.returncode != 0
+        assert "has no image for linux/s390x (it has: linux/amd64, linux/arm64/v8)" in bad.stderr
