@@ -105,6 +105,9 @@ Descriptor (--descriptor, canonical JSON):
 Listing (--listing, optional, canonical JSON list in tar order):
   {"path": "/app/bin/hello", "type": "file"|"dir"|"symlink"|"hardlink", "mode": "0755",
    "uid": 0, "gid": 0, "size": N, "target": "..." (symlink: as stored; hardlink: "/path")}
+  Regular files ("type": "file") also have "sha256": the hex sha256 of their content, hashed
+  while it is copied into the tar (the layer bytes do not depend on it); the image report
+  (python_tools/report.py) uses it to tell a changed file from an unchanged one.
   Names are bytes in the tar; imported tars and source trees may hold names that are not UTF-8
   (the tar keeps their bytes). An entry whose path or target is not UTF-8 has "escaped": true,
   and in its path and target each backslash is doubled and each byte that is not part of valid

@@ -223,10 +223,13 @@ def test_listing_matches_tar(tmp_path, src):
         {"path": "/a", "type": "dir", "mode": "0755", "uid": 0, "gid": 0, "size": 0},
         {"path": "/a/l", "type": "symlink", "mode": "0777", "uid": 0, "gid": 0, "size": 0,
          "target": "x"},
-        {"path": "/a/x", "type": "file", "mode": "0644", "uid": 0, "gid": 0, "size": 12},
+        {"path": "/a/x", "type": "file", "mode": "0644", "uid": 0, "gid": 0, "size": 12,
+         "sha256": hashlib.sha256(b.content("a/x")).hexdigest()},
         {"path": "/a/y", "type": "hardlink", "mode": "0644", "uid": 0, "gid": 0, "size": 0,
          "target": "/a/x"},
     ]
+    # The content hash is of the bytes in the tar, the same as the source's.
+    assert b.listing[2]["sha256"] == hashlib.sha256((src / "app.conf").read_bytes()).hexdigest()
 
 
 def test_modes_defaults_and_overrides(tmp_path, src):
