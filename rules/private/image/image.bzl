@@ -3,6 +3,7 @@
 load("//rules/private/common:providers.bzl", "ImageInfo", "LayerInfo")
 load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
+load(":report.bzl", "REPORT_ATTRS", "explain_target", "image_report")
 
 def _port(target, value):
     num, sep, proto = value.partition("/")
@@ -214,29 +215,33 @@ def image_impl(ctx, computed = None):
         progress_message = "Writing docker/podman tarball of %s" % ctx.label,
     )
 
+    image_info = ImageInfo(
+        layout = layout,
+        digest = digest,
+        config = config,
+        manifest = image_manifest,
+        layers = [dep[LayerInfo] for dep in ctx.attr.layers],
+        base = base_info,
+        platform = platform,
+        repo_tags = list(ctx.attr.repo_tags),
+        layer_files = (base_info.layer_files if base_info else []) + [
+            struct(descriptor = dep[LayerInfo].descriptor, blob = dep[LayerInfo].blob)
+            for dep in ctx.attr.layers
+        ],
+        base_layouts = base_info.base_layouts if base_info else ([base_lay_inputs] if base_lay != None else []),
+    )
+
     return [
-        # Metadata only by default (a few kB): the layout and tarball are output groups.
+        # Metadata only by default (a few kB): the layout, tarball and report are output groups.
         DefaultInfo(files = depset([digest, config, image_manifest])),
-        ImageInfo(
-            layout = layout,
-            digest = digest,
-            config = config,
-            manifest = image_manifest,
-            layers = [dep[LayerInfo] for dep in ctx.attr.layers],
-            base = base_info,
-            platform = platform,
-            repo_tags = list(ctx.attr.repo_tags),
-            layer_files = (base_info.layer_files if base_info else []) + [
-                struct(descriptor = dep[LayerInfo].descriptor, blob = dep[LayerInfo].blob)
-                for dep in ctx.attr.layers
-            ],
-            base_layouts = base_info.base_layouts if base_info else ([base_lay_inputs] if base_lay != None else []),
-        ),
+        image_info,
         OutputGroupInfo(
             layout = depset([layout]),
             tarball = depset([tarball]),
             digest = depset([digest]),
             config = depset([config, image_manifest]),
+            # rules/private/image/report.bzl: where every byte comes from (JSON and HTML).
+            report = image_report(ctx, image_info),
         ),
     ]
 
@@ -285,6 +290,7 @@ IMAGE_ATTRS = {
 }
 
 IMAGE_ATTRS.update(STAMP_ATTRS)
+IMAGE_ATTRS.update(REPORT_ATTRS)
 
 image_rule = rule(
     implementation = _image_impl,
@@ -298,9 +304,13 @@ def image(name, entrypoint = None, cmd = None, **kwargs):
     Default outputs for //pkg:name (metadata only, a few kB): `name.digest` (`sha256:<hex>` of
     the manifest), `name.config.json` and `name.manifest.json`. Output groups: `layout`
     (`bazel-bin/pkg/name/`, the OCI image layout with every blob) and `tarball` (`name.tar`,
-    loadable by `docker load` and `podman load`, named by `repo_tags`). The layers' bytes live
-    once, in the layer targets' outputs; they are copied (hard-linked) only into a layout or
-    tarball that something asks for.
+    loadable by `docker load` and `podman load`, named by `repo_tags`) and `report`
+    (`name.report.json` and `name.report.html`: which label put which bytes in which layer,
+    see docs/explain.md). The layers' bytes live once, in the layer targets' outputs; they are
+    copied (hard-linked) only into a layout or tarball that something asks for.
+
+    Also declares `name.explain`: `bazel run //pkg:name.explain [-- --diff=OLD.report.json]`
+    prints the report as a table, or what changed since an older report.
 
     Args:
       name: target name.
@@ -318,3 +328,4 @@ def image(name, entrypoint = None, cmd = None, **kwargs):
         cmd_set = cmd != None,
         **kwargs
     )
+    explain_target(name, kwargs)

@@ -1,0 +1,189 @@
+"""Findings: where an image's bytes could be saved, each with one "what to do" line.
+
+    findings(report)  ->  [{"kind", "title", "bytes", "what_to_do", "paths"}], largest first
+
+Kinds (bytes are what the layers ship, deleted or overwritten files included):
+- docs: documentation, man pages, info pages and locales (/usr/share/doc, man, info, locale).
+- bytecode: Python bytecode caches (__pycache__, .pyc, .pyo).
+- cache: caches and leftovers (/var/cache, /var/lib/apt/lists, .cache directories, /tmp).
+- overwritten: files a later layer replaces (they still ship in the earlier layer).
+- deleted: files a later layer deletes with a whiteout (still shipped below it).
+- large_file: a single regular file of LARGE_FILE bytes or more.
+- same_content: the same bytes (sha256) stored at several paths that are not hardlinks.
+"""
+
+from python_tools.shiko.explain.units import human, plural
+
+THRESHOLD = 16 * 1024  # smaller groups are not worth a line
+LARGE_FILE = 10 * 1000 * 1000
+SHOWN_PATHS = 8
+
+_DOC_DIRS = ("/usr/share/doc", "/usr/share/man", "/usr/share/info", "/usr/share/locale")
+_CACHE_DIRS = ("/var/cache", "/var/lib/apt/lists", "/tmp", "/var/tmp")
+
+
+def _files(report):
+    """(layer, entry) of every non-directory entry of every layer."""
+    for layer in report["layers"]:
+        for e in layer["entries"]:
+            if e["type"] != "dir":
+                yield layer, e
+
+
+def _origins_phrase(origins):
+    """'deb:a=1, deb:b=2 and 3 more' from a collection of origin strings."""
+    names = sorted(set(origins))
+    if len(names) <= 3:
+        return ", ".join(names)
+    return "%s and %d more" % (", ".join(names[:3]), len(names) - 3)
+
+
+def _finding(kind, title, size, what, paths):
+    return {"kind": kind, "title": title, "bytes": size, "what_to_do": what,
+            "paths": sorted(paths)[:SHOWN_PATHS]}
+
+
+def _under(path, dirs):
+    return any(path.startswith(d + "/") for d in dirs)
+
+
+def _grouped(report, kind, dirs, what):
+    """One finding per directory of `dirs` holding THRESHOLD bytes or more."""
+    out = []
+    for d in dirs:
+        hits = [(l, e) for l, e in _files(report) if _under(e["path"], (d,))]
+        size = sum(int(e["size"]) for _, e in hits)
+        if size < THRESHOLD:
+            continue
+        origins = [e["origin"] for _, e in hits]
+        debs = len(set(o for o in origins if o.startswith("deb:")))
+        source = plural(debs, "deb") if debs == len(set(origins)) else plural(len(set(origins)), "origin")
+        title = "%s holds %s in %s from %s" % (d, human(size), plural(len(hits), "file"), source)
+        out.append(_finding(kind, title, size, what(d, origins, debs), [e["path"] for _, e in hits]))
+    return out
+
+
+def _docs_what(d, origins, debs):
+    if debs and debs == len(set(origins)):
+        return ("exclude docs in deb_layer / distroless_base: keep_docs = False (the default) "
+                "keeps only copyright files")
+    return "leave %s out of %s: documentation is not needed at run time" % (d, _origins_phrase(origins))
+
+
+def _cache_what(d, origins, debs):
+    return "caches are rebuilt at run time: leave %s out of %s" % (d, _origins_phrase(origins))
+
+
+def _bytecode(report):
+    hits = [(l, e) for l, e in _files(report)
+            if "/__pycache__/" in e["path"] or e["path"].endswith((".pyc", ".pyo"))]
+    size = sum(int(e["size"]) for _, e in hits)
+    if size < THRESHOLD:
+        return []
+    origins = [e["origin"] for _, e in hits]
+    return [_finding(
+        "bytecode", "Python bytecode caches: %s in %s" % (human(size), plural(len(hits), "file")),
+        size, "leave __pycache__/*.pyc out of %s (compiled at run time, and they differ per "
+              "interpreter); set PYTHONDONTWRITEBYTECODE=1 in the image" % _origins_phrase(origins),
+        [e["path"] for _, e in hits])]
+
+
+def _dot_cache(report):
+    hits = [(l, e) for l, e in _files(report) if "/.cache/" in e["path"]]
+    size = sum(int(e["size"]) for _, e in hits)
+    if size < THRESHOLD:
+        return []
+    origins = [e["origin"] for _, e in hits]
+    return [_finding("cache", ".cache directories hold %s" % human(size), size,
+                     _cache_what(".cache", origins, 0), [e["path"] for _, e in hits])]
+
+
+def _by_layer_path(report):
+    return {(l["index"], e["path"]): e for l in report["layers"] for e in l["entries"]}
+
+
+def _replaced(report):
+    """overwritten and deleted findings, one per (lower layer, upper layer, kind)."""
+    index = _by_layer_path(report)
+    names = {l["index"]: l["name"] for l in report["layers"]}
+    groups = {}
+    for d in report["duplicates"]:
+        if not d["bytes"]:
+            continue
+        hits = d["layers"]
+        for lower, upper in zip(hits, hits[1:]):
+            parent, _, name = d["path"].rpartition("/")
+            upper_entry = index.get((upper, d["path"])) or index.get((upper, parent + "/.wh." + name))
+            kind = "deleted" if upper_entry is None or upper_entry["path"] != d["path"] else "overwritten"
+            lower_entry = index.get((lower, d["path"]))
+            size = int(lower_entry["size"]) if lower_entry and lower_entry["type"] == "file" else 0
+            g = groups.setdefault((lower, upper, kind), [0, [], set(), set()])
+            g[0] += size
+            g[1].append(d["path"])
+            if lower_entry:
+                g[2].add(lower_entry["origin"])
+            if upper_entry:
+                g[3].add(upper_entry["origin"])
+    out = []
+    for (lower, upper, kind), (size, paths, low, up) in sorted(groups.items()):
+        if kind == "overwritten":
+            title = "%s in layer %s replaced by layer %s (%s shipped twice)" % (
+                plural(len(paths), "file"), names[lower], names[upper], human(size))
+            what = ("ship each file from one layer: drop %s from %s, or from %s" % (
+                "it" if len(paths) == 1 else "them", _origins_phrase(low) or names[lower],
+                _origins_phrase(up) or names[upper]))
+        else:
+            title = "%s of layer %s deleted by layer %s (%s still shipped)" % (
+                plural(len(paths), "file"), names[lower], names[upper], human(size))
+            what = ("a whiteout does not reclaim space: leave %s out of %s instead of deleting "
+                    "%s later" % ("it" if len(paths) == 1 else "them", _origins_phrase(low) or names[lower],
+                                  "it" if len(paths) == 1 else "them"))
+        out.append(_finding(kind, title, size, what, paths))
+    return out
+
+
+def _large(report):
+    out = []
+    for r in report["largest"]:
+        if r["bytes"] < LARGE_FILE:
+            break
+        out.append(_finding(
+            "large_file", "%s is %s (from %s)" % (r["path"], human(r["bytes"]), r["origin"]),
+            r["bytes"], "check it is needed at run time; strip debug symbols from binaries, or "
+                        "give it a layer of its own (py_image `split`, a separate image_layer) "
+                        "so other edits do not re-push it", [r["path"]]))
+    return out
+
+
+def _same_content(report):
+    by_hash = {}
+    for layer, e in _files(report):
+        if e["type"] == "file" and e.get("sha256") and int(e["size"]) > 0:
+            by_hash.setdefault(e["sha256"], []).append((layer["index"], e))
+    out = []
+    for digest, hits in sorted(by_hash.items()):
+        paths = sorted(set(e["path"] for _, e in hits))
+        if len(paths) < 2:
+            continue  # the same path in several layers is `overwritten`
+        size = int(hits[0][1]["size"]) * (len(hits) - 1)
+        if size < THRESHOLD:
+            continue
+        out.append(_finding(
+            "same_content", "%d copies of the same %s file" % (len(hits), human(hits[0][1]["size"])),
+            size, "store it once (one path, or a symlink to it) in %s" % _origins_phrase(
+                e["origin"] for _, e in hits), paths))
+    return out
+
+
+def findings(report):
+    """Every finding of a report (model.build_report's dict without "findings"), largest first."""
+    out = []
+    out += _grouped(report, "docs", _DOC_DIRS, _docs_what)
+    out += _grouped(report, "cache", _CACHE_DIRS, _cache_what)
+    out += _dot_cache(report)
+    out += _bytecode(report)
+    out += _replaced(report)
+    out += _large(report)
+    out += _same_content(report)
+    out.sort(key=lambda f: (-f["bytes"], f["kind"], f["title"]))
+    return out
