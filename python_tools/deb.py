@@ -1,7 +1,11 @@
 """Turns Debian packages (.deb files pinned by a lock) into one tar for `image_layer(tars = ...)`.
 
 Usage:
-  deb.py --manifest=M.json --output=OUT.tar
+  deb.py --manifest=M.json --output=OUT.tar [--packages=PACKAGES.json]
+
+--packages writes what the tar holds package by package (name, version, source, .deb sha256,
+licences, and which package each file came from): the format is documented in
+python_tools/shiko/debian/inventory.py. Reports and SBOMs read it.
 
 No maintainer script is run; what an image needs from them is done here (see "Build-time
 maintainer work"). On bad input (a bad manifest included) it prints one line
@@ -64,19 +68,24 @@ every other name is a hardlink to it, so `tar -x` can extract the output in orde
 """
 
 from python_tools.shiko import cli
+from python_tools.shiko.debian.inventory import inventory
 from python_tools.shiko.debian.unpack import build_tar
+from python_tools.shiko.files import canonical_json, write_file_atomic
 
 FLAGS = [
     cli.string("manifest", required=True,
                help="JSON manifest written by Starlark (see the module docstring)."),
     cli.string("output", required=True, help="Where to write the tar."),
+    cli.string("packages", help="Optional: where to write the packages inventory JSON."),
 ]
 
 
 def run(args, manifest):
-    build_tar(manifest, args.output)
+    entries, controls = build_tar(manifest, args.output)
+    if args.packages:
+        write_file_atomic(args.packages, canonical_json(inventory(manifest, entries, controls)))
 
 
 if __name__ == "__main__":
     # A persistent worker under Bazel (shiko/worker.py), else one run.
-    cli.main(FLAGS, run, outputs=["output"], manifest="manifest", worker=True)
+    cli.main(FLAGS, run, outputs=["output", "packages"], manifest="manifest", worker=True)

@@ -212,11 +212,11 @@ def test_tzdata_and_base_files_maintainer_work(tmp_path):
     assert m["etc/nsswitch.conf"][1] == b"hosts: files\n"
 
 
-def run_cli(manifest_path, out):
+def run_cli(manifest_path, out, *extra):
     """Runs the tool (python -m python_tools.deb) as Bazel does."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     return subprocess.run([sys.executable, "-m", "python_tools.deb", "--manifest", str(manifest_path),
-                           "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                           "--output", str(out)] + list(extra), cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
 
@@ -355,3 +355,60 @@ def test_cli_missing_flag_is_a_usage_error(tmp_path):
     res = subprocess.run([sys.executable, "-m", "python_tools.deb", "--output", str(tmp_path / "o.tar")],
                          cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     assert res.returncode == 2 and res.stderr == "ERROR: deb: missing required flag: --manifest\n"
+
+
+DEP5 = b"""Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: bar
+
+Files: *
+Copyright: 2020 Someone
+License: GPL-2+
+ This program is free software.
+ .
+ More text.
+
+Files: lib/*
+Copyright: 2021 Other
+License: LGPL-2.1+ or MIT
+"""
+
+
+def test_packages_inventory(tmp_path):
+    """--packages: every package with version, source, sha256 and DEP-5 licences, and which
+    package each non-directory member came from (also through a doc-directory symlink and for
+    maintainer work done for a package)."""
+    repo = Repo(tmp_path / "repo")
+    libfoo(repo)  # copyright file is not machine-readable: no licences
+    repo.add("libbar1", "2.0-1", [
+        ("./usr/lib/libbar.so.1", "file", b"bar", 0o644),
+        ("./usr/share/doc/libbar1", "symlink", "bar-common", 0o777),
+    ], extra={"Source": "bar (2.0-1)"})
+    repo.add("bar-common", "2.0-1", [
+        ("./usr/share/doc/bar-common/copyright", "file", DEP5, 0o644),
+    ], arch="all", extra={"Source": "bar"})
+    mpath = tmp_path / "m.json"
+    mpath.write_text(json.dumps(repo.manifest()))
+    inv_path = tmp_path / "packages.json"
+    res = run_cli(mpath, tmp_path / "out.tar", "--packages", str(inv_path))
+    assert res.returncode == 0, res.stderr
+    inv = json.loads(inv_path.read_text())
+    by = {p["name"]: p for p in inv["packages"]}
+    assert [p["name"] for p in inv["packages"]] == ["bar-common", "libbar1", "libfoo"]
+    assert by["libbar1"]["source"] == "bar" and by["libbar1"]["version"] == "2.0-1"
+    assert by["libbar1"]["licenses"] == ["GPL-2+", "LGPL-2.1+ or MIT"]  # through the symlink
+    assert by["bar-common"]["architecture"] == "all"
+    assert by["libfoo"]["licenses"] == [] and by["libfoo"]["source"] == "libfoo"
+    locked = {e["name"]: e for e in repo.entries}
+    for name, p in by.items():
+        assert p["sha256"] == locked[name]["sha256"]
+        assert p["filename"] == locked[name]["path"]
+    assert inv["architecture"] == "amd64" and inv["suites"] == ["bookworm", "bookworm-security"]
+    files = inv["files"]
+    assert files["/usr/lib/libbar.so.1"] == "libbar1"
+    assert files["/usr/share/doc/libbar1"] == "libbar1"
+    assert files["/usr/bin/foo-again"] == "libfoo"
+    assert files["/var/lib/dpkg/status.d/libfoo"] == "libfoo"
+    assert "/usr/lib" not in files and "/usr/share/man/man1/foo.1.gz" not in files
+    # Every non-directory member of the tar is attributed.
+    with tarfile.open(str(tmp_path / "out.tar")) as tf:
+        assert sorted(files) == sorted("/" + m.name for m in tf.getmembers() if not m.isdir())

@@ -219,17 +219,44 @@ def test_listing_matches_tar(tmp_path, src):
         link_entry("a/l", "x"),
     ])
     b = build(tmp_path, m)
+    # The implicit parent /a has no origin; every other member names its entry's label.
     assert b.listing == [
         {"path": "/a", "type": "dir", "mode": "0755", "uid": 0, "gid": 0, "size": 0},
         {"path": "/a/l", "type": "symlink", "mode": "0777", "uid": 0, "gid": 0, "size": 0,
-         "target": "x"},
+         "target": "x", "origin": "//x:links"},
         {"path": "/a/x", "type": "file", "mode": "0644", "uid": 0, "gid": 0, "size": 12,
-         "sha256": hashlib.sha256(b.content("a/x")).hexdigest()},
+         "origin": "//x:src", "sha256": hashlib.sha256(b.content("a/x")).hexdigest()},
         {"path": "/a/y", "type": "hardlink", "mode": "0644", "uid": 0, "gid": 0, "size": 0,
-         "target": "/a/x"},
+         "target": "/a/x", "origin": "//x:src"},
     ]
     # The content hash is of the bytes in the tar, the same as the source's.
     assert b.listing[2]["sha256"] == hashlib.sha256((src / "app.conf").read_bytes()).hexdigest()
+    assert b.desc["tar_size"] == len(b.tar)
+
+
+def test_listing_origins_of_trees_and_tars(tmp_path, src):
+    inner = tmp_path / "inner.tar"
+    with tarfile.open(str(inner), "w") as t:
+        data = b"from a tar\n"
+        info = tarfile.TarInfo("opt/t.txt")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "f.txt").write_bytes(b"tree file\n")
+    m = manifest([
+        tree_entry("srv", tree, label="//web:static"),
+        tar_entry("", inner, label="//deb:libs"),
+        dir_entry("var/log", label="//x:dirs"),
+    ], compression="gzip")
+    b = build(tmp_path, m)
+    origins = {e["path"]: e.get("origin") for e in b.listing}
+    assert origins == {
+        "/opt": None, "/opt/t.txt": "//deb:libs",
+        "/srv": "//web:static", "/srv/sub": "//web:static", "/srv/sub/f.txt": "//web:static",
+        "/var": None, "/var/log": "//x:dirs",
+    }
+    assert b.desc["tar_size"] == len(b.tar)
 
 
 def test_modes_defaults_and_overrides(tmp_path, src):

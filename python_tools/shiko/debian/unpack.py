@@ -20,7 +20,7 @@ from python_tools.shiko.files import read_json, sha256_file
 from python_tools.shiko.tar import compression
 from python_tools.shiko.tar import names
 
-CONTROL_FIELDS = frozenset(("Package", "Version", "Architecture"))
+CONTROL_FIELDS = frozenset(("Package", "Version", "Architecture", "Source"))
 
 DROPPED_TREES = (
     "usr/share/man",
@@ -349,8 +349,10 @@ def write_tar(entries, output):
                     tf.addfile(ti, io.BytesIO(e.data))
 
 
-def packages_entries(manifest):
-    """{path: Entry} of the manifest's packages, with status records and maintainer work."""
+def packages_entries(manifest, controls=None):
+    """{path: Entry} of the manifest's packages, with status records and maintainer work.
+
+    `controls`, when a dict, receives each package's parsed control fields by name."""
     target = manifest["target"]
     arch = manifest["architecture"]
     keep_docs = bool(manifest.get("keep_docs"))
@@ -387,6 +389,8 @@ def packages_entries(manifest):
                 raise ValueError("%s: built for %s, the image is %s" % (
                     what, fields.get("Architecture"), arch))
             members_list = data_members(members, what, keep_docs)
+            if controls is not None:
+                controls[name] = fields
         except (tarfile.TarError, DebError) + compression.errors() as e:
             raise _err(target, "packages", name, str(e))
         for path, e in members_list:
@@ -448,13 +452,17 @@ def basics_entries(basics, index):
 
 
 def build_tar(manifest, output):
-    """Writes the tar a manifest (a dict, see python_tools/deb.py) describes to `output`."""
+    """Writes the tar a manifest (a dict, see python_tools/deb.py) describes to `output`.
+
+    Returns (entries {path: Entry}, controls {package: control fields}) for the inventory."""
     if not isinstance(manifest, dict):
         raise UserError("the deb manifest must be a JSON object")
+    controls = {}
     if manifest.get("basics") is not None:
         index = read_json(manifest["index"]) if manifest.get("index") else {}
         entries = basics_entries(manifest["basics"], index)
     else:
-        entries = packages_entries(manifest)
+        entries = packages_entries(manifest, controls)
     _ensure_parents(entries)
     write_tar(entries, output)
+    return entries, controls

@@ -34,6 +34,7 @@ def build_layer(manifest, output, _gzip_threads=None, _zstd_threads=compression.
         entries = write_tar(members, TarStream(backend), spec.mtime)
         backend.finish()
         diff = backend.diff
+        tar_size = backend.length
         backend = None
     finally:
         if backend is not None:
@@ -49,5 +50,6 @@ def build_layer(manifest, output, _gzip_threads=None, _zstd_threads=compression.
         "compression": spec.compression,
         "compressor": compression.compressor_name(spec.compression, spec.level, _zstd_threads),
         "members": len(entries),
+        "tar_size": tar_size,
     }
     return desc, entries

@@ -203,6 +203,8 @@ def write_tar(members, stream, mtime):
             entry["escaped"] = True
         if digest is not None:
             entry["sha256"] = digest.hexdigest()
+        if not m.implicit:
+            entry["origin"] = m.origin.label
         listing.append(entry)
     stream.close()
     return listing

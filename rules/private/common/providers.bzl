@@ -8,6 +8,15 @@ LayerInfo = provider(
         "listing": "File: JSON list of the layer's members (path, type, mode, uid, gid, size, target).",
         "compression": "string: gzip, zstd or none.",
         "label": "Label of the image_layer target.",
+        "packages": "list of File: the DebPackagesInfo inventories of the Debian tars this layer imports at its root (which package put each file there); empty for other layers.",
+        "wheels": "list of File: identity JSON files ({name, version, filename, sha256, lock}) of the Python wheels whose files this layer holds (py_image layers); empty for other layers.",
+    },
+)
+
+DebPackagesInfo = provider(
+    doc = "What a deb_tar holds, package by package (python_tools/shiko/debian/inventory.py).",
+    fields = {
+        "inventory": "File: JSON {architecture, suites, packages: [{name, version, source, sha256, licenses, ...}], files: {path: package}}.",
     },
 )
 

@@ -15,6 +15,7 @@ which an `image_layer` imports (`tars`), so the layer tool writes it reproducibl
 """
 
 load("//rules/private/common:macros.bzl", "helper_kwargs")
+load("//rules/private/common:providers.bzl", "DebPackagesInfo")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load("//rules/private/image:image.bzl", "image")
 load("//rules/private/layer:layer.bzl", "image_layer")
@@ -68,19 +69,25 @@ def _run_deb_tool(ctx, manifest, inputs, message):
     manifest_file = ctx.actions.declare_file(ctx.label.name + ".deb_manifest.json")
     ctx.actions.write(manifest_file, json.encode(manifest))
     out = ctx.actions.declare_file(ctx.label.name + ".tar")
+    inventory = ctx.actions.declare_file(ctx.label.name + ".packages.json")
     args = worker_args(ctx)
     args.add("--manifest", manifest_file)
     args.add("--output", out)
+    args.add("--packages", inventory)
     ctx.actions.run(
         executable = ctx.executable._deb_tool,
         arguments = [args],
         inputs = depset([manifest_file] + inputs),
-        outputs = [out],
+        outputs = [out, inventory],
         mnemonic = "ShikoDeb",
         execution_requirements = WORKER_REQUIREMENTS,
         progress_message = message,
     )
-    return [DefaultInfo(files = depset([out]))]
+    return [
+        DefaultInfo(files = depset([out])),
+        DebPackagesInfo(inventory = inventory),
+        OutputGroupInfo(packages = depset([inventory])),
+    ]
 
 _COMMON_ATTRS = {
     "packages": attr.label(

@@ -1,7 +1,7 @@
 """image_layer: files, directories, runfiles trees, symlinks and tars as one reproducible layer."""
 
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest", "normalize_dest_or_root", "package_relative_path", "parse_octal", "parse_owner")
-load("//rules/private/common:providers.bzl", "LayerInfo")
+load("//rules/private/common:providers.bzl", "DebPackagesInfo", "LayerInfo")
 load("//rules/private/common:runfiles.bzl", "walk_runfiles")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
@@ -135,9 +135,10 @@ def _image_layer_impl(ctx):
         uid, gid = parse_owner(target, "owners", path, owner)
         overrides.setdefault(d, {}).update({"uid": uid, "gid": gid})
 
-    return write_layer(ctx, entries, inputs, overrides)
+    packages = [dep[DebPackagesInfo].inventory for dep in ctx.attr.tars if DebPackagesInfo in dep] if tar_dest == "" else []
+    return write_layer(ctx, entries, inputs, overrides, packages)
 
-def write_layer(ctx, entries, inputs, overrides = {}):
+def write_layer(ctx, entries, inputs, overrides = {}, packages = [], wheels = []):
     """Runs the layer tool on `entries` (see python_tools/layer.py) and returns the providers.
 
     For rules whose attributes include LAYER_ATTRS (compression, compression_level, mtime, mode,
@@ -148,6 +149,9 @@ def write_layer(ctx, entries, inputs, overrides = {}):
       entries: layer manifest entries (file_entry() and the other kinds of layer.py).
       inputs: the Files the entries read.
       overrides: {layer path: {"mode"|"uid"|"gid": value}}.
+      packages: Debian inventories (DebPackagesInfo) of tars imported at the layer's root.
+      wheels: identity files (pip_lock_repository's rules_shiko_wheel.json) of the wheels whose
+        files this layer holds.
 
     Returns:
       [DefaultInfo, LayerInfo, OutputGroupInfo(listing)].
@@ -211,6 +215,8 @@ def write_layer(ctx, entries, inputs, overrides = {}):
             listing = listing,
             compression = compression,
             label = ctx.label,
+            packages = packages,
+            wheels = wheels,
         ),
         OutputGroupInfo(listing = depset([listing])),
     ]

@@ -121,8 +121,28 @@ def _excluded_paths(ctx, binary):
                     excluded[f.path] = True
     return excluded
 
+def _file_origin(ctx, f, fallback):
+    """The label a runfile is attributed to in listings, reports and SBOMs: a first-party file's
+    owner (the source file, or the rule that generated it); for an external repository's file,
+    its package (`@pip_hub//protobuf`: one origin per wheel, not per file)."""
+    owner = f.owner
+    if owner == None:
+        return fallback
+    if owner.workspace_name and owner.workspace_name != ctx.workspace_name:
+        return origin("binary", "@%s//%s" % (owner.workspace_name, owner.package))
+    return origin("binary", owner)
+
+# The wheel identity file a pip_lock_repository package puts in runfiles (pip_repository.bzl):
+# never stored in an image; collected for SBOMs instead.
+_WHEEL_METADATA = "rules_shiko_wheel.json"
+
+def _is_wheel_metadata(ctx, f):
+    return (f.basename == _WHEEL_METADATA and f.is_source and f.owner != None and
+            f.owner.workspace_name not in ("", ctx.workspace_name))
+
 def runfiles_entries(ctx, binary, group, root):
-    """(entries, inputs) of the files of `binary`'s runfiles that belong to `group`."""
+    """(entries, inputs, wheels) of the files of `binary`'s runfiles that belong to `group`;
+    wheels: the wheel identity files of that group (left out of the layer)."""
     info = binary[DefaultInfo]
     keys = _split_keys(ctx)
     excluded = _excluded_paths(ctx, binary)
@@ -133,6 +153,7 @@ def runfiles_entries(ctx, binary, group, root):
     o = origin("binary", binary.label)
     entries = []
     inputs = []
+    wheels = []
     empty = None
     for item in walk_runfiles(info, ctx.workspace_name):
         if item.file != None and item.file.path in excluded:
@@ -142,6 +163,9 @@ def runfiles_entries(ctx, binary, group, root):
             if ctx.attr.layout != "runfiles" or group != FIRST_PARTY:
                 continue
         elif classify(ctx, item.rpath, keys) != group:
+            continue
+        if item.kind == "file" and _is_wheel_metadata(ctx, item.file):
+            wheels.append(item.file)
             continue
         dest = join_dest(root, image_path(ctx, item.rpath))
         if item.kind == "empty":
@@ -154,9 +178,9 @@ def runfiles_entries(ctx, binary, group, root):
             entries.append(file_entry(dest, item.file, o))
             inputs.append(item.file)
         else:
-            entries.append(file_entry(dest, item.file, o, _executable_hint(item.file, executables)))
+            entries.append(file_entry(dest, item.file, _file_origin(ctx, item.file, o), _executable_hint(item.file, executables)))
             inputs.append(item.file)
-    return entries, inputs
+    return entries, inputs, wheels
 
 def _runfiles_layer_impl(ctx):
     target = str(ctx.label)
@@ -170,8 +194,8 @@ def _runfiles_layer_impl(ctx):
         if int(group[len("split:"):]) >= len(ctx.attr.split):
             fail("%s: attribute 'group': %r: there are only %d split labels" % (target, group, len(ctx.attr.split)))
     root = normalize_dest(target, "root", ctx.attr.root)
-    entries, inputs = runfiles_entries(ctx, binary, group, root)
-    return write_layer(ctx, entries, inputs)
+    entries, inputs, wheels = runfiles_entries(ctx, binary, group, root)
+    return write_layer(ctx, entries, inputs, wheels = wheels)
 
 _RUNFILES_LAYER_ATTRS = dict(LAYER_ATTRS, **{
     "binary": attr.label(

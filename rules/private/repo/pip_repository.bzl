@@ -164,11 +164,13 @@ def _from_repository_cache(rctx, versions, hashes, platforms, pyver):
     return found
 
 def _remember_in_repository_cache(rctx, wheel, hashes):
-    """Puts a wheel pip downloaded into Bazel's repository cache (by its pinned sha256)."""
+    """Puts a wheel pip downloaded into Bazel's repository cache (by its pinned sha256); returns
+    that sha256 ("" if none of the lock's hashes fits, which pip has already refused)."""
     for h in hashes:
         res = rctx.download(["file://" + str(wheel)], output = "_remember/" + h, sha256 = h, allow_fail = True)
         if res.success:
-            return
+            return h
+    return ""
 
 def _host_platform(rctx):
     if hasattr(rctx.os, "arch"):
@@ -232,7 +234,9 @@ package(default_visibility = ["//visibility:public"])
 py_library(
     name = "{norm}",
     srcs = glob(["site-packages/**/*.py"], allow_empty = True),
-    data = glob(
+    # Plus the wheel's identity for SBOMs (name, version, file, sha256 from the lock). Images
+    # leave it out (rules/private/layer/runfiles_layers.bzl); it rides in runfiles to reach them.
+    data = ["{metadata}"] + glob(
         ["site-packages/**"],
         exclude = ["site-packages/**/*.py", "site-packages/**/*.pyc", "site-packages/**/* *"],
         allow_empty = True,
@@ -269,7 +273,7 @@ def _pip_lock_repository_impl(rctx):
     cached = _from_repository_cache(rctx, versions, hashes, platforms, pyver)
     if cached != None:
         rctx.delete("_check")
-        _write_packages(rctx, versions, {n: (rctx.path(c[2]), c[1]) for n, c in cached.items()})
+        _write_packages(rctx, versions, {n: (rctx.path(c[2]), c[1], c[2].split("/")[-1][:-len(".zip")]) for n, c in cached.items()})
         return
 
     python = _find_python(rctx)
@@ -319,17 +323,27 @@ def _pip_lock_repository_impl(rctx):
     if missing:
         fail("%s: pip fetched no wheel for %s (lock %s, platforms %s, python %s)" %
              (rctx.name, ", ".join(missing), rctx.attr.requirements_lock, platforms, pyver))
+    sha256 = {}
     for norm in sorted(versions):
         # The next fetch of this lock (another output base, another checkout) needs no pip.
-        _remember_in_repository_cache(rctx, wheels[norm], hashes.get(norm, []))
+        sha256[norm] = _remember_in_repository_cache(rctx, wheels[norm], hashes.get(norm, []))
     rctx.delete("_remember")
-    _write_packages(rctx, versions, {n: (wheels[n], wheels[n].basename) for n in versions})
+    _write_packages(rctx, versions, {n: (wheels[n], wheels[n].basename, sha256[n]) for n in versions})
+
+WHEEL_METADATA = "rules_shiko_wheel.json"
 
 def _write_packages(rctx, versions, wheels):
-    """One py_library package per pinned wheel; wheels: {norm: (wheel file, wheel file name)}."""
+    """One py_library package per pinned wheel; wheels: {norm: (wheel file, its name, sha256)}."""
     for norm in sorted(versions):
         name, version = versions[norm]
-        whl, whl_name = wheels[norm]
+        whl, whl_name, whl_sha256 = wheels[norm]
+        rctx.file("%s/%s" % (norm, WHEEL_METADATA), json.encode({
+            "name": name,
+            "version": version,
+            "filename": whl_name,
+            "sha256": whl_sha256,
+            "lock": str(rctx.attr.requirements_lock),
+        }) + "\n")
 
         # Bazel 4's extract() refuses the .whl suffix: give it a .zip name.
         rctx.symlink(whl, "_zips/%s.zip" % norm)
@@ -352,6 +366,7 @@ def _write_packages(rctx, versions, wheels):
             norm = norm,
             deps = repr(sorted({d: None for d in deps}.keys())),
             wheel = whl_name,
+            metadata = WHEEL_METADATA,
         ))
     rctx.delete("_zips")
 
