@@ -19,6 +19,7 @@ apt_pkgs=(
   docker-registry skopeo umoci runc podman docker.io uidmap bubblewrap busybox-static
   apache2-utils isal zstd pigz xz-utils openssl ca-certificates nginx-light
   gpg gpg-agent gpgv debian-archive-keyring debootstrap
+  chromium chromium-driver
 )
 
 install_deps() {

@@ -16,7 +16,8 @@ import pytest
 
 from python_tools.shiko.explain import efficiency as eff
 from python_tools.shiko.explain import listing
-from python_tools.shiko.explain.model import build_report, final_files, layer_name
+from python_tools.shiko.explain.filesystem import final_files
+from python_tools.shiko.explain.model import build_report, layer_name
 from python_tools.shiko.explain.page import page_data, render_page
 from python_tools.shiko.files import canonical_json
 from python_tools.shiko.layer.build import build_layer
@@ -104,8 +105,10 @@ def test_report_layers_origins_duplicates_largest():
     assert kinds["overwritten"]["paths"] == ["/a/x"]
     assert "//x:old" in kinds["overwritten"]["what_to_do"]
     assert "//x:new" in kinds["overwritten"]["what_to_do"]
-    assert kinds["deleted"]["paths"] == ["/a/y"]
-    assert kinds["deleted"]["bytes"] == 50
+    # The file whiteout and the directory whiteout: the bytes still shipped in layer 0.
+    assert kinds["deleted"]["paths"] == ["/a/y", "/d/p", "/d/q"]
+    assert kinds["deleted"]["bytes"] == 50 + 30 + 20
+    assert kinds["deleted"]["title"] == "3 files of layer l0 deleted by a later layer (100 B still shipped)"
     # Deterministic: the same input gives the same bytes.
     assert canonical_json(r) == canonical_json(report_of(L0, L1))
 

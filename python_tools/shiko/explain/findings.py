@@ -3,15 +3,18 @@
     findings(report)  ->  [{"kind", "title", "bytes", "what_to_do", "paths"}], largest first
 
 Kinds (bytes are what the layers ship, deleted or overwritten files included):
-- docs: documentation, man pages, info pages and locales (/usr/share/doc, man, info, locale).
+- docs: documentation, man pages, info pages and locales (/usr/share/doc, man, info, locale),
+  packages' copyright files left out (they are kept on purpose).
 - bytecode: Python bytecode caches (__pycache__, .pyc, .pyo).
 - cache: caches and leftovers (/var/cache, /var/lib/apt/lists, .cache directories, /tmp).
 - overwritten: files a later layer replaces (they still ship in the earlier layer).
 - deleted: files a later layer deletes with a whiteout (still shipped below it).
 - large_file: a single regular file of LARGE_FILE bytes or more.
-- same_content: the same bytes (sha256) stored at several paths that are not hardlinks.
+- same_content: the same bytes (sha256) stored at several paths that are not hardlinks
+  (copyright files left out).
 """
 
+from python_tools.shiko.explain.filesystem import WHITEOUT, final_files
 from python_tools.shiko.explain.units import human, plural
 
 THRESHOLD = 16 * 1024  # smaller groups are not worth a line
@@ -47,11 +50,17 @@ def _under(path, dirs):
     return any(path.startswith(d + "/") for d in dirs)
 
 
+def _licence(path):
+    """A package's copyright file (/usr/share/doc/<pkg>/copyright): kept on purpose (deb_layer
+    keeps them even without keep_docs), never a finding."""
+    return path.startswith("/usr/share/doc/") and path.endswith("/copyright")
+
+
 def _grouped(report, kind, dirs, what):
     """One finding per directory of `dirs` holding THRESHOLD bytes or more."""
     out = []
     for d in dirs:
-        hits = [(l, e) for l, e in _files(report) if _under(e["path"], (d,))]
+        hits = [(l, e) for l, e in _files(report) if _under(e["path"], (d,)) and not _licence(e["path"])]
         size = sum(int(e["size"]) for _, e in hits)
         if size < THRESHOLD:
             continue
@@ -98,46 +107,44 @@ def _dot_cache(report):
                      _cache_what(".cache", origins, 0), [e["path"] for _, e in hits])]
 
 
-def _by_layer_path(report):
-    return {(l["index"], e["path"]): e for l in report["layers"] for e in l["entries"]}
-
-
 def _replaced(report):
-    """overwritten and deleted findings, one per (lower layer, upper layer, kind)."""
-    index = _by_layer_path(report)
+    """overwritten and deleted findings: regular files a layer ships that are not in the final
+    filesystem from that layer. One finding per (layer, later layer that holds the path) for
+    overwritten files, one per layer for deleted ones (whiteouts, opaque directories)."""
+    final = final_files(report)
     names = {l["index"]: l["name"] for l in report["layers"]}
     groups = {}
-    for d in report["duplicates"]:
-        if not d["bytes"]:
+    for layer, e in _files(report):
+        if e["type"] != "file" or e["path"].rpartition("/")[2].startswith(WHITEOUT):
             continue
-        hits = d["layers"]
-        for lower, upper in zip(hits, hits[1:]):
-            parent, _, name = d["path"].rpartition("/")
-            upper_entry = index.get((upper, d["path"])) or index.get((upper, parent + "/.wh." + name))
-            kind = "deleted" if upper_entry is None or upper_entry["path"] != d["path"] else "overwritten"
-            lower_entry = index.get((lower, d["path"]))
-            size = int(lower_entry["size"]) if lower_entry and lower_entry["type"] == "file" else 0
-            g = groups.setdefault((lower, upper, kind), [0, [], set(), set()])
-            g[0] += size
-            g[1].append(d["path"])
-            if lower_entry:
-                g[2].add(lower_entry["origin"])
-            if upper_entry:
-                g[3].add(upper_entry["origin"])
+        owner = final.get(e["path"])
+        if owner is not None and owner[0] == layer["index"]:
+            continue
+        if owner is not None:
+            key = (layer["index"], "overwritten", owner[0])
+            upper_origin = owner[1].get("origin")
+        else:
+            key = (layer["index"], "deleted", None)
+            upper_origin = None
+        g = groups.setdefault(key, [0, [], set(), set()])
+        g[0] += int(e["size"])
+        g[1].append(e["path"])
+        g[2].add(e["origin"])
+        if upper_origin:
+            g[3].add(upper_origin)
     out = []
-    for (lower, upper, kind), (size, paths, low, up) in sorted(groups.items()):
+    for (lower, kind, upper), (size, paths, low, up) in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+        them = "it" if len(paths) == 1 else "them"
         if kind == "overwritten":
             title = "%s in layer %s replaced by layer %s (%s shipped twice)" % (
                 plural(len(paths), "file"), names[lower], names[upper], human(size))
-            what = ("ship each file from one layer: drop %s from %s, or from %s" % (
-                "it" if len(paths) == 1 else "them", _origins_phrase(low) or names[lower],
-                _origins_phrase(up) or names[upper]))
+            what = "ship each file from one layer: drop %s from %s, or from %s" % (
+                them, _origins_phrase(low), _origins_phrase(up) or names[upper])
         else:
-            title = "%s of layer %s deleted by layer %s (%s still shipped)" % (
-                plural(len(paths), "file"), names[lower], names[upper], human(size))
+            title = "%s of layer %s deleted by a later layer (%s still shipped)" % (
+                plural(len(paths), "file"), names[lower], human(size))
             what = ("a whiteout does not reclaim space: leave %s out of %s instead of deleting "
-                    "%s later" % ("it" if len(paths) == 1 else "them", _origins_phrase(low) or names[lower],
-                                  "it" if len(paths) == 1 else "them"))
+                    "%s later" % (them, _origins_phrase(low), them))
         out.append(_finding(kind, title, size, what, paths))
     return out
 
@@ -158,7 +165,7 @@ def _large(report):
 def _same_content(report):
     by_hash = {}
     for layer, e in _files(report):
-        if e["type"] == "file" and e.get("sha256") and int(e["size"]) > 0:
+        if e["type"] == "file" and e.get("sha256") and int(e["size"]) > 0 and not _licence(e["path"]):
             by_hash.setdefault(e["sha256"], []).append((layer["index"], e))
     out = []
     for digest, hits in sorted(by_hash.items()):
@@ -168,10 +175,15 @@ def _same_content(report):
         size = int(hits[0][1]["size"]) * (len(hits) - 1)
         if size < THRESHOLD:
             continue
+        origins = [e["origin"] for _, e in hits]
+        if all(o.startswith("deb:") for o in origins):
+            what = ("these Debian packages ship the same file (%s): only leaving a package out "
+                    "removes a copy" % _origins_phrase(origins))
+        else:
+            what = "store it once (one path, or a symlink to it) in %s" % _origins_phrase(origins)
         out.append(_finding(
             "same_content", "%d copies of the same %s file" % (len(hits), human(hits[0][1]["size"])),
-            size, "store it once (one path, or a symlink to it) in %s" % _origins_phrase(
-                e["origin"] for _, e in hits), paths))
+            size, what, paths))
     return out
 
 

@@ -12,7 +12,7 @@ directories first, by size) coloured by the layer each file comes from.
 import html
 import json
 
-from python_tools.shiko.explain.model import final_files
+from python_tools.shiko.explain.filesystem import final_files
 
 TOP_ORIGINS = 12
 SHOWN_DUPLICATES = 100
