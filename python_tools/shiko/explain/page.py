@@ -5,8 +5,8 @@ a file:// URL. The data is the report without per-layer entry lists, plus the im
 file tree ([path, layer, size, flags] rows, flags: 1 = the path is in more than one layer, i.e.
 counts in dive's wasted bytes). The script renders, with textContent only (no HTML from data):
 a summary, a bar per layer split by origin (`.layer-bar` > `.seg`), the findings with their
-"what to do", the largest files, the duplicates, and an expandable file tree (`.tree-node`,
-directories first, by size) coloured by the layer each file comes from.
+"what to do", an expandable file tree (`.tree-node`, directories first, by size) coloured by
+the layer each file comes from, the largest files and the duplicates.
 """
 
 import html
@@ -103,17 +103,6 @@ R.findings.forEach(function(f){var d=add(fs,el("div","finding"));
   add(d,el("div","title",f.title));add(d,el("div","what",f.what_to_do));
   if(f.paths.length)add(d,el("div","paths",f.paths.join("  ")));});
 
-function table(parent,heads,rows){var t=add(parent,el("table"));var h=add(t,el("tr"));
-  heads.forEach(function(x){add(h,el("th",x[1]||"",x[0]));});
-  rows.forEach(function(r){var tr=add(t,el("tr"));r.forEach(function(c,i){add(tr,el("td",heads[i][1]||"",String(c)));});});}
-
-var lg=add(root,el("section"));lg.id="largest";add(lg,el("h2","","Largest files"));
-table(lg,[["size","num"],["layer"],["path","path"],["origin"]],R.largest.map(function(r){return [human(r.bytes),r.layer+" "+R.layers[r.layer].name,r.path,r.origin];}));
-
-var du=add(root,el("section"));du.id="duplicates";
-add(du,el("h2","","Paths in more than one layer ("+R.duplicates_total+"), wasted "+human(R.wasted_bytes)));
-table(du,[["bytes","num"],["layers"],["path","path"]],R.duplicates.map(function(d){return [human(d.bytes),d.layers.join(", "),d.path];}));
-
 // File tree of the final filesystem, coloured by layer
 var ts=add(root,el("section"));ts.id="tree";add(ts,el("h2","","Files (final filesystem), coloured by layer"));
 var legend=add(ts,el("div","legend"));
@@ -141,6 +130,17 @@ function render(container,node,depth){
       row.classList.toggle("open");});}
   });}
 var tree=add(ts,el("div","tree-root"));render(tree,top,0);
+function table(parent,heads,rows){var t=add(parent,el("table"));var h=add(t,el("tr"));
+  heads.forEach(function(x){add(h,el("th",x[1]||"",x[0]));});
+  rows.forEach(function(r){var tr=add(t,el("tr"));r.forEach(function(c,i){add(tr,el("td",heads[i][1]||"",String(c)));});});}
+
+var lg=add(root,el("section"));lg.id="largest";add(lg,el("h2","","Largest files"));
+table(lg,[["size","num"],["layer"],["path","path"],["origin"]],R.largest.map(function(r){return [human(r.bytes),r.layer+" "+R.layers[r.layer].name,r.path,r.origin];}));
+
+var du=add(root,el("section"));du.id="duplicates";
+add(du,el("h2","","Paths in more than one layer ("+R.duplicates_total+"), wasted "+human(R.wasted_bytes)));
+table(du,[["bytes","num"],["layers"],["path","path"]],R.duplicates.map(function(d){return [human(d.bytes),d.layers.join(", "),d.path];}));
+
 document.body.setAttribute("data-rendered","1");
 })();
 """
