@@ -97,7 +97,7 @@ def largest_files(layers, count=LARGEST):
     rows = []
     for layer in layers:
         for e in layer["entries"]:
-            if e["type"] == "file":
+            if e["type"] == "file" and int(e["size"]) > 0:
                 rows.append({"path": e["path"], "layer": layer["index"], "bytes": int(e["size"]),
                              "origin": e["origin"]})
     rows.sort(key=lambda r: (-r["bytes"], r["path"], r["layer"]))
