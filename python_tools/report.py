@@ -17,6 +17,7 @@ Manifest (JSON, written by rules/private/image/report.bzl)
    "base_layout": {"path": P, "source": "@base//:layout"} | null,
    "layers": [{"digest": "sha256:.." | null, "label": "//x:layer" | null,
                "descriptor": P | null, "listing": P | null, "packages": [P, ...],
+               "wheels": [{"identity": P, "origin": "@repo//package"}, ...],
                "blob": P | null, "source": str | null}, ...],
    "json": OUT, "html": OUT}
 
@@ -25,6 +26,9 @@ Manifest (JSON, written by rules/private/image/report.bzl)
   digest are checked against the manifest's. "listing" is the layer tool's listing; null: the
   blob is listed (a tar, gzip or zstd) with origin `source`. "packages": deb.py's
   `<name>.packages.json` side files: their files get origin `deb:<name>=<version>`.
+  "wheels" (optional): the identity files ({name, version, filename, sha256, lock}) of the
+  pinned wheels whose files the layer holds under origin "@repo//package"; the report names
+  each such origin's wheel and version.
 - base_layout: the OCI layout of a pulled base (image_pull): the manifest's first layers (those
   not in `layers`) are read from its blobs/sha256/, with origin `source`.
 - json, html: where to write the report and the page. Both are deterministic bytes.

@@ -17,7 +17,7 @@ import pytest
 from python_tools.shiko.explain import efficiency as eff
 from python_tools.shiko.explain import listing
 from python_tools.shiko.explain.filesystem import final_files
-from python_tools.shiko.explain.model import build_report, layer_name
+from python_tools.shiko.explain.model import build_report, layer_name, origin_tally
 from python_tools.shiko.explain.page import page_data, render_page
 from python_tools.shiko.files import canonical_json
 from python_tools.shiko.layer.build import build_layer
@@ -121,6 +121,15 @@ def test_final_files_apply_whiteouts_and_opaque_markers():
     assert final["/d/new"][0] == 2 and "/keep" in final
 
 
+def test_origin_tally_names_the_wheel_behind_an_origin():
+    entries = [f("/app/external/pip/protobuf/a.py", 10, "@pip//protobuf"),
+               f("/app/external/pip/protobuf/b.so", 30, "@pip//protobuf"), d("/app"),
+               f("/app/main.py", 5, "//app:main.py")]
+    assert origin_tally(entries, {"@pip//protobuf": "protobuf 6.33.6"}) == [
+        {"origin": "@pip//protobuf", "files": 2, "bytes": 40, "package": "protobuf 6.33.6"},
+        {"origin": "//app:main.py", "files": 1, "bytes": 5}]
+
+
 def test_layer_names():
     assert layer_name("//pkg:image", {"label": "//pkg:image_app"}, 3) == "app"
     assert layer_name("//pkg:image", {"label": "//examples/distroless:python3_libc"}, 0) == "python3_libc"
@@ -204,11 +213,10 @@ def test_list_blob_reads_a_gzip_layer(tmp_path):
     assert all(e["origin"] == "@base" for e in entries)
 
 
-def test_deb_origins(tmp_path):
-    p = tmp_path / "x.packages.json"
-    p.write_text(json.dumps({"packages": [{"name": "libc6", "version": "2.36-9"}],
-                             "files": {"/usr/lib/libc.so.6": "libc6"}}))
-    assert listing.deb_origins([str(p)]) == {"/usr/lib/libc.so.6": "deb:libc6=2.36-9"}
+def test_deb_origins():
+    inventory = {"packages": [{"name": "libc6", "version": "2.36-9"}],
+                 "files": {"/usr/lib/libc.so.6": "libc6"}}
+    assert listing.deb_origins([inventory]) == {"/usr/lib/libc.so.6": "deb:libc6=2.36-9"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -247,6 +247,8 @@ def test_explain_prints_the_table_and_the_diff_of_an_app_edit(ws, tmp_path):
     report = ws.report(APP)
     assert out.splitlines()[0] == "%s  %s" % (APP, report["digest"][:19])
     assert "efficiency" in out and "//examples/python_app:server.py" in out
+    # The wheel behind an origin, from the wheel identity py_image's layers carry.
+    assert "@python_app_pip//protobuf (protobuf " in out, out
     old = tmp_path / "old.report.json"
     shutil.copyfile(ws.path(APP, ".report.json"), str(old))
     server = os.path.join(ws.root, "examples/python_app/server.py")

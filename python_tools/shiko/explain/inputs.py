@@ -84,8 +84,14 @@ def load_layers(manifest):
         else:
             raise UserError("layer %d (%s) has neither a listing nor a blob" % (i, digest),
                             target, "layers", spec.get("label"))
-        debs = listing.deb_origins(spec.get("packages") or [])
+        debs = listing.deb_origins([_read(target, "layers", p, "packages inventory")
+                                    for p in spec.get("packages") or []])
+        wheels = {}
+        for w in spec.get("wheels") or []:
+            ident = _read(target, "layers", w["identity"], "wheel identity")
+            wheels[w["origin"]] = "%s %s" % (ident.get("name"), ident.get("version"))
         layers.append({
+            "wheels": wheels,
             "digest": digest,
             "size": desc.get("size", 0),
             "tar_size": tar_size,

@@ -11,7 +11,6 @@ name the package of each file: `deb_origins` turns them into `deb:<name>=<versio
 import hashlib
 import tarfile
 
-from python_tools.shiko.files import read_json
 from python_tools.shiko.tar import stream
 
 _TYPES = {
@@ -97,16 +96,11 @@ def list_blob(path, origin):
         raw.close()
 
 
-def read_listing(path):
-    """The layer tool's listing at `path` (a list of entries)."""
-    return read_json(path)
-
-
-def deb_origins(paths):
-    """{listing path: "deb:<name>=<version>"} from deb.py's `<name>.packages.json` files."""
+def deb_origins(inventories):
+    """{listing path: "deb:<name>=<version>"} from deb.py's `<name>.packages.json` inventories
+    (parsed)."""
     origins = {}
-    for p in paths:
-        data = read_json(p)
+    for data in inventories:
         versions = {pkg["name"]: pkg.get("version", "") for pkg in data.get("packages", [])}
         for member, name in data.get("files", {}).items():
             origins[member] = "deb:%s=%s" % (name, versions.get(name, "")) if versions.get(name) else "deb:" + name

@@ -18,7 +18,8 @@ Report (`<name>.report.json`, canonical JSON)
    "layers": [{"index": 0, "name": "app", "label": "//pkg:image_app" | null,
                "source": "@base//:layout" | null, "digest": "sha256:..", "size": N,
                "tar_size": N | null, "files": N, "bytes": N,
-               "origins": [{"origin": "//pkg:server.py", "files": N, "bytes": N}, ...],
+               "origins": [{"origin": "//pkg:server.py", "files": N, "bytes": N,
+                            "package": "protobuf 6.33.6" (a wheel's origin only)}, ...],
                "entries": [{"path", "type", "mode", "uid", "gid", "size", "origin",
                             "sha256"?, "target"?}, ...]}, ...],
    "duplicates": [{"path", "layers": [i, ...], "bytes": cumulative}, ...],
@@ -60,8 +61,9 @@ def layer_name(target, layer, index):
     return "%s[%d]" % (label_name(source) if source else "layer", index)
 
 
-def origin_tally(entries):
-    """[{"origin", "files", "bytes"}] of the non-directory entries, largest first."""
+def origin_tally(entries, packages=None):
+    """[{"origin", "files", "bytes", "package"?}] of the non-directory entries, largest first;
+    `packages` ({origin: "protobuf 6.33.6"}) names the wheel behind an origin."""
     by = {}
     for e in entries:
         if e["type"] == "dir":
@@ -70,6 +72,9 @@ def origin_tally(entries):
         t[0] += 1
         t[1] += int(e.get("size") or 0)
     rows = [{"origin": o, "files": f, "bytes": b} for o, (f, b) in by.items()]
+    for r in rows:
+        if packages and r["origin"] in packages:
+            r["package"] = packages[r["origin"]]
     rows.sort(key=lambda r: (-r["bytes"], -r["files"], r["origin"]))
     return rows
 
@@ -87,7 +92,7 @@ def _layer_report(target, layer, index):
         "tar_size": layer.get("tar_size"),
         "files": len(files),
         "bytes": sum(int(e.get("size") or 0) for e in files),
-        "origins": origin_tally(entries),
+        "origins": origin_tally(entries, layer.get("wheels")),
         "entries": entries,
     }
 

@@ -90,9 +90,9 @@ R.layers.forEach(function(l){
   var bar=add(track,el("div","layer-bar"));bar.style.width=Math.max(0.3,100*l.bytes/maxBytes)+"%";
   l.origins.forEach(function(o,k){var seg=add(bar,el("div","seg"));
     seg.style.flexGrow=String(Math.max(o.bytes,1));seg.style.background=shade(color(l.index),(k%4)*0.2);
-    seg.title=o.origin+": "+human(o.bytes)+" in "+o.files+" file(s)";});
+    seg.title=o.origin+(o.package?" ("+o.package+")":"")+": "+human(o.bytes)+" in "+o.files+" file(s)";});
   add(row,el("span","size",human(l.bytes)));
-  var top=l.origins.slice(0,3).map(function(o){return o.origin+" "+human(o.bytes);}).join(" · ");
+  var top=l.origins.slice(0,3).map(function(o){return o.origin+(o.package?" ("+o.package+")":"")+" "+human(o.bytes);}).join(" · ");
   add(ls,el("div","origins",l.files+" files, "+human(l.size)+" compressed"+(top?" — "+top:"")));
 });
 

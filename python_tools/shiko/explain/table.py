@@ -11,7 +11,8 @@ def _short(digest):
 
 
 def _origin_cell(layer):
-    parts = ["%s (%s)" % (o["origin"], human(o["bytes"])) for o in layer["origins"][:TOP_ORIGINS]]
+    parts = ["%s (%s%s)" % (o["origin"], o["package"] + ", " if o.get("package") else "",
+                            human(o["bytes"])) for o in layer["origins"][:TOP_ORIGINS]]
     more = len(layer["origins"]) - TOP_ORIGINS
     if more > 0:
         parts.append("+%d more" % more)

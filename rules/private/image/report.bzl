@@ -59,15 +59,21 @@ def image_report(ctx, info):
     specs = []
     for layer in layers:
         packages = getattr(layer, "packages", None) or []
+        wheels = getattr(layer, "wheels", None) or []
         specs.append({
             "label": str(layer.label),
             "descriptor": layer.descriptor.path,
             "listing": layer.listing.path,
             "packages": [p.path for p in packages],
+            # The listing names a wheel's files @repo//package (runfiles_layers.bzl).
+            "wheels": [
+                {"identity": w.path, "origin": "@%s//%s" % (w.owner.workspace_name, w.owner.package)}
+                for w in wheels
+            ],
             "blob": None,
             "source": None,
         })
-        inputs += [layer.descriptor, layer.listing] + packages
+        inputs += [layer.descriptor, layer.listing] + packages + wheels
     base_layout = None
     if info.base_layouts:
         files = info.base_layouts[0]
