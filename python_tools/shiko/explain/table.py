@@ -19,12 +19,12 @@ def _origin_cell(layer):
     return ", ".join(parts)
 
 
-def _columns(rows):
-    """Left-aligned text columns (the last column is not padded)."""
+def _columns(rows, right=()):
+    """Text columns, left-aligned but for the indexes in `right` (the last is not padded)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     out = []
     for r in rows:
-        cells = [c.rjust(w) if c[:1].isdigit() else c.ljust(w) for c, w in zip(r, widths)]
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
         out.append("  ".join(cells + [r[-1]]).rstrip())
     return out
 
@@ -46,7 +46,7 @@ def render_report(report):
     for layer in report["layers"]:
         rows.append([str(layer["index"]), layer["name"], human(layer["size"]),
                      str(layer["files"]), human(layer["bytes"]), _origin_cell(layer)])
-    lines += _columns(rows)
+    lines += _columns(rows, right=(0, 2, 3, 4))
     if report["findings"]:
         lines += ["", "Findings:"]
         for f in report["findings"]:
@@ -55,7 +55,7 @@ def render_report(report):
     if report["largest"]:
         lines += ["", "Largest files:"]
         lines += _columns([[human(r["bytes"]), "layer %d" % r["layer"], r["path"], r["origin"]]
-                           for r in report["largest"][:SHOWN]])
+                           for r in report["largest"][:SHOWN]], right=(0,))
     return "\n".join(lines) + "\n"
 
 
