@@ -14,7 +14,7 @@ Manifest (JSON, written by rules/private/image/report.bzl)
 
   {"target": "//pkg:image",
    "manifest": P, "config": P, "digest": P,      (the image's manifest, config and .digest)
-   "base_layout": {"path": P, "source": "@base//:layout"} | null,
+   "base_layout": {"path": P, "source": "@base//:base"} | null,
    "layers": [{"digest": "sha256:.." | null, "label": "//x:layer" | null,
                "descriptor": P | null, "listing": P | null, "packages": [P, ...],
                "wheels": [{"identity": P, "origin": "@repo//package"}, ...],

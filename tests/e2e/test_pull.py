@@ -208,9 +208,9 @@ def test_report_lists_the_pulled_base_layer(workspace, pushed):
         report = json.load(f)
     base, extra = report["layers"]
     assert base["digest"] == pushed["layer"] and base["label"] is None
-    assert base["source"] == "@base" and base["name"] == "base[0]"
+    assert base["source"] == "@base//:base" and base["name"] == "base[0]"
     hello = {e["path"]: e for e in base["entries"]}["/usr/local/bin/hello"]
-    assert hello["origin"] == "@base" and len(hello["sha256"]) == 64 and hello["size"] > 0
+    assert hello["origin"] == "@base//:base" and len(hello["sha256"]) == 64 and hello["size"] > 0
     assert base["tar_size"] > hello["size"]
     assert extra["label"] == "//:extra"
     assert {e["path"]: e["origin"] for e in extra["entries"]}["/etc/pulled.txt"] == "//:pulled.txt"

@@ -7,7 +7,8 @@ Each image target is built twice, in two fresh output bases, from two copies of 
                                           give), every file's and directory's mtime changed
 
 and each image's `.digest` (the manifest digest, which pins config and layers) must match, as
-must the bytes of its docker/podman tarball (output group `tarball`).
+must the bytes of its docker/podman tarball (output group `tarball`) and of its SBOMs
+(output group `sbom`).
 Both builds run from snapshots of the checkout (git-tracked plus untracked-but-not-ignored
 files), so edits made to the checkout meanwhile can't skew the comparison, and neither build
 touches the checkout's own bazel-* symlinks or output base.
@@ -145,7 +146,7 @@ def test_every_example_image_is_reproducible(repo_root):
                 targets = sorted(set(line.split()[0] for line in out.splitlines()
                                      if line.startswith("//")))
                 assert targets, "no image targets under //examples (cquery: %s)" % QUERY
-            bazel("build", "--symlink_prefix=/", "--output_groups=+tarball", *targets,
+            bazel("build", "--symlink_prefix=/", "--output_groups=+tarball,+sbom", *targets,
                   startup=startup, preexec_fn=pre)
             bazel_bin = bazel.info("bazel-bin", startup=startup, preexec_fn=pre)
             assert bazel_bin.startswith(ob), (bazel_bin, ob)
@@ -153,7 +154,9 @@ def test_every_example_image_is_reproducible(repo_root):
             for label in targets:
                 with open(_digest_path(bazel_bin, label)) as f:
                     digests[label] = f.read().strip()
-                tarballs[label] = _sha256_file(_layout(bazel_bin, label) + ".tar")
+                # The tarball and the SBOMs: the same bytes from every checkout and output base.
+                tarballs[label] = tuple(_sha256_file(_layout(bazel_bin, label) + ext)
+                                        for ext in (".tar", ".spdx.json", ".cdx.json"))
             results[tree] = (bazel_bin, digests, tarballs)
             # One Bazel server at a time (2 cores, ~0.5 GB each).
             bazel("shutdown", startup=startup, check=False, preexec_fn=pre)
@@ -169,8 +172,8 @@ def test_every_example_image_is_reproducible(repo_root):
             for l in differing)
         tar_differing = [l for l in targets if tar_a[l] != tar_b[l]]
         assert not tar_differing, (
-            "same manifest digests, but the tarballs differ (sha256 of <name>.tar, build 1 vs "
-            "build 2):\n" + "\n".join("%s: %s vs %s" % (l, tar_a[l], tar_b[l])
+            "same manifest digests, but the tarballs or SBOMs differ (sha256 of <name>.tar, "
+            ".spdx.json, .cdx.json; build 1 vs build 2):\n" + "\n".join("%s: %s vs %s" % (l, tar_a[l], tar_b[l])
                                      for l in tar_differing))
         print("%d image(s) reproducible in %.0fs: %s" % (
             len(targets), time.monotonic() - started, ", ".join(targets)))

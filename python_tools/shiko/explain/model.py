@@ -16,7 +16,7 @@ Report (`<name>.report.json`, canonical JSON)
    "files": non-directory members of all layers, "bytes": their sizes,
    "wasted_bytes": N, "efficiency": 0.0..1.0          (dive's inefficientBytes, efficiencyScore)
    "layers": [{"index": 0, "name": "app", "label": "//pkg:image_app" | null,
-               "source": "@base//:layout" | null, "digest": "sha256:..", "size": N,
+               "source": "@base//:base" | null, "digest": "sha256:..", "size": N,
                "tar_size": N | null, "files": N, "bytes": N,
                "origins": [{"origin": "//pkg:server.py", "files": N, "bytes": N,
                             "package": "protobuf 6.33.6" (a wheel's origin only)}, ...],

@@ -4,6 +4,7 @@ load("//rules/private/common:providers.bzl", "ImageInfo", "LayerInfo")
 load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load(":report.bzl", "REPORT_ATTRS", "explain_target", "image_report")
+load(":sbom.bzl", "SBOM_ATTRS", "sbom_outputs")
 
 def _port(target, value):
     num, sep, proto = value.partition("/")
@@ -71,7 +72,7 @@ def _platform(ctx, base_info):
         variant = "v8"
     return struct(os = ctx.attr.os, architecture = arch, variant = variant)
 
-def _ref_name(repo_tags):
+def layout_ref_name(repo_tags):
     """The tag that names the manifest in the layout's index.json (umoci, skopeo `oci:DIR:TAG`):
     the first repo_tag's, `latest` without one; None (the tool's default, `latest`) when the
     tag holds a stamp placeholder (the layout action reads no stamp files)."""
@@ -173,7 +174,7 @@ def image_impl(ctx, computed = None):
     layout_spec = ctx.actions.declare_file(ctx.label.name + ".layout_manifest.json")
     ctx.actions.write(layout_spec, json.encode({
         "target": target,
-        "ref_name": _ref_name(ctx.attr.repo_tags),
+        "ref_name": layout_ref_name(ctx.attr.repo_tags),
         "platform": platform_dict,
         "config": config.path,
         "manifest": image_manifest.path,
@@ -215,7 +216,7 @@ def image_impl(ctx, computed = None):
         progress_message = "Writing docker/podman tarball of %s" % ctx.label,
     )
 
-    image_info = ImageInfo(
+    info = ImageInfo(
         layout = layout,
         digest = digest,
         config = config,
@@ -229,19 +230,22 @@ def image_impl(ctx, computed = None):
             for dep in ctx.attr.layers
         ],
         base_layouts = base_info.base_layouts if base_info else ([base_lay_inputs] if base_lay != None else []),
+        layout_base = base_info.layout_base if base_info else (
+            struct(label = base_lay["label"], layout = base_lay["layout"]) if base_lay != None else None
+        ),
     )
-
     return [
-        # Metadata only by default (a few kB): the layout, tarball and report are output groups.
+        # Metadata only by default (a few kB): the layout, tarball, SBOM and report are output groups.
         DefaultInfo(files = depset([digest, config, image_manifest])),
-        image_info,
+        info,
         OutputGroupInfo(
             layout = depset([layout]),
             tarball = depset([tarball]),
             digest = depset([digest]),
             config = depset([config, image_manifest]),
+            sbom = depset(sbom_outputs(ctx, info)),
             # rules/private/image/report.bzl: where every byte comes from (JSON and HTML).
-            report = image_report(ctx, image_info),
+            report = image_report(ctx, info),
         ),
     ]
 
@@ -291,6 +295,7 @@ IMAGE_ATTRS = {
 
 IMAGE_ATTRS.update(STAMP_ATTRS)
 IMAGE_ATTRS.update(REPORT_ATTRS)
+IMAGE_ATTRS.update(SBOM_ATTRS)
 
 image_rule = rule(
     implementation = _image_impl,

@@ -34,16 +34,6 @@ def _chain_layers(info):
         info = info.base
     fail("an image chain deeper than %d bases" % _MAX_CHAIN)
 
-def _layout(files):
-    """{"path", "source"} of a pulled base's layout (its files, as in ImageInfo.base_layouts)."""
-    if len(files) == 1:
-        path = files[0].path
-    else:
-        path = [f for f in files if f.basename == "oci-layout"][0].dirname
-    owner = files[0].owner
-    source = "@" + owner.workspace_name if owner.workspace_name else str(owner)
-    return {"path": path, "source": source}
-
 def image_report(ctx, info):
     """Declares the report action of the image whose ImageInfo is `info`.
 
@@ -75,10 +65,11 @@ def image_report(ctx, info):
         })
         inputs += [layer.descriptor, layer.listing] + packages + wheels
     base_layout = None
-    if info.base_layouts:
-        files = info.base_layouts[0]
-        base_layout = _layout(files)
-        inputs += files
+    if info.layout_base != None:
+        # A pulled base at the bottom of the chain: its layers are read from its layout.
+        base_layout = {"path": info.layout_base.layout, "source": str(info.layout_base.label)}
+        for files in info.base_layouts:
+            inputs += files
 
     out_json = ctx.actions.declare_file(ctx.label.name + ".report.json")
     out_html = ctx.actions.declare_file(ctx.label.name + ".report.html")

@@ -1,0 +1,58 @@
+"""Writes an image's SBOM, in SPDX 2.3 and CycloneDX 1.5, from what the build graph knows.
+
+Usage:
+  sbom.py --manifest=M.json --spdx=OUT.spdx.json --cyclonedx=OUT.cdx.json
+
+On bad input it prints one line `ERROR: ...` on stderr, removes both outputs and exits 1. Runs as
+a Bazel persistent worker. The work is done by python_tools/shiko/sbom/ (model.py: what each
+layer holds; spdx.py, cyclonedx.py: the formats; purl.py; licenses.py: Debian -> SPDX names).
+
+Manifest (JSON, written by Starlark: rules/private/image/sbom.bzl)
+==================================================================
+  {
+    "target": "//pkg:image",
+    "name": "image",
+    "manifest": "bazel-out/.../image.manifest.json",
+    "config": "bazel-out/.../image.config.json",
+    "digest": "bazel-out/.../image.digest",
+    "base": null | {"label": "@base//:base", "layout": "external/base"},   # a pulled base
+    "layers": [                     # every layer rules_shiko built, bottom first (after the
+      {                             # pulled base's layers, if any)
+        "label": "//pkg:layer",
+        "descriptor": "....layer.json",
+        "listing": "....listing.json",
+        "packages": ["....packages.json"],                  # deb inventories
+        "wheels": [{"path": ".../rules_shiko_wheel.json", "origin": "@hub//protobuf"}]
+      }
+    ]
+  }
+The layers' digests (from the descriptors), after the base's, must be the image manifest's.
+
+What is listed
+==============
+Every Debian package (name, version, architecture, purl pkg:deb/debian/NAME@VERSION?arch=&distro=,
+the .deb's sha256, its DEP-5 licences), every wheel (purl pkg:pypi/NAME@VERSION, the sha256 the
+lock pinned), a pulled base (purl pkg:oci/NAME@DIGEST), and every Bazel label that put other files
+in a layer (with file count and bytes); for each, the layers holding its files. The creation time
+is the image config's `created` (the epoch unless stamped), so the files are deterministic.
+"""
+
+from python_tools.shiko import cli
+from python_tools.shiko.files import write_file_atomic
+from python_tools.shiko.sbom import cyclonedx, model, spdx
+
+FLAGS = [
+    cli.string("manifest", required=True, help="JSON manifest written by Starlark (see above)."),
+    cli.string("spdx", required=True, help="Where to write the SPDX 2.3 JSON."),
+    cli.string("cyclonedx", required=True, help="Where to write the CycloneDX 1.5 JSON."),
+]
+
+
+def run(args, manifest):
+    image = model.load(manifest)
+    write_file_atomic(args.spdx, model.dumps(spdx.document(image)))
+    write_file_atomic(args.cyclonedx, model.dumps(cyclonedx.document(image)))
+
+
+if __name__ == "__main__":
+    cli.main(FLAGS, run, outputs=["spdx", "cyclonedx"], manifest="manifest", worker=True)

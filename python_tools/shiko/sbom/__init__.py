@@ -1,0 +1,1 @@
+"""SBOMs from the build graph: what each layer of an image holds, by package and Bazel label."""

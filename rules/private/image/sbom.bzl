@@ -1,0 +1,83 @@
+"""The `sbom` output group of every image: SPDX 2.3 and CycloneDX 1.5 from the build graph.
+
+python_tools/sbom.py reads the image's manifest, config and digest, and, for every layer this
+ruleset built in the image's chain (bottom first), its descriptor, listing (each member's
+origin label), Debian inventories (LayerInfo.packages) and wheel identity files
+(LayerInfo.wheels); a pulled base counts as one pkg:oci component. No layer bytes are read.
+"""
+
+load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
+
+def chain_layers(info):
+    """Every LayerInfo of an ImageInfo and its image bases, bottom first."""
+    chain = []
+    i = info
+    for _ in range(1000):
+        if i == None:
+            break
+        chain.insert(0, i)
+        i = i.base
+    return [layer for image in chain for layer in image.layers]
+
+def wheel_origin(f):
+    """The origin label a wheel's files carry in layer listings (runfiles_layers.bzl)."""
+    return "@%s//%s" % (f.owner.workspace_name, f.owner.package)
+
+def sbom_outputs(ctx, info):
+    """Declares the SBOM action of an image target; returns its two files.
+
+    Args:
+      ctx: the image rule's context (IMAGE_ATTRS: `_sbom_tool`).
+      info: the target's ImageInfo.
+    """
+    inputs = [info.manifest, info.config, info.digest]
+    layers = []
+    for layer in chain_layers(info):
+        layers.append({
+            "label": str(layer.label),
+            "descriptor": layer.descriptor.path,
+            "listing": layer.listing.path,
+            "packages": [f.path for f in layer.packages],
+            "wheels": [{"path": f.path, "origin": wheel_origin(f)} for f in layer.wheels],
+        })
+        inputs += [layer.descriptor, layer.listing] + layer.packages + layer.wheels
+    base = None
+    if info.layout_base != None:
+        base = {"label": info.layout_base.label, "layout": info.layout_base.layout}
+        for files in info.base_layouts:
+            inputs += files
+    manifest = ctx.actions.declare_file(ctx.label.name + ".sbom_manifest.json")
+    ctx.actions.write(manifest, json.encode({
+        "target": str(ctx.label),
+        "name": ctx.label.name,
+        "manifest": info.manifest.path,
+        "config": info.config.path,
+        "digest": info.digest.path,
+        "base": base,
+        "layers": layers,
+    }))
+    spdx = ctx.actions.declare_file(ctx.label.name + ".spdx.json")
+    cdx = ctx.actions.declare_file(ctx.label.name + ".cdx.json")
+    args = worker_args(ctx)
+    args.add("--manifest", manifest)
+    args.add("--spdx", spdx)
+    args.add("--cyclonedx", cdx)
+    ctx.actions.run(
+        executable = ctx.executable._sbom_tool,
+        arguments = [args],
+        inputs = depset([manifest] + inputs),
+        outputs = [spdx, cdx],
+        mnemonic = "ShikoSbom",
+        execution_requirements = WORKER_REQUIREMENTS,
+        progress_message = "Writing the SBOM of %s (SPDX, CycloneDX)" % ctx.label,
+    )
+    return [spdx, cdx]
+
+SBOM_ATTRS = {
+    "_sbom_tool": attr.label(
+        default = "//python_tools:sbom",
+        executable = True,
+        cfg = "exec",
+        doc = "Writes the image's SBOM (SPDX 2.3, CycloneDX 1.5) from its layers' provenance.",
+    ),
+}
