@@ -11,9 +11,7 @@ load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
 load("//rules/private/common:macros.bzl", "helper_kwargs")
 load("//rules/private/common:providers.bzl", "ImageInfo")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
-
-# How deep an image's chain of image bases may go (Starlark has no while loop).
-_MAX_CHAIN = 1000
+load(":sbom.bzl", "chain_layers", "wheel_origin")
 
 REPORT_ATTRS = {
     "_report_tool": attr.label(
@@ -23,16 +21,6 @@ REPORT_ATTRS = {
         doc = "Writes the report JSON and HTML page (the `report` output group).",
     ),
 }
-
-def _chain_layers(info):
-    """The LayerInfo of every layer the image and its image bases built, bottom first."""
-    layers = []
-    for _ in range(_MAX_CHAIN):
-        if info == None:
-            return layers
-        layers = list(info.layers) + layers
-        info = info.base
-    fail("an image chain deeper than %d bases" % _MAX_CHAIN)
 
 def image_report(ctx, info):
     """Declares the report action of the image whose ImageInfo is `info`.
@@ -44,22 +32,18 @@ def image_report(ctx, info):
     Returns:
       depset of the report files: `<name>.report.json` and `<name>.report.html`.
     """
-    layers = _chain_layers(info)
+    layers = chain_layers(info)
     inputs = [info.manifest, info.config, info.digest]
     specs = []
     for layer in layers:
-        packages = getattr(layer, "packages", None) or []
-        wheels = getattr(layer, "wheels", None) or []
+        packages = layer.packages
+        wheels = layer.wheels
         specs.append({
             "label": str(layer.label),
             "descriptor": layer.descriptor.path,
             "listing": layer.listing.path,
             "packages": [p.path for p in packages],
-            # The listing names a wheel's files @repo//package (runfiles_layers.bzl).
-            "wheels": [
-                {"identity": w.path, "origin": "@%s//%s" % (w.owner.workspace_name, w.owner.package)}
-                for w in wheels
-            ],
+            "wheels": [{"identity": w.path, "origin": wheel_origin(w)} for w in wheels],
             "blob": None,
             "source": None,
         })
