@@ -3,6 +3,7 @@ table.py): a one-line edit of the same size is found by its content hash, added/
 and layers, and the command line on real report files."""
 
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -17,7 +18,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def f(path, content, origin, mode="0644"):
-    import hashlib
     return {"path": path, "type": "file", "mode": mode, "uid": 0, "gid": 0, "size": len(content),
             "origin": origin, "sha256": hashlib.sha256(content).hexdigest()}
 
