@@ -37,6 +37,17 @@ ImageInfo = provider(
     },
 )
 
+ImageIndexInfo = provider(
+    doc = "An OCI image index (a multi-platform image) built by `image_index`.",
+    fields = {
+        "index": "File: the index blob (JSON).",
+        "digest": "File: `sha256:<hex>` of the index, one line.",
+        "layout": "File (directory): the OCI layout of the index and every child's blobs.",
+        "images": "list of ImageInfo: the children, in the index's order.",
+        "repo_tags": "list of strings: the index's `repo_tags` as written.",
+    },
+)
+
 StampSettingInfo = provider(
     doc = "Whether the build runs with --stamp.",
     fields = {"value": "bool"},
