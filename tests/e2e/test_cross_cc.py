@@ -83,7 +83,7 @@ def test_host_build_keeps_the_host_compiler(bazel, tmp_path):
 
 
 def test_py_binary_builds_for_arm64_with_the_cross_toolchain(bazel):
-    label = "//examples/python_app:python_app_arm64"
+    label = "//examples/python_app:python_app"
     res = bazel("build", ARM64, label)
     assert "Build completed successfully" in res.stderr
     # Bazel 4.2.3's native py_binary depends on the C/C++ toolchain of its target platform:
