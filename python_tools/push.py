@@ -35,6 +35,12 @@ digest and each of its platform manifests by theirs (as `cosign sign --recursive
 podman check the manifest of the platform they pull. One stderr line per signature written. If
 signing fails, the image and its tags stay pushed as they are and the error says so.
 
+Attestations (--attachments, set by image_push; --no_attach / --no-attach skips them): after
+the signatures, each pushed image manifest gets its SPDX SBOM and, with --sign-key, its SLSA v1
+provenance (an in-toto statement naming REGISTRY/REPO@digest, in a DSSE envelope signed with the
+key) as OCI 1.1 referrers: the registry's referrers API, else the `sha256-<hex>` fallback tag
+(an index of the referrers, extended, never replaced; shiko/registry/attest.py, referrers.py).
+
 Output: on a terminal, one status line with each active blob's bytes and rate; otherwise
 nothing until the summary line on stderr (blobs pushed/skipped/mounted, bytes sent, retries).
 The last line, on stdout, is `REGISTRY/REPO@sha256:<hex>`: the pushed manifest's digest, checked
@@ -85,6 +91,9 @@ FLAGS = [
              help="auto: a live status line when stderr is a terminal; plain: the summary only."),
     cli.string("sign_key", help="Sign the pushed manifest with this PEM ECDSA P-256 key (cosign format; "
                "an encrypted cosign key takes its password from $COSIGN_PASSWORD)."),
+    cli.string("attachments", help="The image's SBOM and provenance files (set by the launcher; "
+               "shiko/registry/attest.py)."),
+    cli.boolean("no_attach", help="Attach no SBOM or provenance referrers."),
 ] + image_blobs.FLAGS
 
 
@@ -174,6 +183,15 @@ def run(args):
             # An index's platform manifests first, then the index (what `cosign sign --recursive`
             # signs): a verifier that resolves the index to one platform checks that manifest.
             signed = sign_pushed(client, ref, [desc["digest"] for desc, _, _ in plan.manifests], sign_key, target)
+        if args.attachments and not args.no_attach:
+            from python_tools.shiko.registry import attest
+            try:
+                signed = list(signed or ()) + attest.attach(
+                    client, ref, [desc for desc, _, _ in plan.manifests],
+                    attest.read_attachments(args.attachments), sign_key)
+            except RegistryError as e:
+                raise UserError("the image was pushed (%s@%s) but attaching its SBOM or provenance failed: %s"
+                                % (ref.name, pushed, e), target, "--attachments", args.attachments)
     finally:
         client.close()
     for line in signed or ():

@@ -10,7 +10,10 @@
   image built for several platforms (`platforms`, a split transition).
 - image_load: `bazel run` target streaming an image into docker (DOCKER_HOST) or podman.
 - image_test: a test checking an image's files, config and commands (docker, podman or no engine).
-- image_push: `bazel run` target pushing an image to a registry (`-- --repository=R --tag=T`).
+- image_push: `bazel run` target pushing an image to a registry (`-- --repository=R --tag=T`);
+  `--sign-key=KEY` signs it (cosign format) and attaches its SBOM and signed SLSA provenance.
+- image_verify: `bazel run` target checking a pushed image (`-- REF --key=PUB.pem`): signed,
+  SBOM and provenance attached, and the digest this build made.
   Base images are pulled by digest with `image_pull` (//rules:repositories.bzl, or the `images`
   extension of //rules:extensions.bzl).
 - distroless_base, deb_layer: bases and layers from Debian packages pinned by a lock file
@@ -35,6 +38,7 @@ load("//rules/private/image:load.bzl", _image_load = "image_load")
 load("//rules/private/common:providers.bzl", _ImageIndexInfo = "ImageIndexInfo", _ImageInfo = "ImageInfo", _LayerInfo = "LayerInfo")
 load("//rules/private/image:push.bzl", _image_push = "image_push")
 load("//rules/private/python:py_image.bzl", _py_image = "py_image")
+load("//rules/private/image:verify.bzl", _image_verify = "image_verify")
 load("//rules/private/python:py_proto.bzl", _py_proto_compile = "py_proto_compile")
 load("//rules/private/layer:runfiles_layers.bzl", _runfiles_layers = "runfiles_layers")
 
@@ -44,6 +48,7 @@ image_layer = _image_layer
 image_test = _image_test
 image_load = _image_load
 image_push = _image_push
+image_verify = _image_verify
 deb_lock = _deb_lock
 deb_layer = _deb_layer
 distroless_base = _distroless_base

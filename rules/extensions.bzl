@@ -28,6 +28,7 @@ the host or for an image's platform; the same labels as `pip_lock_repository` in
     use_repo(wheels, "app_pip")
 """
 
+load("//rules/private/repo:dependencies.bzl", "build_info_repository")
 load("//rules/private/repo:deb_repository.bzl", "DEB_REPOSITORY_ATTRS", "deb_repository_rule")
 load("//rules/private/repo:pip_hub.bzl", "PIP_HUB_ATTRS", "pip_hub_repository")
 load("//rules/private/repo:pip_repository.bzl", "PIP_LOCK_ATTRS", "pip_lock_repository")
@@ -103,4 +104,12 @@ wheels = module_extension(
     implementation = _wheels_impl,
     doc = "Python wheels pinned by hashed requirements locks (`wheels.lock`; `wheels.hub` selects among per-platform locks), the MODULE.bazel form of pip_lock_repository and pip_hub_repository.",
     tag_classes = {"lock": _wheels_lock_tag, "hub": _wheels_hub_tag},
+)
+
+def _build_info_impl(mctx):
+    build_info_repository(name = "rules_shiko_build_info")
+
+build_info = module_extension(
+    implementation = _build_info_impl,
+    doc = "@rules_shiko_build_info: the Bazel version recorded in image provenance (used by rules_shiko's own MODULE.bazel).",
 )

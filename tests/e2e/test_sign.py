@@ -123,7 +123,8 @@ def keys(tmp_path_factory):
 
 
 def push(bazel, env, repository, *flags, check=True):
-    res = bazel("run", TARGET, "--", "--repository", repository, *flags, env=env, check=check)
+    # --no-attach: signatures only here (the SBOM/provenance referrers: test_attest.py).
+    res = bazel("run", TARGET, "--", "--repository", repository, "--no-attach", *flags, env=env, check=check)
     OUTPUTS.append((res.stdout, res.stderr))
     return res
 

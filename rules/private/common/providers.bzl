@@ -33,6 +33,7 @@ ImageInfo = provider(
         "repo_tags": "list of strings: the image's `repo_tags` as written (stamp placeholders unexpanded); image_load's default.",
         "layer_files": "list of struct(descriptor, blob) Files of every layer this image and its image bases built (bottom first): where a layer's bytes are, without the layout.",
         "base_layouts": "list of list of Files: the OCI layout(s) of a base that is not an image target (a pulled base), anywhere in the chain.",
+        "supply_chain": "struct(spdx, cyclonedx, provenance) Files: the image's SBOMs and SLSA provenance predicate (output groups `sbom`, `provenance`).",
         "layout_base": "struct(label, layout) of that base (its label and the path of its layout directory) at the bottom of the chain, or None.",
     },
 )

@@ -216,7 +216,7 @@ def image_impl(ctx, computed = None):
         progress_message = "Writing docker/podman tarball of %s" % ctx.label,
     )
 
-    info = ImageInfo(
+    fields = dict(
         layout = layout,
         digest = digest,
         config = config,
@@ -234,6 +234,11 @@ def image_impl(ctx, computed = None):
             struct(label = base_lay["label"], layout = base_lay["layout"]) if base_lay != None else None
         ),
     )
+
+    # SBOM (SPDX, CycloneDX) and SLSA provenance predicate: output groups, and image_push
+    # attaches them as referrers.
+    supply_chain = sbom_outputs(ctx, struct(**fields))
+    info = ImageInfo(supply_chain = supply_chain, **fields)
     return [
         # Metadata only by default (a few kB): the layout, tarball, SBOM and report are output groups.
         DefaultInfo(files = depset([digest, config, image_manifest])),
@@ -243,7 +248,8 @@ def image_impl(ctx, computed = None):
             tarball = depset([tarball]),
             digest = depset([digest]),
             config = depset([config, image_manifest]),
-            sbom = depset(sbom_outputs(ctx, info)),
+            sbom = depset([supply_chain.spdx, supply_chain.cyclonedx]),
+            provenance = depset([supply_chain.provenance]),
             # rules/private/image/report.bzl: where every byte comes from (JSON and HTML).
             report = image_report(ctx, info),
         ),

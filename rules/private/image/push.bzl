@@ -1,6 +1,6 @@
 """image_push: `bazel run` pushes an image (or image index) to a registry."""
 
-load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
+load("//rules/private/common:launcher.bzl", "runfile_arg", "runfiles_path", "write_launcher")
 load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
 load(":image_parts.bzl", "IMAGE_PARTS_ATTRS", "image_parts")
 
@@ -40,11 +40,28 @@ def _image_push_impl(ctx):
         # manifests by digest, then the index under each tag.
         info = ctx.attr.image[ImageIndexInfo]
         parts_args, parts_files = [runfile_arg(info.layout, "--layout=")], [info.layout]
+        images = info.images
     else:
         info = ctx.attr.image[ImageInfo]
 
         # No layout in the runfiles (image_parts.bzl): each layer is read where it is, only if needed.
         parts_args, parts_files = image_parts(ctx, info)
+        images = [info]
+
+    # The SBOM and provenance of each image, attached as referrers after the push.
+    attachments = ctx.actions.declare_file(ctx.label.name + ".attachments.json")
+    ctx.actions.write(attachments, json.encode({
+        "self": runfiles_path(ctx, attachments),
+        "images": [{
+            "digest_file": runfiles_path(ctx, i.digest),
+            "spdx": runfiles_path(ctx, i.supply_chain.spdx),
+            "provenance": runfiles_path(ctx, i.supply_chain.provenance),
+        } for i in images],
+    }))
+    parts_args = parts_args + [runfile_arg(attachments, "--attachments=")]
+    for i in images:
+        parts_files = parts_files + [i.digest, i.supply_chain.spdx, i.supply_chain.provenance]
+    parts_files = parts_files + [attachments]
     args = [
         "--target=" + target,
         runfile_arg(info.digest, "--digest_file="),

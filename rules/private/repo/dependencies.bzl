@@ -278,6 +278,28 @@ _local_or_archive = repository_rule(
     },
 )
 
+def _build_info_impl(rctx):
+    """info.json: what the build records in provenance about the Bazel that built it."""
+    version = native.bazel_version
+    how = "Bazel's own release"
+    if not version:
+        # Debian's bazel-bootstrap reports no version: ask dpkg which package it is.
+        res = rctx.execute(["dpkg-query", "-W", "-f=${Version}", "bazel-bootstrap"])
+        if res.return_code == 0 and res.stdout.strip():
+            version = res.stdout.strip()
+            how = "Debian package bazel-bootstrap (the binary reports no version)"
+        else:
+            version = "unknown"
+            how = "this Bazel reports no version"
+    rctx.file("info.json", json.encode({"bazel_version": version, "bazel_version_source": how}) + "\n")
+    rctx.file("BUILD.bazel", "exports_files([\"info.json\"])\n")
+
+build_info_repository = repository_rule(
+    implementation = _build_info_impl,
+    doc = "@rules_shiko_build_info//:info.json: the Bazel version, for the provenance of images.",
+    local = True,
+)
+
 def _is_modern_bazel():
     """Bazel 7+ (Debian's 4.2.3 reports no version: it counts as old)."""
     v = native.bazel_version
@@ -308,6 +330,8 @@ def rules_shiko_dependencies(offline = None, python_interpreter = ""):
     """
     if offline == None:
         offline = not _is_modern_bazel()
+    if not _declared("rules_shiko_build_info"):
+        build_info_repository(name = "rules_shiko_build_info")
     if offline:
         for name, kind in [("rules_cc", "rules_cc"), ("rules_python", "rules_python"), ("remote_coverage_tools", "remote_coverage_tools")]:
             if not _declared(name):
