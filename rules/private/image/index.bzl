@@ -16,6 +16,7 @@ layout is the `layout` output group.
 load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load(":image.bzl", "layout_ref_name")
+load(":sbom.bzl", "SBOM_ATTRS", "index_sbom_outputs")
 
 def _platforms_transition_impl(settings, attr):
     return {str(p): {"//command_line_option:platforms": str(p)} for p in attr.platforms}
@@ -110,40 +111,45 @@ def _image_index_impl(ctx):
         OutputGroupInfo(
             layout = depset([layout]),
             digest = depset([digest]),
+            # One SBOM over every child (each child's own is in its `sbom` group too).
+            sbom = depset(index_sbom_outputs(ctx, digest, images)),
         ),
     ]
 
+_INDEX_ATTRS = {
+    "images": attr.label_list(
+        providers = [ImageInfo],
+        doc = "Images to list, one per platform, in index order (each built as it is).",
+    ),
+    "image": attr.label(
+        providers = [ImageInfo],
+        cfg = platforms_transition,
+        doc = "One image target, built once for each of `platforms` (a split transition on --platforms).",
+    ),
+    "platforms": attr.label_list(
+        doc = "Platforms to build `image` for, in index order, e.g. @rules_shiko//platforms:linux_amd64 and :linux_arm64.",
+    ),
+    "annotations": attr.string_dict(
+        doc = "Annotations of the index.",
+    ),
+    "repo_tags": attr.string_list(
+        doc = "Names of the index (the first one's tag names it in the layout's index.json; image_push tags it with `remote_tags`).",
+    ),
+    "_index_tool": attr.label(
+        default = "//python_tools:index",
+        executable = True,
+        cfg = "exec",
+        doc = "Writes the index blob and digest, and its layout on request.",
+    ),
+    "_allowlist_function_transition": attr.label(
+        default = "@bazel_tools//tools/allowlists/function_transition_allowlist",
+        doc = "Required by Bazel for rules with a Starlark transition.",
+    ),
+}
+_INDEX_ATTRS.update(SBOM_ATTRS)
+
 image_index = rule(
     implementation = _image_index_impl,
-    doc = "An OCI image index: one image per platform. Give `images`, or `image` and `platforms`.",
-    attrs = {
-        "images": attr.label_list(
-            providers = [ImageInfo],
-            doc = "Images to list, one per platform, in index order (each built as it is).",
-        ),
-        "image": attr.label(
-            providers = [ImageInfo],
-            cfg = platforms_transition,
-            doc = "One image target, built once for each of `platforms` (a split transition on --platforms).",
-        ),
-        "platforms": attr.label_list(
-            doc = "Platforms to build `image` for, in index order, e.g. @rules_shiko//platforms:linux_amd64 and :linux_arm64.",
-        ),
-        "annotations": attr.string_dict(
-            doc = "Annotations of the index.",
-        ),
-        "repo_tags": attr.string_list(
-            doc = "Names of the index (the first one's tag names it in the layout's index.json; image_push tags it with `remote_tags`).",
-        ),
-        "_index_tool": attr.label(
-            default = "//python_tools:index",
-            executable = True,
-            cfg = "exec",
-            doc = "Writes the index blob and digest, and its layout on request.",
-        ),
-        "_allowlist_function_transition": attr.label(
-            default = "@bazel_tools//tools/allowlists/function_transition_allowlist",
-            doc = "Required by Bazel for rules with a Starlark transition.",
-        ),
-    },
+    doc = "An OCI image index: one image per platform. Give `images`, or `image` and `platforms`. Output groups: `layout`, `sbom` (one SPDX and one CycloneDX document over every child).",
+    attrs = _INDEX_ATTRS,
 )

@@ -165,12 +165,15 @@ def _from_repository_cache(rctx, versions, hashes, platforms, pyver):
 
 def _remember_in_repository_cache(rctx, wheel, hashes):
     """Puts a wheel pip downloaded into Bazel's repository cache (by its pinned sha256); returns
-    that sha256 ("" if none of the lock's hashes fits, which pip has already refused)."""
-    for h in hashes:
-        res = rctx.download(["file://" + str(wheel)], output = "_remember/" + h, sha256 = h, allow_fail = True)
-        if res.success:
-            return h
-    return ""
+    that sha256 ("" if none of the lock's hashes fits, which pip has already refused). The hash
+    is computed from the file first: a download given an expected sha256 is answered from the
+    repository cache when it holds that hash, whatever the file (another platform's wheel of
+    the same package would pass for this one)."""
+    got = file_sha256(rctx, wheel, "_remember/probe")
+    if got not in hashes:
+        return ""
+    rctx.download(["file://" + str(wheel)], output = "_remember/" + got, sha256 = got)
+    return got
 
 def _host_platform(rctx):
     if hasattr(rctx.os, "arch"):
