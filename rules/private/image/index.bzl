@@ -19,11 +19,14 @@ load(":image.bzl", "layout_ref_name")
 load(":sbom.bzl", "SBOM_ATTRS", "index_sbom_outputs")
 
 def _platforms_transition_impl(settings, attr):
+    if not attr.platforms:
+        # No split: the rule then fails with a clear message (a split must have a branch).
+        return {"none": {"//command_line_option:platforms": settings["//command_line_option:platforms"]}}
     return {str(p): {"//command_line_option:platforms": str(p)} for p in attr.platforms}
 
 platforms_transition = transition(
     implementation = _platforms_transition_impl,
-    inputs = [],
+    inputs = ["//command_line_option:platforms"],
     outputs = ["//command_line_option:platforms"],
 )
 
@@ -47,9 +50,27 @@ def _children(ctx):
         fail("%s: attribute 'images': []: an index needs at least one image" % target)
     return [(str(dep.label), dep[ImageInfo]) for dep in ctx.attr.images]
 
+def _platform_name(p):
+    return "%s/%s%s" % (p.os, p.architecture, "/" + p.variant if p.variant else "")
+
+# A platform without a variant means the default one (as skopeo and containerd match them).
+_DEFAULT_VARIANTS = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
+
+def _check_platforms(target, children):
+    """Two children for one platform: an error at analysis, naming both."""
+    seen = {}
+    for label, info in children:
+        p = info.platform
+        key = (p.os, p.architecture, p.variant or _DEFAULT_VARIANTS.get(p.architecture, ""))
+        if key in seen:
+            fail("%s: attribute 'images': %s and %s are both for %s: an index holds one image per platform" %
+                 (target, seen[key], label, _platform_name(p)))
+        seen[key] = label
+
 def _image_index_impl(ctx):
     target = str(ctx.label)
     children = _children(ctx)
+    _check_platforms(target, children)
     index = ctx.actions.declare_file(ctx.label.name + ".index.json")
     digest = ctx.actions.declare_file(ctx.label.name + ".digest")
     spec = ctx.actions.declare_file(ctx.label.name + ".index_manifest.json")

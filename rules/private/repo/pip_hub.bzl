@@ -5,12 +5,15 @@
     pip_hub_repository(
         name = "app_pip",
         requirements_lock = "//app:requirements_lock.txt",
-        repositories = {"@platforms//cpu:arm64": "app_pip_aarch64"},
-        default = "app_pip_x86_64",
+        repositories = {
+            "@platforms//cpu:x86_64": "app_pip_x86_64",
+            "@platforms//cpu:arm64": "app_pip_aarch64",
+        },
     )
 
 `@app_pip//protobuf` is then an alias of `@app_pip_aarch64//protobuf` when the target platform
-has the constraint `@platforms//cpu:arm64`, else of `@app_pip_x86_64//protobuf`. One py_binary
+has the constraint `@platforms//cpu:arm64`, of `@app_pip_x86_64//protobuf` for x86_64, and any
+other platform fails with one line naming the package and the platforms that have wheels. One py_binary
 built under image_index's platforms (a split transition) gets each platform's wheels; the files
 keep their own repository's paths, and a py_image's `split` may name the hub's label (an alias
 resolves to the repository that holds the files).
@@ -24,7 +27,10 @@ package(default_visibility = ["//visibility:public"])
 
 alias(
     name = "{norm}",
-    actual = select({select}),
+    actual = select(
+        {select},
+        no_match_error = {no_match},
+    ),
 )
 
 alias(
@@ -52,12 +58,21 @@ def _pip_hub_repository_impl(rctx):
         norm = normalize_name(name)
         norms.append(norm)
         branches = {"//:%s" % s: "@%s//%s" % (repo, norm) for s, _, repo in settings}
-        branches["//conditions:default"] = "@%s//%s" % (rctx.attr.default, norm)
+        if rctx.attr.default:
+            branches["//conditions:default"] = "@%s//%s" % (rctx.attr.default, norm)
+        no_match = "@%s//%s: no locked wheel of %s for the target platform: %s has wheels for %s only (add a pip_lock_repository for this platform to `repositories`)" % (
+            rctx.attr.apparent_name or rctx.name,
+            norm,
+            name,
+            rctx.attr.requirements_lock,
+            ", ".join(sorted(rctx.attr.repositories.keys())),
+        )
         rctx.file(norm + "/BUILD.bazel", _PKG_BUILD.format(
             lock = rctx.attr.requirements_lock,
             name = name,
             norm = norm,
             select = repr(branches),
+            no_match = repr(no_match),
         ))
     rctx.file("requirements.bzl", """\
 \"\"\"Generated: maps a requirement name to its (per-platform) label in @{repo}.\"\"\"
@@ -81,8 +96,7 @@ PIP_HUB_ATTRS = {
         doc = "Constraint value label (e.g. `@platforms//cpu:arm64`) -> the pip_lock_repository holding that platform's wheels.",
     ),
     "default": attr.string(
-        mandatory = True,
-        doc = "The pip_lock_repository used when no constraint of `repositories` matches the target platform.",
+        doc = "The pip_lock_repository used when no constraint of `repositories` matches the target platform. Empty (recommended): such a platform fails the build with one line naming the package and the platforms that have wheels, instead of silently taking another platform's.",
     ),
 }
 
