@@ -93,8 +93,10 @@ Semantics of the output
     XFL 0, OS 255.
     Caveat: ISA-L picks SSE4.2/AVX2/AVX-512 kernels at run time; these are reported to give
     identical bytes, but a CPU without SSE4.2 (or another architecture) may not.
-  - zstd: zstandard with the given level, checksum on, no content size, and a fixed 2 worker
-    threads (zstd's multi-threaded output does not depend on the worker count, >= 1).
+  - zstd: zstandard (libzstd) with the given level, one independent frame per 8 MiB of the tar
+    stream (the last one shorter), each compressed in one call by a single-threaded context on
+    a thread pool and concatenated in order; every frame has a checksum, no content size and
+    no dictionary id.
   - none: the plain tar.
   The diff_id (sha256 of the tar) and digest (sha256 of the blob) are computed while the tar is
   streamed, in one pass over the sources; the layer is never held in memory.

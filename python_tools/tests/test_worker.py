@@ -53,6 +53,16 @@ def test_varints_round_trip():
         protocol._read_varint(io.BytesIO(b"\x80"))
 
 
+def test_client_helpers_match_the_hand_encoding():
+    # The client side (bench/layer_bench.py) against the hand-written encoding above.
+    assert protocol.encode_varint(len(protocol.encode_work_request(["--a=1", "b"], 9))) + \
+        protocol.encode_work_request(["--a=1", "b"], 9) == request(["--a=1", "b"], 9)
+    for code, output, rid in ((0, "", 0), (1, "ERROR: x\n", 5), (2, "é", 2 ** 31 - 1)):
+        enc = protocol.encode_work_response(code, output, rid)
+        assert protocol.parse_work_response(enc) == parse_response(enc) == {
+            "exit_code": code, "output": output, "request_id": rid}
+
+
 def test_parse_request_skips_unknown_fields():
     # arguments "a", "bc"; inputs (field 2, a nested message) skipped; request_id 7; verbosity 5.
     body = (b"\x0a\x01a" + b"\x0a\x02bc" + b"\x12\x04\x0a\x02xy" + b"\x18\x07" + b"\x28\x05")

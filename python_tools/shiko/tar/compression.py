@@ -18,8 +18,10 @@ bytes depend only on the input and the constants below, not on the machine's cor
   primed with the previous block's last 32 KiB and ended with a sync flush (as pigz does),
   compressed by a thread pool, then an empty final block; gzip header with mtime 0, no name,
   XFL 0, OS 255.
-- zstd: zstandard with the given level, checksum on, no content size, and a fixed 2 worker
-  threads (zstd's multi-threaded output does not depend on the worker count, >= 1).
+- zstd: zstandard (libzstd) with the given level, one independent frame per 8 MiB of the tar
+  stream (the last one shorter), each compressed in one call by a single-threaded context on
+  a thread pool and concatenated in order; every frame has a checksum, no content size and
+  no dictionary id.
 - none: the plain tar.
 
 isal and zstandard are imported inside the functions that need them, so a process that
@@ -215,8 +217,8 @@ class Pipeline(object):
 
     The reading thread (the caller) fills buffers (`get_buffer`, then `block(buf, n)`); per
     block, three tasks run on other threads: hashing (diff_id, and the gzip CRC) on one ordered
-    thread, compression on `threads` threads (gzip: independent blocks) or one ordered thread
-    (zstd: one stream), and hashing+writing the compressed bytes on one ordered thread, which
+    thread, compression on `threads` threads (independent blocks: gzip deflate blocks, zstd
+    frames), and hashing+writing the compressed bytes on one ordered thread, which
     then recycles the buffer. hashlib, ISA-L and zstd release the GIL on large buffers, so this
     uses all cores. A fixed number of buffers bounds the memory and makes the reader wait for
     the writer. `finish()` writes the tail; `diff` is then the sha256 of the tar, `length` its
