@@ -201,7 +201,9 @@ def _manifest(tree, compression, out):
             "entries": [{"kind": "tree", "dest": "", "src": tree,
                          "origin": {"attr": "files", "label": "//bench:tree"}}],
         }, f)
-    return ["--manifest=" + m, "--output=" + out, "--descriptor=" + out + ".json"]
+    # --listing too: the layer rule always asks for it.
+    return ["--manifest=" + m, "--output=" + out, "--descriptor=" + out + ".json",
+            "--listing=" + out + ".listing.json"]
 
 
 def _env():
