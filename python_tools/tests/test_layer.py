@@ -1008,3 +1008,60 @@ def test_golden_digests(tmp_path, compression):
                                  compression=compression))
     assert b.desc["diff_id"] == GOLDEN["none"][0]
     assert (b.desc["digest"], b.desc["size"]) == GOLDEN[compression][1:], b.desc["compressor"]
+
+
+# ---------------------------------------------------------------------------------------------
+# TarStream.copy_from: short reads and sources that shrink
+
+
+class _Collect(object):
+    """A pipeline that keeps the blocks (small block size, to cross block boundaries)."""
+
+    block_size = 4096
+
+    def __init__(self):
+        self.out = bytearray()
+
+    def get_buffer(self):
+        return bytearray(b"\xee" * self.block_size)  # recycled buffers hold old bytes
+
+    def block(self, buf, n):
+        self.out += buf[:n]
+
+
+class _Chunky(object):
+    """readinto that returns at most `step` bytes per call, and only `have` bytes in all."""
+
+    def __init__(self, data, step, have=None):
+        self.data = data[:have] if have is not None else data
+        self.step = step
+        self.pos = 0
+
+    def readinto(self, mv):
+        n = min(len(mv), self.step, len(self.data) - self.pos)
+        mv[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+@pytest.mark.parametrize("size,step", [(10, 3), (700, 1000), (3000, 7), (9000, 4096), (9000, 100)])
+def test_copy_from_short_reads(size, step):
+    from python_tools.shiko.layer.writer import TarStream
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    p = _Collect()
+    s = TarStream(p)
+    s.write(b"h" * 100)
+    s.copy_from(_Chunky(data, step), size, lambda: "x")
+    s.close()
+    pad = -size % 512
+    assert bytes(p.out) == b"h" * 100 + data + b"\0" * pad + b"\0" * 1024
+
+
+@pytest.mark.parametrize("size,have", [(10, 4), (10, 0), (9000, 5000), (9000, 0)])
+def test_copy_from_a_source_that_shrank(size, have):
+    from python_tools.shiko.layer.writer import TarStream
+    s = TarStream(_Collect())
+    with pytest.raises(RuntimeError) as e:
+        s.copy_from(_Chunky(b"a" * size, 1 << 20, have), size, lambda: "the source of /x")
+    assert str(e.value) == "the source of /x shrank while it was being read"

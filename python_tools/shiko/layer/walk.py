@@ -74,7 +74,7 @@ def _walk(layer, real_dir, resolved, prefix, origin, stack, under_deref, rel="")
             deref = True
             real = os.path.realpath(p)
         else:
-            real = os.path.join(resolved, name)
+            real = resolved + "/" + name if resolved != "/" else "/" + name
         if stat.S_ISDIR(st.st_mode):
             ident = (st.st_dev, st.st_ino)
             if ident in stack:
