@@ -30,7 +30,6 @@ compresses and decompresses nothing (or only plain tars) never imports them.
 
 import bz2
 import collections
-import concurrent.futures
 import gzip
 import hashlib
 import io
@@ -40,6 +39,8 @@ import queue
 import struct
 import sys
 import zlib
+
+from python_tools.shiko import threads as threads_mod
 
 READ_SIZE = 1 << 20
 
@@ -234,9 +235,9 @@ class Pipeline(object):
         self.nbuf = nbuf or 2 * threads + 4
         self.created = 0
         self.pending = collections.deque()
-        self.hasher = concurrent.futures.ThreadPoolExecutor(1)
-        self.compressor = concurrent.futures.ThreadPoolExecutor(threads)
-        self.writer = concurrent.futures.ThreadPoolExecutor(1)
+        self.hasher = threads_mod.Pool(1)
+        self.compressor = threads_mod.Pool(threads)
+        self.writer = threads_mod.Pool(1)
 
     # Hooks for the compressions.
     def _hash_extra(self, mv):
@@ -292,8 +293,8 @@ class Pipeline(object):
         self.abort()
 
     def abort(self):
-        for ex in (self.hasher, self.compressor, self.writer):
-            ex.shutdown(wait=True, cancel_futures=True)
+        for pool in (self.hasher, self.compressor, self.writer):
+            pool.shutdown(cancel=True)
 
 
 class GzipPipeline(Pipeline):
