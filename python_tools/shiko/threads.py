@@ -7,7 +7,8 @@
 
 Why not concurrent.futures: importing it imports logging (and with it traceback, string,
 weakref, ...), ~5 ms of start-up on a quiet 2-core machine and 10-15 ms on a loaded one, for a
-`bazel run` push that is over in ~0.1 s; the tools need only this much of it. Threads start
+`bazel run` push that is over in ~0.1 s; the layer pipeline, push and pull need only this
+much of it. Threads start
 when tasks are submitted (at most `workers`); tasks run in submission order.
 """
 
