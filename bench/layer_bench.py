@@ -14,12 +14,13 @@ round, a markdown table with the medians, and the targets (ratios of median time
 also computes both sha256 digests, which the pipelines do not):
   layer.py zstd >= 1.0x `tar | zstd -3 -T2`; layer.py gzip >= 1.3x `tar | igzip -1`;
   small layers, worker >= 1.0x `tar | igzip -1`; (--slow) layer.py gzip >= 8x stdlib tarfile.
-With --check the exit status is 1 when a target is missed. It is a benchmark, not a test: run it
+With --check the exit status is 1 when a target is missed. --baseline=CHECKOUT also runs another
+checkout's layer.py (fresh gzip and zstd, and a worker) in the same rounds, for before/after. It is a benchmark, not a test: run it
 by hand before and after touching layer code (never in CI: timings depend on the machine's load).
 
 Run from the repository root with the tools' Python (isal and zstandard installed):
   python bench/layer_bench.py [--size_mb=400] [--small_mb=60] [--repeat=3] [--keep=DIR]
-                              [--only=SUBSTR,...] [--slow] [--check]
+                              [--only=SUBSTR,...] [--slow] [--check] [--baseline=CHECKOUT]
 The trees are read once before timing so every tool reads from the page cache.
 """
 
@@ -206,17 +207,17 @@ def _manifest(tree, compression, out):
             "--listing=" + out + ".listing.json"]
 
 
-def _env():
+def _env(repo):
     env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
-def ours(compression):
+def ours(compression, repo=REPO):
     def run(tree, out):
         return _wait(subprocess.Popen(
             [sys.executable, "-m", "python_tools.layer"] + _manifest(tree, compression, out),
-            cwd=REPO, env=_env()))
+            cwd=repo, env=_env(repo)))
     return run
 
 
@@ -224,12 +225,12 @@ class Worker(object):
     """One `python_tools.layer --persistent_worker` process driven through the worker protocol
     (python_tools/shiko/worker.py), as Bazel drives it."""
 
-    def __init__(self):
-        sys.path.insert(0, REPO)
+    def __init__(self, repo=REPO):
+        sys.path.insert(0, REPO)  # the protocol's client side: this checkout's (same wire format)
         from python_tools.shiko import worker as protocol
         self.protocol = protocol
         self.p = subprocess.Popen([sys.executable, "-m", "python_tools.layer",
-                                   "--persistent_worker"], cwd=REPO, env=_env(),
+                                   "--persistent_worker"], cwd=repo, env=_env(repo),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.n = 0
 
@@ -284,7 +285,10 @@ TARGETS = [
 ]
 
 
-def tools(args, worker):
+BASELINE = "baseline: "
+
+
+def tools(args, worker, baseline_worker=None):
     large = [
         (PIPE_IGZIP, shell(TAR + " | igzip -1 -c > {out}")),
         (PIPE_ZSTD, shell(TAR + " | zstd -q -3 -T2 -c > {out}")),
@@ -298,6 +302,11 @@ def tools(args, worker):
         (SMALL_WORKER, worker.tool("gzip") if worker else None),
         (SMALL_FRESH, ours("gzip")),
     ]
+    if args.baseline:
+        b = os.path.abspath(args.baseline)
+        large += [(BASELINE + OURS_GZIP, ours("gzip", b)), (BASELINE + OURS_ZSTD, ours("zstd", b))]
+        small += [(BASELINE + SMALL_WORKER,
+                   baseline_worker.tool("gzip") if baseline_worker else None)]
     out = [(n, fn, "large") for n, fn in large] + [(n, fn, "small") for n, fn in small]
     if args.only:
         out = [t for t in out if any(s in t[0] for s in args.only.split(","))]
@@ -320,10 +329,12 @@ def main():
                     help="also run `tar | gzip -6` and stdlib tarfile (~16 s each per round)")
     ap.add_argument("--check", action="store_true",
                     help="exit 1 when a ratio of medians is under its target")
+    ap.add_argument("--baseline", help="another checkout (e.g. a worktree of main): its layer.py "
+                    "runs too, in the same rounds, as `baseline: ...` (not checked)")
     args = ap.parse_args()
 
     base = tempfile.mkdtemp(prefix="layer-bench-")
-    worker = None
+    worker = baseline_worker = None
     try:
         trees = {}
         for kind, mb in (("large", args.size_mb), ("small", args.small_mb)):
@@ -340,12 +351,14 @@ def main():
             trees[kind] = tree
 
         names = [n for n, _, _ in tools(args, None)]
+        warm = os.path.join(base, "warm.blob")
         if SMALL_WORKER in names:
             worker = Worker()
-            warm = os.path.join(base, "warm.blob")
             worker.request(_manifest(trees["small"], "gzip", warm))  # start-up, imports
-            os.unlink(warm)
-        todo = tools(args, worker)
+        if BASELINE + SMALL_WORKER in names:
+            baseline_worker = Worker(os.path.abspath(args.baseline))
+            baseline_worker.request(_manifest(trees["small"], "gzip", warm))
+        todo = tools(args, worker, baseline_worker)
         times = {n: [] for n, _, _ in todo}
         cpus = {n: [] for n, _, _ in todo}
         rss = {}
@@ -415,8 +428,9 @@ def main():
             return 1
         return 0
     finally:
-        if worker is not None:
-            worker.close()
+        for w in (worker, baseline_worker):
+            if w is not None:
+                w.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
