@@ -983,7 +983,7 @@ def test_cli_error_during_import_leaves_nothing(tmp_path):
 
 # compression: (diff_id, digest, size); isal 1.9.1 (ISA-L 2.32.1), zstandard 0.25.0 (1.5.7).
 # zstd changed on 2026-12-02 from one multi-threaded libzstd stream to independent 8 MiB frames
-# (issue #17: ~25% less CPU); gzip has not changed.
+# (issue #17: ~15% less CPU for compressing); gzip has not changed.
 GOLDEN = {
     "gzip": ("sha256:f38dbe69837814c6f16e41e6265061b0e326706d440cf8ec138c47d7270550ae",
              "sha256:7f6c697764380d32c07bc070703294e2a083d4e9ce4b996342456417aeb094f7", 2427330),
