@@ -1065,3 +1065,21 @@ def test_copy_from_a_source_that_shrank(size, have):
     with pytest.raises(RuntimeError) as e:
         s.copy_from(_Chunky(b"a" * size, 1 << 20, have), size, lambda: "the source of /x")
     assert str(e.value) == "the source of /x shrank while it was being read"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_pipeline_abort_mid_stream_stops_its_threads(tmp_path, compression):
+    # build_layer aborts the pipeline when reading a source fails half-way: every block already
+    # handed over is settled (run or cancelled), the buffers come back, the threads end.
+    import threading
+    from python_tools.shiko.tar import compression as comp
+    before = threading.active_count()
+    sink = comp.Sink(str(tmp_path / "blob"))
+    p = comp.pipeline(compression, sink, comp.DEFAULT_LEVELS.get(compression, 0), 2)
+    for i in range(12):
+        buf = p.get_buffer()
+        buf[:] = os.urandom(16) * (len(buf) // 16)
+        p.block(buf, len(buf))
+    p.abort()
+    sink.close()
+    assert threading.active_count() == before
