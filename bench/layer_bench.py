@@ -1,22 +1,36 @@
-"""Benchmark (not a test) of python_tools/layer.py against tar pipelines and stdlib tarfile.
+"""Benchmark (not a test) of python_tools/layer.py against tar pipelines, with --check.
 
-Generates a ~400 MB mixed tree in a temporary directory, then times, in one run, side by side:
-  tar | gzip -6, tar | igzip -1, tar | zstd -3 -T2      (shell pipelines writing a file)
-  Python stdlib tarfile + gzip level 6
-  python_tools.layer with gzip (default level) and zstd (default level)
-and prints a markdown table: tool, seconds, MB/s of the uncompressed tar, output size, ratio.
+Generates a ~400 MB mixed tree and a ~60 MB tree of small files in a temporary directory, then
+times, in rounds (every tool once per round, the order reversed every other round):
+  400 MB tree: tar | igzip -1, tar | zstd -3 -T2 (shell pipelines writing a file) and
+               `python -m python_tools.layer` with gzip (level 1) and zstd (level 3), a fresh
+               process each time (start-up included);
+               with --slow also tar | gzip -6 and Python's stdlib tarfile + gzip level 6;
+  60 MB tree:  tar | igzip -1, and layer.py gzip through the persistent-worker protocol (one
+               worker process started and warmed up before the rounds, as Bazel keeps it; each
+               round is one WorkRequest -> WorkResponse), and as a fresh process.
+Prints every round's seconds, CPU seconds and peak RSS, the load average at the start of each
+round, a markdown table with the medians, and the targets (ratios of median times; layer.py
+also computes both sha256 digests, which the pipelines do not):
+  layer.py zstd >= 1.0x `tar | zstd -3 -T2`; layer.py gzip >= 1.3x `tar | igzip -1`;
+  small layers, worker >= 1.0x `tar | igzip -1`; (--slow) layer.py gzip >= 8x stdlib tarfile.
+With --check the exit status is 1 when a target is missed. --baseline=CHECKOUT also runs another
+checkout's layer.py (fresh gzip and zstd, and a worker) in the same rounds, for before/after. It is a benchmark, not a test: run it
+by hand before and after touching layer code (never in CI: timings depend on the machine's load).
 
-Run from the repository root with the tools' Python (stdlib + absl-py + isal + zstandard):
-  /tmp/toolsenv/bin/python bench/layer_bench.py [--size_mb=400] [--repeat=2] [--keep=DIR]
-Each tool runs --repeat times; the best time counts. The tree is read once before timing so
-every tool reads from the page cache.
+Run from the repository root with the tools' Python (isal and zstandard installed):
+  python bench/layer_bench.py [--size_mb=400] [--small_mb=60] [--repeat=3] [--keep=DIR]
+                              [--only=SUBSTR,...] [--slow] [--check] [--baseline=CHECKOUT]
+The trees are read once before timing so every tool reads from the page cache.
 """
 
 import argparse
 import datetime
 import json
 import os
+import statistics
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -135,18 +149,11 @@ def tree_size(root):
 
 def uncompressed_size(path):
     """Size of the tar inside a blob (gzip, zstd or plain), by streaming decompression."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head[:2] == b"\x1f\x8b":
-        from isal import igzip
-        opener = lambda: igzip.open(path, "rb")
-    elif head == b"\x28\xb5\x2f\xfd":
-        import zstandard
-        opener = lambda: zstandard.open(path, "rb")
-    else:
-        return os.path.getsize(path)
+    sys.path.insert(0, REPO)
+    from python_tools.shiko.tar import compression
+    fmt, r = compression.open_file(path)
     n = 0
-    with opener() as r:
+    with r:
         while True:
             b = r.read(1 << 22)
             if not b:
@@ -154,10 +161,19 @@ def uncompressed_size(path):
             n += len(b)
 
 
+def _wait(p):
+    """Waits for a child; returns (peak RSS in MB of it and its waited-for children, CPU s)."""
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode:
+        raise subprocess.CalledProcessError(p.returncode, p.args)
+    return ru.ru_maxrss / 1024, ru.ru_utime + ru.ru_stime
+
+
 def shell(cmd):
     def run(tree, out):
-        subprocess.run(["bash", "-c", "set -o pipefail; " + cmd.format(tree=tree, out=out)],
-                       check=True)
+        return _wait(subprocess.Popen(
+            ["bash", "-c", "set -o pipefail; " + cmd.format(tree=tree, out=out)]))
     return run
 
 
@@ -165,14 +181,18 @@ TAR = "tar -C {tree} --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 
 
 
 def stdlib_tarfile(tree, out):
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     with tarfile.open(out, "w:gz", compresslevel=6) as tf:
         for name in sorted(os.listdir(tree)):
             tf.add(os.path.join(tree, name), arcname=name)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return None, r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
 
 
-def ours(compression):
-    def run(tree, out):
-        manifest = {
+def _manifest(tree, compression, out):
+    m = out + ".manifest.json"
+    with open(m, "w") as f:
+        json.dump({
             "target": "//bench:layer",
             "compression": compression,
             "compression_level": None,
@@ -181,72 +201,192 @@ def ours(compression):
             "overrides": {},
             "entries": [{"kind": "tree", "dest": "", "src": tree,
                          "origin": {"attr": "files", "label": "//bench:tree"}}],
-        }
-        m = out + ".manifest.json"
-        with open(m, "w") as f:
-            json.dump(manifest, f)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-        subprocess.run([sys.executable, "-m", "python_tools.layer", "--manifest=" + m,
-                        "--output=" + out, "--descriptor=" + out + ".json"],
-                       check=True, cwd=REPO, env=env)
+        }, f)
+    # --listing too: the layer rule always asks for it.
+    return ["--manifest=" + m, "--output=" + out, "--descriptor=" + out + ".json",
+            "--listing=" + out + ".listing.json"]
+
+
+def _env(repo):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def ours(compression, repo=REPO):
+    def run(tree, out):
+        return _wait(subprocess.Popen(
+            [sys.executable, "-m", "python_tools.layer"] + _manifest(tree, compression, out),
+            cwd=repo, env=_env(repo)))
     return run
 
 
-TOOLS = [
-    ("`tar | gzip -6`", shell(TAR + " | gzip -6 > {out}")),
-    ("`tar | igzip -1`", shell(TAR + " | igzip -1 -c > {out}")),
-    ("`tar | zstd -3 -T2`", shell(TAR + " | zstd -q -3 -T2 -c > {out}")),
-    ("stdlib tarfile + gzip 6", stdlib_tarfile),
-    ("layer.py gzip (level 1)", ours("gzip")),
-    ("layer.py zstd (level 3)", ours("zstd")),
+class Worker(object):
+    """One `python_tools.layer --persistent_worker` process driven through the worker protocol
+    (python_tools/shiko/worker.py), as Bazel drives it."""
+
+    def __init__(self, repo=REPO):
+        sys.path.insert(0, REPO)  # the protocol's client side: this checkout's (same wire format)
+        from python_tools.shiko import worker as protocol
+        self.protocol = protocol
+        self.p = subprocess.Popen([sys.executable, "-m", "python_tools.layer",
+                                   "--persistent_worker"], cwd=repo, env=_env(repo),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.n = 0
+
+    def _cpu(self):
+        with open("/proc/%d/stat" % self.p.pid) as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _peak_rss(self):
+        with open("/proc/%d/status" % self.p.pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def request(self, args):
+        self.n += 1
+        cpu = self._cpu()
+        self.protocol.write_message(self.p.stdin, self.protocol.encode_work_request(args, self.n))
+        res = self.protocol.parse_work_response(self.protocol.read_message(self.p.stdout))
+        if res["exit_code"] or res["request_id"] != self.n:
+            raise RuntimeError("worker request failed: %r" % res)
+        return self._peak_rss(), self._cpu() - cpu
+
+    def tool(self, compression):
+        def run(tree, out):
+            return self.request(_manifest(tree, compression, out))
+        return run
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+# (name, which tree, kind); the functions are bound in main (the worker is a process).
+PIPE_IGZIP = "`tar | igzip -1`"
+PIPE_ZSTD = "`tar | zstd -3 -T2`"
+OURS_GZIP = "layer.py gzip (level 1)"
+OURS_ZSTD = "layer.py zstd (level 3)"
+PIPE_GZIP6 = "`tar | gzip -6`"
+STDLIB = "stdlib tarfile + gzip 6"
+SMALL_PIPE = "small: `tar | igzip -1`"
+SMALL_WORKER = "small: layer.py gzip, persistent worker"
+SMALL_FRESH = "small: layer.py gzip, fresh process"
+
+# (label, tool, baseline, target: median time of baseline / median time of tool)
+TARGETS = [
+    ("layer.py zstd vs `tar | zstd -3 -T2`", OURS_ZSTD, PIPE_ZSTD, 1.0),
+    ("layer.py gzip vs `tar | igzip -1`", OURS_GZIP, PIPE_IGZIP, 1.3),
+    ("small layers: worker vs `tar | igzip -1`", SMALL_WORKER, SMALL_PIPE, 1.0),
+    ("layer.py gzip vs stdlib tarfile + gzip 6", OURS_GZIP, STDLIB, 8.0),
 ]
+
+
+BASELINE = "baseline: "
+
+
+def tools(args, worker, baseline_worker=None):
+    large = [
+        (PIPE_IGZIP, shell(TAR + " | igzip -1 -c > {out}")),
+        (PIPE_ZSTD, shell(TAR + " | zstd -q -3 -T2 -c > {out}")),
+        (OURS_GZIP, ours("gzip")),
+        (OURS_ZSTD, ours("zstd")),
+    ]
+    if args.slow:
+        large += [(PIPE_GZIP6, shell(TAR + " | gzip -6 > {out}")), (STDLIB, stdlib_tarfile)]
+    small = [
+        (SMALL_PIPE, shell(TAR + " | igzip -1 -c > {out}")),
+        (SMALL_WORKER, worker.tool("gzip") if worker else None),
+        (SMALL_FRESH, ours("gzip")),
+    ]
+    if args.baseline:
+        b = os.path.abspath(args.baseline)
+        large += [(BASELINE + OURS_GZIP, ours("gzip", b)), (BASELINE + OURS_ZSTD, ours("zstd", b))]
+        small += [(BASELINE + SMALL_WORKER,
+                   baseline_worker.tool("gzip") if baseline_worker else None)]
+    out = [(n, fn, "large") for n, fn in large] + [(n, fn, "small") for n, fn in small]
+    if args.only:
+        out = [t for t in out if any(s in t[0] for s in args.only.split(","))]
+    return out
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size_mb", type=int, default=400)
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--keep", help="use/keep the tree in this directory")
+    ap.add_argument("--small_mb", type=int, default=60)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", help="use/keep the trees in this directory")
     ap.add_argument("--only", help="comma-separated substrings of tool names to run")
+    ap.add_argument("--slow", action="store_true",
+                    help="also run `tar | gzip -6` and stdlib tarfile (~16 s each per round)")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 when a ratio of medians is under its target")
+    ap.add_argument("--baseline", help="another checkout (e.g. a worktree of main): its layer.py "
+                    "runs too, in the same rounds, as `baseline: ...` (not checked)")
     args = ap.parse_args()
 
     base = tempfile.mkdtemp(prefix="layer-bench-")
+    worker = baseline_worker = None
     try:
-        tree = args.keep or os.path.join(base, "tree")
-        if not (args.keep and os.path.isdir(tree)):
-            os.makedirs(tree, exist_ok=True)
-            t = time.time()
-            what = generate(tree, args.size_mb)
-            print("generated %s in %.1f s" % (what, time.time() - t), file=sys.stderr)
-        print("tree: %.1f MB of file content" % (tree_size(tree) / MB), file=sys.stderr)
-        # Warm the page cache.
-        subprocess.run(["bash", "-c", "tar -C %s -cf - . > /dev/null" % tree], check=True)
+        trees = {}
+        for kind, mb in (("large", args.size_mb), ("small", args.small_mb)):
+            tree = os.path.join(args.keep or base, "tree" if kind == "large" else "small")
+            if not os.path.isdir(tree):
+                os.makedirs(tree)
+                t = time.time()
+                what = generate(tree, mb)
+                print("generated %s in %.1f s" % (what, time.time() - t), file=sys.stderr)
+            print("%s tree: %.1f MB of file content" % (kind, tree_size(tree) / MB),
+                  file=sys.stderr)
+            # Warm the page cache.
+            subprocess.run(["bash", "-c", "tar -C %s -cf - . > /dev/null" % tree], check=True)
+            trees[kind] = tree
 
-        tools = [(n, fn) for n, fn in TOOLS
-                 if not args.only or any(s in n for s in args.only.split(","))]
-        best = {}
+        names = [n for n, _, _ in tools(args, None)]
+        warm = os.path.join(base, "warm.blob")
+        if SMALL_WORKER in names:
+            worker = Worker()
+            worker.request(_manifest(trees["small"], "gzip", warm))  # start-up, imports
+        if BASELINE + SMALL_WORKER in names:
+            baseline_worker = Worker(os.path.abspath(args.baseline))
+            baseline_worker.request(_manifest(trees["small"], "gzip", warm))
+        todo = tools(args, worker, baseline_worker)
+        times = {n: [] for n, _, _ in todo}
+        cpus = {n: [] for n, _, _ in todo}
+        rss = {}
         sizes = {}
-        # Rounds over all tools (rather than all repeats of one tool, then the next), so that
-        # a burst of load from elsewhere on the machine does not hit only one tool.
+        loads = []
+        print("Rounds (seconds wall / CPU seconds / peak RSS MB):")
         for r in range(args.repeat):
-            for name, fn in tools:
+            load = loadavg()
+            loads.append(load)
+            print("round %d, load average %s:" % (r + 1, load))
+            for name, fn, kind in (todo if r % 2 == 0 else todo[::-1]):
                 out = os.path.join(base, "out.blob")
                 if os.path.exists(out):
                     os.unlink(out)
                 subprocess.run(["sync"], check=True)
                 t = time.perf_counter()
-                fn(tree, out)
+                peak, cpu = fn(trees[kind], out)
                 dt = time.perf_counter() - t
-                best[name] = min(best.get(name, dt), dt)
-                print("round %d: %-28s %6.2f s" % (r + 1, name, dt), file=sys.stderr)
+                times[name].append(dt)
+                cpus[name].append(cpu)
+                if peak is not None:
+                    rss[name] = max(rss.get(name, 0), peak)
+                print("  %-42s %6.2f s  cpu %5.2f s  rss %s" % (
+                    name, dt, cpu, "%.0f MB" % peak if peak is not None else "-"), flush=True)
                 if name not in sizes:
                     sizes[name] = (os.path.getsize(out), uncompressed_size(out))
                 os.unlink(out)
-        rows = []
-        for name, _ in tools:
-            size, raw = sizes[name]
-            rows.append((name, best[name], raw / MB / best[name], size, size / raw))
+            sys.stdout.flush()
 
         cpu = "unknown"
         with open("/proc/cpuinfo") as f:
@@ -254,38 +394,45 @@ def main():
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
                     break
-        print("Date: %s; machine: nproc=%d, CPU %s; Python %s" % (
-            datetime.date.today().isoformat(), os.cpu_count(), cpu, sys.version.split()[0]))
         print()
-        print("| tool | seconds | MB/s (uncompressed tar) | output size (MB) | ratio |")
-        print("|---|---:|---:|---:|---:|")
-        for name, sec, mbps, size, ratio in rows:
-            print("| %s | %.2f | %.0f | %.1f | %.3f |" % (name.replace("|", "\\|"), sec, mbps,
-                                                       size / MB, ratio))
-        speed = {r[0]: r[2] for r in rows}
-
-        def pct(a, b):
-            if a in speed and b in speed:
-                return speed[a] / speed[b]
-            return None
-
-        checks = [
-            ("layer.py gzip vs `tar | igzip -1`", pct("layer.py gzip (level 1)",
-                                                    "`tar | igzip -1`"), 0.8),
-            ("layer.py gzip vs stdlib tarfile + gzip 6", pct("layer.py gzip (level 1)",
-                                                           "stdlib tarfile + gzip 6"), 8.0),
-            ("layer.py zstd vs `tar | zstd -3 -T2`", pct("layer.py zstd (level 3)",
-                                                       "`tar | zstd -3 -T2`"), 0.8),
-        ]
+        print("Date: %s; machine: nproc=%d, CPU %s; Python %s; load average at the start of "
+              "each round: %s" % (datetime.date.today().isoformat(), os.cpu_count(), cpu,
+                                  sys.version.split()[0], " | ".join(loads)))
         print()
-        for label, value, target in checks:
-            if value is None:
+        print("| tool | %s | median (s) | MB/s (tar) | CPU s (median) | peak RSS (MB) | "
+              "output (MB) | ratio |" % " | ".join("round %d (s)" % (i + 1)
+                                                   for i in range(args.repeat)))
+        print("|---|%s---:|---:|---:|---:|---:|---:|" % ("---:|" * args.repeat))
+        med = {}
+        for name, _, _ in todo:
+            med[name] = statistics.median(times[name])
+            size, raw = sizes[name]
+            print("| %s | %s | %.2f | %.0f | %.2f | %s | %.1f | %.3f |" % (
+                name.replace("|", "\\|"), " | ".join("%.2f" % t for t in times[name]),
+                med[name], raw / MB / med[name], statistics.median(cpus[name]),
+                "%.0f" % rss[name] if name in rss else "-", size / MB, size / raw))
+        print()
+        missed = []
+        for label, tool, baseline, target in TARGETS:
+            if tool not in med or baseline not in med:
                 continue
-            print("- %s: %.2fx (target >= %.2fx): %s" % (
-                label, value, target, "met" if value >= target else "NOT met"))
+            ratio = med[baseline] / med[tool]
+            per_round = ", ".join("%.2f" % (b / t) for b, t in zip(times[baseline], times[tool]))
+            ok = ratio >= target
+            print("- %s: %.2fx on the medians (per round %s), target >= %.2fx: %s" % (
+                label, ratio, per_round, target, "met" if ok else "NOT met"))
+            if not ok:
+                missed.append(label)
+        if args.check and missed:
+            print("CHECK FAILED: %s" % "; ".join(missed))
+            return 1
+        return 0
     finally:
+        for w in (worker, baseline_worker):
+            if w is not None:
+                w.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

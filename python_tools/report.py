@@ -23,8 +23,10 @@ Manifest (JSON, written by rules/private/image/report.bzl)
 
 - layers: the layers the image and its image bases built (their LayerInfo), bottom first; they
   are the image manifest's last len(layers) layers. "digest" (optional) and the descriptor's
-  digest are checked against the manifest's. "listing" is the layer tool's listing; null: the
-  blob is listed (a tar, gzip or zstd) with origin `source`. "packages": deb.py's
+  digest are checked against the manifest's. "listing" is the layer tool's listing; with a
+  "blob" too, each regular file's content sha256 is read from the blob (the layer tool does not
+  hash files one by one); listing null: the blob is listed (a tar, gzip or zstd) with origin
+  `source`. "packages": deb.py's
   `<name>.packages.json` side files: their files get origin `deb:<name>=<version>`.
   "wheels" (optional): the identity files ({name, version, filename, sha256, lock}) of the
   pinned wheels whose files the layer holds under origin "@repo//package"; the report names

@@ -29,7 +29,6 @@ import io
 import json
 import os
 import sys
-import traceback
 
 from python_tools.shiko.errors import UserError, remove_outputs
 
@@ -285,6 +284,8 @@ def run_captured(commands, prog, argv):
             if e.code is not None and not isinstance(e.code, int):
                 buf.write("%s\n" % e.code)
         except Exception:  # the tool crashed: report it as an uncaught exception would
+            import traceback
+
             traceback.print_exc(file=buf)
             code = 1
         return code, buf.getvalue()

@@ -6,7 +6,6 @@ line naming the target, attribute and value, removes the tool's outputs, and exi
 """
 
 import os
-import shutil
 
 
 class UserError(Exception):
@@ -38,6 +37,8 @@ def remove_outputs(paths):
             continue
         try:
             if os.path.isdir(p) and not os.path.islink(p):
+                import shutil  # only failed runs get here
+
                 shutil.rmtree(p)
             elif os.path.lexists(p):
                 os.unlink(p)

@@ -113,6 +113,39 @@ def encode_work_response(exit_code, output, request_id):
     return bytes(out)
 
 
+def encode_work_request(arguments, request_id=0):
+    """A WorkRequest payload (the client side: bench/layer_bench.py drives a worker with it)."""
+    out = bytearray()
+    for a in arguments:
+        data = a.encode("utf-8")
+        out += encode_varint(1 << 3 | 2) + encode_varint(len(data)) + data
+    if request_id:
+        out += encode_varint(3 << 3 | 0) + encode_varint(request_id)
+    return bytes(out)
+
+
+def parse_work_response(data):
+    """Returns {"exit_code": int, "output": str, "request_id": int} of a WorkResponse."""
+    res = {"exit_code": 0, "output": "", "request_id": 0}
+    pos = 0
+    while pos < len(data):
+        key, pos = _decode_varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _decode_varint(data, pos)
+            if field in (1, 3):
+                res["exit_code" if field == 1 else "request_id"] = (
+                    value if value < (1 << 31) else value - (1 << 64))
+        elif wire == 2:
+            length, pos = _decode_varint(data, pos)
+            if field == 2:
+                res["output"] = data[pos:pos + length].decode("utf-8")
+            pos += length
+        else:
+            raise ValueError("unsupported wire type %d" % wire)
+    return res
+
+
 def read_message(stream):
     length = _read_varint(stream)
     if length is None:

@@ -225,12 +225,10 @@ def test_listing_matches_tar(tmp_path, src):
         {"path": "/a/l", "type": "symlink", "mode": "0777", "uid": 0, "gid": 0, "size": 0,
          "target": "x", "origin": "//x:links"},
         {"path": "/a/x", "type": "file", "mode": "0644", "uid": 0, "gid": 0, "size": 12,
-         "origin": "//x:src", "sha256": hashlib.sha256(b.content("a/x")).hexdigest()},
+         "origin": "//x:src"},
         {"path": "/a/y", "type": "hardlink", "mode": "0644", "uid": 0, "gid": 0, "size": 0,
          "target": "/a/x", "origin": "//x:src"},
     ]
-    # The content hash is of the bytes in the tar, the same as the source's.
-    assert b.listing[2]["sha256"] == hashlib.sha256((src / "app.conf").read_bytes()).hexdigest()
     assert b.desc["tar_size"] == len(b.tar)
 
 
@@ -419,7 +417,7 @@ def test_compressor_names(tmp_path, src):
     m = manifest([f_entry("a", src / "app.conf")], compression="zstd")
     v = ".".join(str(x) for x in zstandard.ZSTD_VERSION)
     assert build(tmp_path, m).desc["compressor"] == (
-        "zstandard %s libzstd %s level 3 threads 2" % (zstandard.__version__, v))
+        "zstandard %s libzstd %s level 3 (8 MiB frames)" % (zstandard.__version__, v))
 
 
 def _mixed_file(tmp_path, mb=5):
@@ -450,15 +448,33 @@ def test_gzip_levels_decompress(tmp_path, level):
 def test_gzip_output_independent_of_thread_count(tmp_path):
     p = _mixed_file(tmp_path)
     m = manifest([f_entry("m", p)], compression="gzip")
-    blobs = {build(tmp_path, m, name="g%d" % t, _gzip_threads=t).blob for t in (1, 2, 3, 5)}
+    blobs = {build(tmp_path, m, name="g%d" % t, _threads=t).blob for t in (1, 2, 3, 5)}
     assert len(blobs) == 1
 
 
 def test_zstd_output_independent_of_thread_count(tmp_path):
     p = _mixed_file(tmp_path, mb=12)
     m = manifest([f_entry("m", p)], compression="zstd", level=3)
-    blobs = {build(tmp_path, m, name="z%d" % t, _zstd_threads=t).blob for t in (1, 2, 4)}
+    blobs = {build(tmp_path, m, name="z%d" % t, _threads=t).blob for t in (1, 2, 4)}
     assert len(blobs) == 1
+
+
+def test_zstd_frames(tmp_path):
+    # One independent frame per 8 MiB of tar, each with a checksum and no content size; the
+    # concatenation is the tar (any RFC 8878 decoder reads across frames).
+    p = _mixed_file(tmp_path, mb=18)
+    b = build(tmp_path, manifest([f_entry("m", p)], compression="zstd"))
+    assert len(b.tar) > 2 * (8 << 20)
+    frames = []
+    rest = b.blob
+    while rest:
+        params = zstandard.get_frame_parameters(rest)
+        assert params.has_checksum and params.content_size == zstandard.CONTENTSIZE_UNKNOWN
+        d = zstandard.ZstdDecompressor().decompressobj()
+        frames.append(d.decompress(rest))
+        rest = d.unused_data
+    assert [len(f) for f in frames] == [8 << 20, 8 << 20, len(b.tar) - (16 << 20)]
+    assert b"".join(frames) == b.tar
 
 
 @pytest.mark.parametrize("compression,level", [("zstd", 1), ("zstd", 19), ("gzip", 0)])
@@ -994,11 +1010,13 @@ def test_cli_error_during_import_leaves_nothing(tmp_path):
 # must be noticed (and recorded) rather than slip through.
 
 # compression: (diff_id, digest, size); isal 1.9.1 (ISA-L 2.32.1), zstandard 0.25.0 (1.5.7).
+# zstd changed on 2026-12-02 from one multi-threaded libzstd stream to independent 8 MiB frames
+# (issue #17: ~15% less CPU for compressing); gzip has not changed.
 GOLDEN = {
     "gzip": ("sha256:f38dbe69837814c6f16e41e6265061b0e326706d440cf8ec138c47d7270550ae",
              "sha256:7f6c697764380d32c07bc070703294e2a083d4e9ce4b996342456417aeb094f7", 2427330),
     "zstd": ("sha256:f38dbe69837814c6f16e41e6265061b0e326706d440cf8ec138c47d7270550ae",
-             "sha256:55f3b5ab1ce65604bf188c9d7d0b2bae9fdb0e195c6bf09840d8be798a9cec52", 2403974),
+             "sha256:117ba06e47b9deed6ef7ea9b2ef72f58d8dbb6c705f189fb0540552dd6564cf9", 2403359),
     "none": ("sha256:f38dbe69837814c6f16e41e6265061b0e326706d440cf8ec138c47d7270550ae",
              "sha256:f38dbe69837814c6f16e41e6265061b0e326706d440cf8ec138c47d7270550ae", 3841536),
 }
@@ -1018,3 +1036,78 @@ def test_golden_digests(tmp_path, compression):
                                  compression=compression))
     assert b.desc["diff_id"] == GOLDEN["none"][0]
     assert (b.desc["digest"], b.desc["size"]) == GOLDEN[compression][1:], b.desc["compressor"]
+
+
+# ---------------------------------------------------------------------------------------------
+# TarStream.copy_from: short reads and sources that shrink
+
+
+class _Collect(object):
+    """A pipeline that keeps the blocks (small block size, to cross block boundaries)."""
+
+    block_size = 4096
+
+    def __init__(self):
+        self.out = bytearray()
+
+    def get_buffer(self):
+        return bytearray(b"\xee" * self.block_size)  # recycled buffers hold old bytes
+
+    def block(self, buf, n):
+        self.out += buf[:n]
+
+
+class _Chunky(object):
+    """readinto that returns at most `step` bytes per call, and only `have` bytes in all."""
+
+    def __init__(self, data, step, have=None):
+        self.data = data[:have] if have is not None else data
+        self.step = step
+        self.pos = 0
+
+    def readinto(self, mv):
+        n = min(len(mv), self.step, len(self.data) - self.pos)
+        mv[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+@pytest.mark.parametrize("size,step", [(10, 3), (700, 1000), (3000, 7), (9000, 4096), (9000, 100)])
+def test_copy_from_short_reads(size, step):
+    from python_tools.shiko.layer.writer import TarStream
+    data = bytes(range(256)) * (size // 256 + 1)
+    data = data[:size]
+    p = _Collect()
+    s = TarStream(p)
+    s.write(b"h" * 100)
+    s.copy_from(_Chunky(data, step), size, lambda: "x")
+    s.close()
+    pad = -size % 512
+    assert bytes(p.out) == b"h" * 100 + data + b"\0" * pad + b"\0" * 1024
+
+
+@pytest.mark.parametrize("size,have", [(10, 4), (10, 0), (9000, 5000), (9000, 0)])
+def test_copy_from_a_source_that_shrank(size, have):
+    from python_tools.shiko.layer.writer import TarStream
+    s = TarStream(_Collect())
+    with pytest.raises(RuntimeError) as e:
+        s.copy_from(_Chunky(b"a" * size, 1 << 20, have), size, lambda: "the source of /x")
+    assert str(e.value) == "the source of /x shrank while it was being read"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_pipeline_abort_mid_stream_stops_its_threads(tmp_path, compression):
+    # build_layer aborts the pipeline when reading a source fails half-way: every block already
+    # handed over is settled (run or cancelled), the buffers come back, the threads end.
+    import threading
+    from python_tools.shiko.tar import compression as comp
+    before = threading.active_count()
+    sink = comp.Sink(str(tmp_path / "blob"))
+    p = comp.pipeline(compression, sink, comp.DEFAULT_LEVELS.get(compression, 0), 2)
+    for i in range(12):
+        buf = p.get_buffer()
+        buf[:] = os.urandom(16) * (len(buf) // 16)
+        p.block(buf, len(buf))
+    p.abort()
+    sink.close()
+    assert threading.active_count() == before

@@ -935,3 +935,32 @@ def test_huge_error_body_is_read_bounded(status):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_scheme_probe_sends_no_https_request_to_a_plain_http_registry(tls):
+    """Where plain HTTP is allowed (loopback), an unverified TLS handshake first tells a plain
+    HTTP server (then no HTTPS request is made and the CA store is never loaded) from one that
+    speaks TLS (HTTPS first, as before); a port where nothing listens cannot tell."""
+    manifest = cj({"schemaVersion": 2, "mediaType": media_types.OCI_MANIFEST})
+
+    def answer(seen):
+        if seen.path == "/v2/":
+            return rf.Answer(200)
+        return rf.Answer(200, {"Content-Type": media_types.OCI_MANIFEST}, manifest)
+
+    with rf.FakeRegistry(answer) as plain:
+        assert transport.Connections(plain.host).speaks_tls(plain.host) is False
+        c = Client(plain.host, env={}, retry=fast_policy())
+        assert c.get_manifest("a", "v1", [tokens.pull_scope("a")])[0] == manifest
+        assert c.session.connections._ssl is None
+        assert [(r.scheme, r.path) for r in plain.requests] == [("http", "/v2/"), ("http", "/v2/a/manifests/v1")]
+    with rf.FakeRegistry(answer, tls=tls) as both:
+        assert transport.Connections(both.host).speaks_tls(both.host) is True
+        c = Client(both.host, ca_file=tls.ca_cert, env={}, retry=fast_policy())
+        assert c.get_manifest("a", "v1", [tokens.pull_scope("a")])[0] == manifest
+        assert [(r.scheme, r.path) for r in both.requests] == [("https", "/v2/"), ("https", "/v2/a/manifests/v1")]
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    free = "127.0.0.1:%d" % s.getsockname()[1]
+    s.close()
+    assert transport.Connections(free).speaks_tls(free) is None

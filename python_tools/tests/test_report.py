@@ -262,7 +262,9 @@ def _run_report(tmp_path, app_content, out="out"):
             "layers": [{"digest": None, "label": "//pkg:image_app",
                         "descriptor": str(tmp_path / "image_app.layer.json"),
                         "listing": str(tmp_path / "image_app.listing.json"),
-                        "packages": [], "blob": None, "source": None}],
+                        "packages": [], "source": None,
+                        # the files' content hashes come from the blob
+                        "blob": str(tmp_path / "image_app.tar.gz")}],
             "json": str(tmp_path / (out + ".report.json")), "html": str(tmp_path / (out + ".report.html"))}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     proc = subprocess.run([sys.executable, "-m", "python_tools.report", "--manifest", str(tmp_path / "spec.json")],

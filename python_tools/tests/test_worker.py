@@ -27,19 +27,7 @@ def request(args, request_id=0):
 
 def parse_response(data):
     """{exit_code, output, request_id} of one WorkResponse payload."""
-    res = {"exit_code": 0, "output": "", "request_id": 0}
-    pos = 0
-    while pos < len(data):
-        key, pos = protocol._decode_varint(data, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = protocol._decode_varint(data, pos)
-            res[{1: "exit_code", 3: "request_id"}[field]] = value
-        else:
-            n, pos = protocol._decode_varint(data, pos)
-            res["output"] = data[pos:pos + n].decode()
-            pos += n
-    return res
+    return protocol.parse_work_response(data)
 
 
 def test_varints_round_trip():
@@ -51,6 +39,20 @@ def test_varints_round_trip():
     assert protocol._read_varint(io.BytesIO(b"")) is None
     with pytest.raises(EOFError):
         protocol._read_varint(io.BytesIO(b"\x80"))
+
+
+def test_client_helpers_against_hand_encodings():
+    # The client side (bench/layer_bench.py drives a worker with it), against bytes written by
+    # hand: arguments "--a=1", "b" and request_id 9; exit_code 1, output "é\n", request_id 5.
+    body = protocol.encode_work_request(["--a=1", "b"], 9)
+    assert body == b"\x0a\x05--a=1" + b"\x0a\x01b" + b"\x18\x09"
+    assert protocol.encode_varint(len(body)) + body == request(["--a=1", "b"], 9)
+    resp = b"\x08\x01" + b"\x12\x03\xc3\xa9\n" + b"\x18\x05"
+    assert protocol.parse_work_response(resp) == {"exit_code": 1, "output": "é\n", "request_id": 5}
+    assert protocol.parse_work_response(b"") == {"exit_code": 0, "output": "", "request_id": 0}
+    for code, output, rid in ((0, "", 0), (1, "ERROR: x\n", 5), (2, "é", 2 ** 31 - 1)):
+        enc = protocol.encode_work_response(code, output, rid)
+        assert protocol.parse_work_response(enc) == {"exit_code": code, "output": output, "request_id": rid}
 
 
 def test_parse_request_skips_unknown_fields():

@@ -25,6 +25,21 @@ def _layout_blob(layout, digest):
     return os.path.join(layout, "blobs", algo, hexdigest)
 
 
+def _with_hashes(target, i, digest, entries, blob, default):
+    """The listing's entries with each regular file's content sha256, read from the layer blob
+    (the layer tool does not hash files one by one: the report pays for it, on demand)."""
+    try:
+        listed, _ = listing.list_blob(blob, default)
+    except (OSError, LayerError) as e:
+        raise UserError("cannot read layer %d (%s): %s" % (i, digest, e), target, "layers", blob)
+    hashes = {e["path"].rstrip("/"): e["sha256"] for e in listed if e.get("sha256")}
+    out = []
+    for e in entries:
+        h = hashes.get(e["path"].rstrip("/")) if e.get("type") == "file" and not e.get("escaped") else None
+        out.append(dict(e, sha256=h) if h else e)
+    return out
+
+
 def _with_origins(entries, default, debs):
     """Entries with "origin": a deb package's for its files, else the listing's, else `default`
     (implicit parent directories have none)."""
@@ -75,6 +90,8 @@ def load_layers(manifest):
         default = spec.get("label") or spec.get("source") or "layer %d" % i
         if spec.get("listing"):
             entries = _read(target, "layers", spec["listing"], "layer listing")
+            if spec.get("blob"):
+                entries = _with_hashes(target, i, digest, entries, spec["blob"], default)
         elif spec.get("blob"):
             try:
                 entries, tar_size = listing.list_blob(spec["blob"], default)

@@ -16,11 +16,11 @@ from python_tools.shiko.layer.writer import TarStream, write_tar
 from python_tools.shiko.tar import compression
 
 
-def build_layer(manifest, output, _gzip_threads=None, _zstd_threads=compression.ZSTD_THREADS):
+def build_layer(manifest, output, _threads=None):
     """Writes the blob of the layer described by `manifest` (a dict) to `output`.
 
-    Returns (descriptor dict, listing list). The thread counts are for tests: they change the
-    speed, never the bytes."""
+    Returns (descriptor dict, listing list). The compression thread count is for tests: it
+    changes the speed, never the bytes."""
     spec = Spec(manifest)
     layer = Layer(spec, os.path.dirname(os.path.abspath(output)))
     backend = None
@@ -29,8 +29,7 @@ def build_layer(manifest, output, _gzip_threads=None, _zstd_threads=compression.
         layer.collect()
         members = layer.finalize()
         sink = compression.Sink(output)
-        backend = compression.pipeline(spec.compression, sink, spec.level, _gzip_threads,
-                                       _zstd_threads)
+        backend = compression.pipeline(spec.compression, sink, spec.level, _threads)
         entries = write_tar(members, TarStream(backend), spec.mtime)
         backend.finish()
         diff = backend.diff
@@ -48,7 +47,7 @@ def build_layer(manifest, output, _gzip_threads=None, _zstd_threads=compression.
         "size": sink.size,
         "diff_id": "sha256:" + diff.hexdigest(),
         "compression": spec.compression,
-        "compressor": compression.compressor_name(spec.compression, spec.level, _zstd_threads),
+        "compressor": compression.compressor_name(spec.compression, spec.level),
         "members": len(entries),
         "tar_size": tar_size,
     }

@@ -18,7 +18,6 @@ become hardlinks to it.
 
 import hashlib
 import shutil
-import tempfile
 
 from python_tools.shiko.layer import walk
 from python_tools.shiko.layer.imports import ImportedTar
@@ -49,6 +48,8 @@ class Layer(object):
 
     def scratch_dir(self):
         if self.scratch is None:
+            import tempfile  # only layers that import compressed tars need it
+
             self.scratch = tempfile.mkdtemp(prefix=".layer-import-", dir=self.scratch_parent)
         return self.scratch
 

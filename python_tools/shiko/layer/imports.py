@@ -15,7 +15,6 @@ not UTF-8 are kept as their bytes (tarfile's surrogate escapes).
 
 import os
 import tarfile
-import tempfile
 
 from python_tools.shiko.layer.members import MODE_MAX, Member, TarMemberSource
 from python_tools.shiko.tar import compression
@@ -50,6 +49,8 @@ class ImportedTar(object):
         self.empty = os.fstat(f.fileno()).st_size == 0
 
     def _decompress(self, reader, fmt):
+        import tempfile  # imported here: most layers import no compressed tar
+
         tmp = tempfile.NamedTemporaryFile(dir=self.layer.scratch_dir(), suffix=".tar", delete=False)
         try:
             while True:

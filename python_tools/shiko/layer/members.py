@@ -16,15 +16,17 @@ class Origin(object):
 
 
 class FsSource(object):
-    """A regular file on disk (already resolved through symlinks)."""
+    """A regular file on disk (already resolved through symlinks). `real`: its path with every
+    symlink resolved, when the caller knows it (a tree walk does, without a system call per
+    path component); else os.path.realpath(path)."""
 
     __slots__ = ("path", "key")
 
-    def __init__(self, path, st):
+    def __init__(self, path, real=None):
         self.path = path
         # Identity by resolved path, not inode: inodes depend on how Bazel, a sandbox or a
         # cache materialized the inputs, and the tar's hardlinks must not.
-        self.key = ("fs", os.path.realpath(path))
+        self.key = ("fs", real or os.path.realpath(path))
 
     def open(self):
         return _FdReader(os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))

@@ -26,36 +26,38 @@ def add_source(layer, src, path, origin, executable=None):
     if stat.S_ISDIR(st.st_mode):
         if path:
             layer.add(Member(path, "dir", origin))
-        _walk(layer, src, path, origin, [(st.st_dev, st.st_ino)], False)
+        _walk(layer, src, os.path.realpath(src), path, origin, [(st.st_dev, st.st_ino)], False)
     elif stat.S_ISREG(st.st_mode):
         if not path:
             raise layer.error("empty path: a layer member needs a name", origin.attr, "/")
-        _add_file(layer, src, st, path, origin, executable)
+        _add_file(layer, src, None, st, path, origin, executable)
     else:
         raise layer.error("the source %r of %s is not a regular file or directory" % (
             src, origin.label), origin.attr, "/" + path)
 
 
-def _add_file(layer, real, st, path, origin, executable=None):
+def _add_file(layer, p, real, st, path, origin, executable=None):
     if executable is None:
         executable = bool(st.st_mode & stat.S_IXUSR)
-    layer.add(Member(path, "file", origin, size=st.st_size, source=FsSource(real, st),
+    layer.add(Member(path, "file", origin, size=st.st_size, source=FsSource(p, real),
                      exec_bit=executable))
 
 
-def _walk(layer, real_dir, prefix, origin, stack, under_deref, rel=""):
-    """Adds the contents of a directory; `rel` is the logical path inside the tree."""
+def _walk(layer, real_dir, resolved, prefix, origin, stack, under_deref, rel=""):
+    """Adds the contents of the directory `real_dir` (`resolved`: the same with every symlink
+    resolved); `rel` is the logical path inside the tree. One lstat per entry (os.scandir)."""
     try:
-        entries = os.listdir(real_dir)
+        with os.scandir(real_dir) as it:
+            entries = sorted(it, key=lambda e: sort_key(e.name))
     except OSError as e:
         raise layer.error("cannot list %r: %s" % (real_dir, e.strerror), origin.attr,
                           "/" + prefix)
-    entries.sort(key=sort_key)
-    for name in entries:
-        p = os.path.join(real_dir, name)
+    for entry in entries:
+        name = entry.name
+        p = entry.path
         r = rel + "/" + name if rel else name
         path = names.join(prefix, r)
-        st = os.lstat(p)
+        st = entry.stat(follow_symlinks=False)
         deref = under_deref
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(p)
@@ -70,15 +72,18 @@ def _walk(layer, real_dir, prefix, origin, stack, under_deref, rel=""):
                 raise layer.error("dangling symlink %r -> %r in the tree of %s" % (
                     p, target, origin.label), origin.attr, "/" + path)
             deref = True
+            real = os.path.realpath(p)
+        else:
+            real = resolved + "/" + name if resolved != "/" else "/" + name
         if stat.S_ISDIR(st.st_mode):
             ident = (st.st_dev, st.st_ino)
             if ident in stack:
                 raise layer.error("symlink loop at %r in the tree of %s" % (p, origin.label),
                                   origin.attr, "/" + path)
             layer.add(Member(path, "dir", origin))
-            _walk(layer, p, prefix, origin, stack + [ident], deref, r)
+            _walk(layer, p, real, prefix, origin, stack + [ident], deref, r)
         elif stat.S_ISREG(st.st_mode):
-            _add_file(layer, p, st, path, origin)
+            _add_file(layer, p, real, st, path, origin)
         else:
             raise layer.error("%r in the tree of %s is not a regular file, directory or "
                               "symlink" % (p, origin.label), origin.attr, "/" + path)

@@ -10,8 +10,6 @@ as surrogate-escaped strings and are written back as the same bytes). The listin
 listed path or target that is not UTF-8 is escaped: see `listed_names`.
 """
 
-import hashlib
-
 from python_tools.shiko.layer.members import enc
 
 BLOCK = 512
@@ -20,6 +18,7 @@ _OCTAL7_MAX = 0o7777777
 _OCTAL11_MAX = 0o77777777777
 
 _TYPEFLAGS = {"file": b"0", "hardlink": b"1", "symlink": b"2", "dir": b"5"}
+_ZEROS = memoryview(bytes(2 * BLOCK))
 
 
 def _octal(n, width):
@@ -39,25 +38,18 @@ def _pax_header(records):
     return head + body + b"\0" * (-len(body) % BLOCK)
 
 
+# After the checksum field: typeflag, linkname, then magic and version, uname and gname (never
+# written), devmajor and devminor (0), prefix (empty) and the padding to 512 bytes.
+_TAIL = b"ustar\x0000" + b"\0" * 64 + _octal(0, 8) + _octal(0, 8) + b"\0" * (155 + 12)
+_CHK_SPACES = 8 * ord(" ")  # the checksum is computed with its own field as spaces
+
+
 def _ustar(name, mode, uid, gid, size, mtime, typeflag, linkname):
-    h = b"".join([
-        name.ljust(100, b"\0"),
-        _octal(mode, 8),
-        _octal(uid, 8),
-        _octal(gid, 8),
-        _octal(size, 12),
-        _octal(mtime, 12),
-        b" " * 8,
-        typeflag,
-        linkname.ljust(100, b"\0"),
-        b"ustar\x0000",
-        b"\0" * 64,  # uname, gname: never written
-        _octal(0, 8),
-        _octal(0, 8),
-        b"\0" * 155,
-    ]).ljust(BLOCK, b"\0")
-    chk = sum(h)
-    return h[:148] + b"%06o\0 " % chk + h[156:]
+    """One ustar header block; the numbers must fit their fields (tar_header sees to it)."""
+    head = b"%s%07o\0%07o\0%07o\0%011o\0%011o\0" % (name.ljust(100, b"\0"), mode, uid, gid, size,
+                                                     mtime)
+    tail = typeflag + linkname.ljust(100, b"\0") + _TAIL
+    return head + b"%06o\0 " % (sum(head) + _CHK_SPACES + sum(tail)) + tail
 
 
 def tar_header(name, mode, uid, gid, size, mtime, typeflag, linkname=b""):
@@ -115,9 +107,10 @@ class TarStream(object):
 
     def write(self, data):
         n = len(data)
-        if self.pos + n < self.bs:
-            self.mv[self.pos: self.pos + n] = data
-            self.pos += n
+        pos = self.pos
+        if pos + n < self.bs:
+            self.mv[pos: pos + n] = data
+            self.pos = pos + n
             return
         mv = memoryview(data)
         while len(mv):
@@ -128,27 +121,35 @@ class TarStream(object):
             if self.pos == self.bs:
                 self._emit()
 
-    def copy_from(self, f, size, what, digest=None):
-        """Copies `size` bytes of `f` into the stream (padded to a block), updating the hashlib
-        object `digest` with them when given."""
+    def copy_from(self, f, size, what):
+        """Copies `size` bytes of the reader `f` (readinto) into the stream, then the padding
+        to a whole block; `what()` names the source for the error when it has fewer bytes."""
         left = size
+        pos = self.pos
+        if pos + size < self.bs:  # the common case: a small file that fits in this buffer
+            n = f.readinto(self.mv[pos: pos + size])
+            self.pos = pos + n
+            left -= n
+            if not left:
+                self.write(_ZEROS[: -size % BLOCK])
+                return
+            if not n:
+                raise RuntimeError("%s shrank while it was being read" % what())
         while left:
             want = min(left, self.bs - self.pos)
             n = f.readinto(self.mv[self.pos: self.pos + want])
             if not n:
-                raise RuntimeError("%s shrank while it was being read" % what)
-            if digest is not None:
-                digest.update(self.mv[self.pos: self.pos + n])
+                raise RuntimeError("%s shrank while it was being read" % what())
             self.pos += n
             left -= n
             if self.pos == self.bs:
                 self._emit()
         pad = -size % BLOCK
         if pad:
-            self.write(b"\0" * pad)
+            self.write(_ZEROS[:pad])
 
     def close(self):
-        self.write(b"\0" * (2 * BLOCK))
+        self.write(_ZEROS)
         self._emit()
 
 
@@ -182,11 +183,10 @@ def write_tar(members, stream, mtime):
             size = m.size
         stream.write(tar_header(name, m.mode, m.uid, m.gid, size, mtime, _TYPEFLAGS[m.kind],
                                 linkname))
-        digest = hashlib.sha256() if m.kind == "file" else None
         if m.kind == "file" and size:
             f = m.source.open()
             try:
-                stream.copy_from(f, size, "the source of /" + m.path, digest)
+                stream.copy_from(f, size, lambda: "the source of /" + m.path)
             finally:
                 f.close()
         shown = ["/" + m.path]
@@ -194,15 +194,16 @@ def write_tar(members, stream, mtime):
             shown.append(m.target)
         elif m.kind == "hardlink":
             shown.append("/" + m.target)
-        shown, escaped = listed_names(shown)
+        if all(n.isascii() for n in shown):
+            escaped = False  # listed as they are (the common case, without encoding them)
+        else:
+            shown, escaped = listed_names(shown)
         entry = {"path": shown[0], "type": m.kind, "mode": "%04o" % m.mode,
                  "uid": m.uid, "gid": m.gid, "size": size}
         if len(shown) > 1:
             entry["target"] = shown[1]
         if escaped:
             entry["escaped"] = True
-        if digest is not None:
-            entry["sha256"] = digest.hexdigest()
         if not m.implicit:
             entry["origin"] = m.origin.label
         listing.append(entry)

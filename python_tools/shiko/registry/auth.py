@@ -13,8 +13,6 @@ base64 `user:password`, `username`/`password`, `identitytoken`, `registrytoken`;
 import base64
 import json
 import os
-import shutil
-import subprocess
 
 from python_tools.shiko.oci.reference import DOCKER_HUB, HUB_ALIASES
 from python_tools.shiko.registry.errors import AuthError
@@ -91,6 +89,9 @@ def _helper_server(registry):
 
 def run_credential_helper(helper, server, env=None, timeout=60):
     """`docker-credential-<helper> get` for server: a Credential, or None when it has none."""
+    import shutil  # imported here: only credential helpers need them
+    import subprocess
+
     env = dict(os.environ if env is None else env)
     exe = shutil.which("docker-credential-" + helper, path=env.get("PATH"))
     if not exe:

@@ -23,9 +23,6 @@ uploaded, then deleted.
 import hashlib
 import json
 import os
-import tempfile
-import urllib.error
-import urllib.request
 
 from python_tools.shiko import cli
 from python_tools.shiko.errors import UserError
@@ -69,6 +66,12 @@ class CacheBlob(object):
 
     def fetch(self, directory=None):
         """Downloads the blob into a temporary file, verified; returns its path (caller deletes)."""
+        # Imported here: a push or load whose blobs are all on disk (or in the registry) never
+        # needs them, and they cost a fresh `bazel run` process several milliseconds.
+        import tempfile
+        import urllib.error
+        import urllib.request
+
         fd, path = tempfile.mkstemp(prefix="shiko-blob-", dir=directory)
         h = hashlib.sha256()
         n = 0

@@ -12,10 +12,10 @@ retries, Accept headers) and the choice of the platform's manifest:
 Problems are PullError (a UserError: one line, no target) or the client's RegistryError.
 """
 
-import concurrent.futures
 import json
 import os
 
+from python_tools.shiko import threads
 from python_tools.shiko.errors import UserError
 from python_tools.shiko.files import write_file_atomic
 from python_tools.shiko.oci import media_types, platform as oci_platform, reference
@@ -78,13 +78,13 @@ def fetch(image, directory, manifests=(), blobs=(), jobs=4, **registry_options):
     if not wanted:
         return
     wanted.sort(key=lambda b: -b[1])
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futs = [pool.submit(client.get_blob, ref.repository, d, os.path.join(directory, d[7:]), scopes, size)
-                for d, size in wanted]
+    with threads.Pool(jobs) as pool:
+        tasks = [pool.submit(client.get_blob, ref.repository, d, os.path.join(directory, d[7:]), scopes, size)
+                 for d, size in wanted]
         error = None
-        for f in concurrent.futures.as_completed(futs):
+        for t in tasks:
             try:
-                f.result()
+                t.result()
             except RegistryError as e:
                 error = error or e
         if error:

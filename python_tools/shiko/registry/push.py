@@ -13,9 +13,10 @@ manifest is sent twice under the same name.
 
 import json
 import os
+import queue
 import threading
-from concurrent import futures
 
+from python_tools.shiko import threads
 from python_tools.shiko.errors import UserError
 from python_tools.shiko.files import local_file
 from python_tools.shiko.oci import media_types, reference
@@ -172,21 +173,22 @@ def _push(plan, ref, tags, client, jobs, mount_from, chunk_size, live, env, reme
     order = sorted(digests, key=lambda d: -plan.blobs[d][0]["size"])
     progress.start(len(order))
     try:
-        with futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            pending = {pool.submit(push_blob, client, repo, scopes, d, plan.blobs[d][0], plan.blobs[d][1],
-                                   sources_for(d), progress, result, chunk_size): d for d in order}
+        finished = queue.SimpleQueue()
+        with threads.Pool(jobs, done=finished) as pool:
+            for d in order:
+                pool.submit(push_blob, client, repo, scopes, d, plan.blobs[d][0], plan.blobs[d][1],
+                            sources_for(d), progress, result, chunk_size)
             first_error = None
-            for fut in futures.as_completed(pending):
+            for _ in order:  # as they finish (cancelled ones too)
                 try:
-                    fut.result()
-                except Cancelled:
+                    finished.get().result()
+                except (Cancelled, threads.Cancelled):
                     pass
                 except BaseException as e:  # stop the other uploads, report the first failure
                     if first_error is None:
                         first_error = e
                         progress.cancel.set()
-                        for other in pending:
-                            other.cancel()
+                        pool.cancel_pending()
             if first_error is not None:
                 raise first_error
     finally:

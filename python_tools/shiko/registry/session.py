@@ -1,7 +1,10 @@
 """One registry's API session: which scheme it speaks, authenticated requests, retries, redirects.
 
 - Scheme: HTTPS first; plain HTTP only for loopback registries (HTTPS tried first, then HTTP,
-  as docker does) or with `insecure=True`. `GET /v2/` tells which one answers and whether it
+  as docker does) or with `insecure=True`. Where HTTP is allowed, an unverified TLS handshake
+  (transport.Connections.speaks_tls; nothing is sent over it) first tells whether the server
+  speaks TLS at all: a plain HTTP server gets no HTTPS request (which saves loading the system
+  CA store), any other answer leaves the order as it is. `GET /v2/` tells which one answers and whether it
   asks for credentials (its challenge goes to tokens.Authenticator).
 - Credentials go only to the registry's own origin: the same scheme, host and port as the
   scheme detection chose (transport.same_origin). A redirect elsewhere (a blob store, another
@@ -94,6 +97,8 @@ class Session(object):
             schemes = ["https"]
             if self.insecure or is_loopback(self.registry):
                 schemes.append("http")
+                if self.connections.speaks_tls(self.host) is False:
+                    schemes = ["http"]  # a plain HTTP server: HTTPS would fail the same way
             last = None
             for attempt in range(1, self.retry.attempts + 1):
                 for scheme in schemes:

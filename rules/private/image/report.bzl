@@ -44,10 +44,12 @@ def image_report(ctx, info):
             "listing": layer.listing.path,
             "packages": [p.path for p in packages],
             "wheels": [{"identity": w.path, "origin": wheel_origin(w)} for w in wheels],
-            "blob": None,
+            # The files' content hashes (for --diff and same-content findings) are read from
+            # the blob here, on demand, not by every layer build.
+            "blob": layer.blob.path,
             "source": None,
         })
-        inputs += [layer.descriptor, layer.listing] + packages + wheels
+        inputs += [layer.descriptor, layer.listing, layer.blob] + packages + wheels
     base_layout = None
     if info.layout_base != None:
         # A pulled base at the bottom of the chain: its layers are read from its layout.
