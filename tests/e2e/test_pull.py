@@ -6,8 +6,9 @@ layer under an arm64 config) with the push tool, then builds, in a copy of tests
 top of `@base` pulled by the index digest, and runs it in a real dockerd. Also: the arm64
 manifest is chosen for platform linux/arm64; a tag without a digest fails printing the digest
 to pin; a TLS + htpasswd registry is pulled from with the same config.json credentials as push;
-a corrupted blob in the registry fails the pull with a digest mismatch and nothing is kept; a
-second checkout (another output base, same repository cache) builds with the registry stopped.
+a corrupted layer in the registry fails the build of the layout (not of the image's metadata:
+the pull is shallow) with a digest mismatch and nothing is kept; a second checkout (another
+output base, same repository cache) builds with the registry stopped.
 """
 
 import hashlib
@@ -269,11 +270,16 @@ def test_corrupt_blob_fails_with_digest_mismatch(bazel, static_c_image, pip_repo
         ws = Workspace(bazel, tmp_path / "ws", [pull_rule("base", repo, info["index"], "linux/amd64")],
                        tmp_path / "fresh-cache", pip_repo)
         try:
-            res = ws("build", "//:on_top", check=False)
+            # Shallow pull: the image's metadata needs no layer, so the corrupt layer isn't read.
+            ws("build", "//:on_top")
+            # Its layout needs the layer: the ShikoPullBlob action fails, keeping nothing.
+            res = ws("build", "//:on_top", "--output_groups=+layout", check=False)
             assert res.returncode != 0
             assert "blob %s of pull/corrupt: digest mismatch" % layer in res.stderr, res.stderr[-3000:]
             assert not os.path.exists(ws.external("base", "blobs", "sha256", layer[7:]))
             assert not os.path.exists(ws.external("base", "_shiko_pull_stage"))
+            assert not os.path.exists(os.path.join(ws.root, "bazel-bin", "external", "base", "base.layers",
+                                                   layer[7:]))
             assert not os.path.exists(os.path.join(str(tmp_path / "fresh-cache"), "content_addressable",
                                                    "sha256", layer[7:]))
         finally:

@@ -27,7 +27,8 @@ def upload(session, repo, digest, path, scopes, size=None, progress=None, chunk_
     Returns the number of bytes sent in total (retries included).
     """
     local = isinstance(path, str)
-    size = os.path.getsize(path) if size is None else size
+    if size is None:
+        size = os.path.getsize(path) if local else path.size
     if not local:
         chunk_size = 0
     sent_total = [0]
