@@ -13,11 +13,12 @@ repository cache: a fresh CI machine). Then, from that output root:
 - `bazel run :load` into a real dockerd streams the layers from A; the image runs;
 - a corrupted layer in A fails a push to B with one clear line naming the blob and registry;
 - the layout output group downloads every layer (the "before" figure: what the old, eager
-  image_pull fetched), once, through ShikoPullBlob actions.
+  image_pull fetched), once, through ShikoPullBlob actions;
+- on a shared remote cache (nginx WebDAV, `--config=ci`), a second CI machine gets the layers
+  as cache hits: no layer byte from the registry.
 The byte counts are printed for docs/performance.md.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -29,19 +30,12 @@ import pytest
 
 import services
 from fault_proxy import FaultProxy
-from test_pull import Workspace, pip_repo, pull_rule, push_layout  # noqa: F401 (pip_repo: a fixture)
+from test_pull import Workspace, cj, pip_repo, pull_rule, push_layout, sha  # noqa: F401 (pip_repo: a fixture)
+from test_push import summary
 
 RANDOM_LAYERS = 3
 RANDOM_LAYER_BYTES = 32 << 20
 TAR = "application/vnd.oci.image.layer.v1.tar"
-
-
-def cj(obj):
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
-def sha(data):
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def random_layer(i):
@@ -89,13 +83,6 @@ def make_big_base(image, dest):
         f.write(cj({"imageLayoutVersion": "1.0.0"}))
     return {"manifest": mdesc["digest"], "manifest_size": len(manifest_bytes), "config": config_desc,
             "layers": layers, "layer_bytes": sum(l["size"] for l in layers)}
-
-
-def summary(stderr):
-    for line in stderr.splitlines():
-        if "blobs pushed" in line:
-            return line
-    pytest.fail("no summary line in the push output:\n" + stderr[-3000:], pytrace=False)
 
 
 def registry_blob(host, repo, digest):
@@ -246,3 +233,34 @@ def test_layout_downloads_every_layer_once(setup, metadata_build):
     a.reset_counters()
     ws("build", "//:on_top", "--output_groups=+layout,+tarball")
     assert a.blob_download_bytes == 0  # Bazel keeps the downloaded layers as action outputs
+
+
+def test_pulled_layers_are_remote_cache_hits_on_another_machine(setup, metadata_build, bazel, pip_repo):  # noqa: F811
+    """ShikoPullBlob outputs are content-addressed: a second CI machine (fresh output base and
+    repository cache, `--config=ci`) gets them from the remote cache, never from the registry."""
+    a, base, d = setup["a"], setup["base"], setup["dir"]
+    pulls = [pull_rule("base", a.host + "/shallow/base", base["manifest"], "linux/amd64")]
+    with services.RemoteCache() as cache:
+        flags = ["--config=ci", "--remote_cache=" + cache.url]
+        one = Workspace(bazel, d / "ci-one", pulls, d / "ci-one-rc", pip_repo)
+        two = Workspace(bazel, d / "ci-two", pulls, d / "ci-two-rc", pip_repo)
+        try:
+            a.reset_counters()
+            one("build", *flags, "//:on_top", "--output_groups=+layout")
+            first = a.blob_download_bytes
+            assert first == base["layer_bytes"] + base["config"]["size"]
+            a.reset_counters()
+            since = cache.log_offset()
+            two("build", *flags, "//:on_top")
+            meta = (a.blob_download_bytes, cache.get_bytes(since))
+            assert a.blob_download_bytes == base["config"]["size"]
+            a.reset_counters()
+            two("build", *flags, "//:on_top", "--output_groups=+layout,+tarball")
+            print("\nshallow pull, CI machines on a remote cache: first machine %d registry blob bytes; second "
+                  "machine: metadata build %d registry blob bytes, %d cache bytes; layout+tarball build %d "
+                  "registry blob bytes" % (first, meta[0], meta[1], a.blob_download_bytes))
+            assert a.blob_download_bytes == 0  # the layers were remote cache hits
+            assert meta[1] < 100_000
+        finally:
+            one.shutdown()
+            two.shutdown()
