@@ -40,9 +40,13 @@ def _pulled_image_impl(ctx):
     if ca:
         registry_args += ["--ca_file", ca[0].path]
 
-    blobs = []
+    blobs = []  # one per layer of the manifest, in order
+    by_digest = {}  # a layer repeated in the manifest is downloaded once
     for spec in ctx.attr.layers:
         digest, _, size = spec.rpartition(":")
+        if digest in by_digest:
+            blobs.append(by_digest[digest])
+            continue
         out = ctx.actions.declare_file("%s.layers/%s" % (ctx.label.name, digest[len("sha256:"):]))
         ctx.actions.run(
             executable = ctx.executable._pull_tool,
@@ -56,18 +60,19 @@ def _pulled_image_impl(ctx):
             execution_requirements = {"requires-network": "1", "no-remote-exec": "1"},
             progress_message = "Pulling layer %s (%s bytes) of %s" % (digest[:19], size, ctx.attr.image),
         )
+        by_digest[digest] = out
         blobs.append(out)
 
     layout = ctx.actions.declare_directory(ctx.label.name + ".layout")
     args = ctx.actions.args()
     args.add("assemble")
     args.add("--layout", layout_dir)
-    args.add_all(blobs, before_each = "--blob_file")
+    args.add_all(by_digest.values(), before_each = "--blob_file")
     args.add("--output", layout.path)
     ctx.actions.run(
         executable = ctx.executable._pull_tool,
         arguments = [args],
-        inputs = small + blobs,
+        inputs = small + by_digest.values(),
         outputs = [layout],
         mnemonic = "ShikoPulledLayout",
         progress_message = "Writing the OCI layout of the pulled base %s" % ctx.label,
