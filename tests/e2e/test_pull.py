@@ -3,7 +3,7 @@
 The test pushes a two-platform image index (the static_c image for linux/amd64, and the same
 layer under an arm64 config) with the push tool, then builds, in a copy of tests/pull_test/
 (rules_shiko as a `local_repository`, its own output base and repository cache), an image on
-top of `@base` pulled by the index digest, and runs it in a real dockerd. Also: the arm64
+top of `@base` pulled by the index digest (its SBOM names the base), and runs it in a real dockerd. Also: the arm64
 manifest is chosen for platform linux/arm64; a tag without a digest fails printing the digest
 to pin; a TLS + htpasswd registry is pulled from with the same config.json credentials as push;
 a corrupted layer in the registry fails the build of the layout (not of the image's metadata:
@@ -179,10 +179,13 @@ def workspace(bazel, pushed, pip_repo, tmp_path_factory):
 
 
 def test_image_on_pulled_base_runs(workspace, pushed, static_c_image, dockerd):
-    workspace("build", "//:on_top", "--output_groups=+tarball")
+    workspace("build", "//:on_top", "--output_groups=+tarball,+sbom")
     with open(workspace.external("base", "digest")) as f:
         assert f.read().strip() == pushed["amd64"]
     bin_dir = os.path.join(workspace.root, "bazel-bin")
+    # The SBOM names the pulled base by its manifest digest (read from the shallow layout).
+    with open(os.path.join(bin_dir, "on_top.spdx.json")) as f:
+        assert pushed["amd64"][7:] in f.read()
     with open(os.path.join(bin_dir, "on_top", "index.json")) as f:
         top = json.load(f)["manifests"][0]["digest"]
     with open(os.path.join(bin_dir, "on_top", "blobs", "sha256", top[7:])) as f:
