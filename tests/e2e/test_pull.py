@@ -5,7 +5,8 @@ layer under an arm64 config) with the push tool, then builds, in a copy of tests
 (rules_shiko as a `local_repository`, its own output base and repository cache), an image on
 top of `@base` pulled by the index digest (its SBOM names the base), and runs it in a real dockerd. Also: the arm64
 manifest is chosen for platform linux/arm64; a tag without a digest fails printing the digest
-to pin; a TLS + htpasswd registry is pulled from with the same config.json credentials as push;
+to pin; a TLS + htpasswd registry is pulled from with the same config.json credentials as push (the
+layer-download action too, given --action_env=DOCKER_CONFIG);
 a corrupted layer in the registry fails the build of the layout (not of the image's metadata:
 the pull is shallow) with a digest mismatch and nothing is kept; a second checkout (another
 output base, same repository cache) builds with the registry stopped.
@@ -247,6 +248,11 @@ def test_pull_with_tls_and_credentials(bazel, static_c_image, pip_repo, tmp_path
             res = ws("build", "//:on_top", env=env)
             with open(ws.external("base", "digest")) as f:
                 assert f.read().strip() == info["amd64"]
+            assert PASSWORD not in res.stderr + res.stdout
+            # The layer is fetched by a build action: the same CA file and, with --action_env,
+            # the same credentials.
+            res = ws("build", "//:on_top", "--output_groups=+layout", "--action_env=DOCKER_CONFIG", env=env)
+            assert os.path.isfile(os.path.join(ws.root, "bazel-bin", "on_top", "blobs", "sha256", info["layer"][7:]))
             assert PASSWORD not in res.stderr + res.stdout
             # Without credentials (and nothing in the cache): one clear 401 line.
             env["DOCKER_CONFIG"] = str(tmp_path / "empty")
