@@ -106,10 +106,13 @@ Descriptor (--descriptor, canonical JSON):
 Listing (--listing, optional, canonical JSON list in tar order):
   {"path": "/app/bin/hello", "type": "file"|"dir"|"symlink"|"hardlink", "mode": "0755",
    "uid": 0, "gid": 0, "size": N, "target": "..." (symlink: as stored; hardlink: "/path"),
-   "origin": "//x:hello"}
+   "origin": "//x:hello", "sha256": "<hex>" (regular files only)}
   `origin` is the label of the manifest entry the member came from (the member of an imported
   tar or a file under a tree: that entry's label); parent directories the tool added on its own
   have none. Reports and SBOMs read it; it never changes the layer's bytes.
+  `sha256` (regular files only) is the sha256 of the content, hashed while it is copied into
+  the tar (the layer bytes do not depend on it); the image report (python_tools/report.py)
+  uses it to tell a changed file from an unchanged one.
   Names are bytes in the tar; imported tars and source trees may hold names that are not UTF-8
   (the tar keeps their bytes). An entry whose path or target is not UTF-8 has "escaped": true,
   and in its path and target each backslash is doubled and each byte that is not part of valid

@@ -13,8 +13,9 @@ Build time (action ShikoLoadTags): expand and check the tags, so bad ones fail t
 Run time (`bazel run //pkg:load [-- FLAGS]`, through the launcher the rule writes):
   load --run_manifest=R.json (--layout=DIR | --image_manifest=M --image_config=C --blob_map=B
        [--remote_cache=URL]) [--engine=auto|docker|podman]
-       [--repo_tag=REF]... [--add_repo_tag=REF]...
+       [--repo_tag=REF]... [--add_repo_tag=REF]... [--platform=linux/arm64]
   --repo_tag replaces the rule's repo_tags (repeat it for several); --add_repo_tag adds to them.
+  An image_index is loaded from its layout: the image for --platform (default: this machine's).
 
 What it does:
   1. Reads the OCI layout (one image manifest) and checks every blob's presence and size; or,
@@ -47,6 +48,7 @@ from python_tools.shiko import cli
 from python_tools.shiko.engines import image_load
 from python_tools.shiko.errors import UserError
 from python_tools.shiko.files import canonical_json, read_json, write_file_atomic
+from python_tools.shiko.oci import platform as oci_platform
 from python_tools.shiko.registry import image_blobs
 
 FLAGS = [
@@ -60,6 +62,8 @@ FLAGS = [
     cli.multi_string("repo_tag", help="Tag the image with this reference instead of the rule's "
                      "repo_tags (repeat for several)."),
     cli.multi_string("add_repo_tag", help="Tag the image with this reference too (repeatable)."),
+    cli.string("platform", help="os/architecture[/variant] of the image to load from an image index "
+               "(default: this machine's, e.g. linux/amd64)."),
 ] + image_blobs.FLAGS
 
 
@@ -85,7 +89,11 @@ def run(args):
     image = args.layout or image_blobs.from_flags(args, target)
     if image is None:
         raise cli.UsageError("--image_manifest needs --image_config and --blob_map")
-    image_load.load(image, tags, args.engine, target)
+    try:
+        platform = oci_platform.parse(args.platform) if args.platform else oci_platform.host()
+    except ValueError as e:
+        raise UserError(str(e), target, "platform", args.platform)
+    image_load.load(image, tags, args.engine, target, platform=platform)
     return 0
 
 

@@ -4,7 +4,7 @@ Usage (the launcher written by image_push passes --image_manifest, --image_confi
 and the --default_* flags; users add their own after `--`):
   bazel run //pkg:push -- [--repository=REGISTRY/REPO] [--tag=T ...] [--insecure] [--ca_file=CA]
       [--jobs=4] [--retries=6] [--retry_delay=0.5] [--chunk_size=0] [--mount_from=REPO ...]
-      [--progress=auto|tty|plain]
+      [--progress=auto|tty|plain] [--sign-key=cosign.key]
   python -m python_tools.push --layout=DIR --repository=R [--tag=T ...]
 
 Where the blobs come from: with --layout, the layout. From image_push, no layout: each layer
@@ -22,6 +22,24 @@ or pulled it from before, remembered in ~/.cache/rules_shiko/blob_sources.json);
 streamed from disk. Then the manifests: an index's children by digest, then the top manifest
 under each tag (by digest when there is none): a tag never points at a manifest whose blobs
 aren't all there, and no manifest is sent twice under the same name (shiko/registry/push.py).
+
+Signing (--sign-key=PATH, docs/supply-chain.md): PATH is a PEM ECDSA P-256 private key (PKCS#8,
+SEC1, or cosign's encrypted key with the password in $COSIGN_PASSWORD). It is read and checked
+before anything is sent (a bad key, a missing or wrong password: one line naming the file,
+never its content), and only at run time: it is never an input of the build. After the image
+is pushed (all its tags), its manifest digest is signed the way `cosign sign` does: a
+simple-signing payload naming REGISTRY/REPO and the digest, appended to the
+`sha256-<hex>.sig` image of that repository (earlier signatures are kept;
+shiko/sign/cosign.py, shiko/registry/signatures.py). An image index is signed by its own
+digest and each of its platform manifests by theirs (as `cosign sign --recursive`): skopeo and
+podman check the manifest of the platform they pull. One stderr line per signature written. If
+signing fails, the image and its tags stay pushed as they are and the error says so.
+
+Attestations (--attachments, set by image_push; --no_attach / --no-attach skips them): after
+the signatures, each pushed image manifest gets its SPDX SBOM and, with --sign-key, its SLSA v1
+provenance (an in-toto statement naming REGISTRY/REPO@digest, in a DSSE envelope signed with the
+key) as OCI 1.1 referrers: the registry's referrers API, else the `sha256-<hex>` fallback tag
+(an index of the referrers, extended, never replaced; shiko/registry/attest.py, referrers.py).
 
 Output: on a terminal, one status line with each active blob's bytes and rate; otherwise
 nothing until the summary line on stderr (blobs pushed/skipped/mounted, bytes sent, retries).
@@ -71,7 +89,43 @@ FLAGS = [
     cli.multi_string("mount_from", help="Repository on the same registry to mount blobs from."),
     cli.enum("progress", "auto", ["auto", "tty", "plain"],
              help="auto: a live status line when stderr is a terminal; plain: the summary only."),
+    cli.string("sign_key", help="Sign the pushed manifest with this PEM ECDSA P-256 key (cosign format; "
+               "an encrypted cosign key takes its password from $COSIGN_PASSWORD)."),
+    cli.string("attachments", help="The image's SBOM and provenance files (set by the launcher; "
+               "shiko/registry/attest.py)."),
+    cli.boolean("no_attach", help="Attach no SBOM or provenance referrers."),
 ] + image_blobs.FLAGS
+
+
+def load_sign_key(path, target, wd):
+    """The SigningKey of --sign-key (relative to where the user typed the command), checked
+    before anything is pushed; UserError naming the file otherwise."""
+    from python_tools.shiko.sign import keys  # lazily: cryptography only when signing
+    if path and wd and not os.path.isabs(path):
+        path = os.path.join(wd, path)
+    try:
+        return keys.load_signing_key(path)
+    except keys.KeyFileError as e:
+        raise UserError(e.problem, target, "--sign-key", e.path)
+
+
+def sign_pushed(client, ref, digests, key, target):
+    """Appends the cosign signature of each pushed manifest digest; returns the summary lines."""
+    from python_tools.shiko.registry import signatures, tokens
+    from python_tools.shiko.sign import cosign
+    lines = []
+    for digest in digests:
+        payload = cosign.payload(ref.name, digest)
+        try:
+            res = signatures.push_signature(client, ref.repository, digest, payload, cosign.sign(key, payload),
+                                            tokens.push_scopes(ref.repository))
+        except RegistryError as e:
+            raise UserError("the image was pushed (%s@%s) but signing it failed: %s" % (ref.name, digests[-1], e),
+                            target, "--sign-key", key.path)
+        lines.append("%s:%s: %s (%d signature%s; key %s)" % (
+            ref.name, res.tag, "signed" if res.added else "already signed by this signature",
+            res.count, "" if res.count == 1 else "s", key.key_id))
+    return lines
 
 
 def run(args):
@@ -88,6 +142,7 @@ def run(args):
     for m in args.mount_from:
         if not REPOSITORY_RE.match(m):
             raise UserError("not a repository name on the same registry", target, "--mount_from", m)
+    sign_key = load_sign_key(args.sign_key, target, wd) if args.sign_key is not None else None
     parts = None if args.layout else image_blobs.from_flags(args, target)
     if args.layout:
         plan = pusher.read_plan(args.layout, target)
@@ -114,15 +169,33 @@ def run(args):
 
     client = Client(ref.registry, insecure=args.insecure, ca_file=ca_file,
                     retry=RetryPolicy(attempts=args.retries, base_delay=args.retry_delay), log=log)
+    signed = None
     try:
-        pushed, result = pusher.push(plan, ref, tags, client, jobs=args.jobs, mount_from=args.mount_from,
-                                     chunk_size=args.chunk_size, live=live, log=log)
-    except RegistryError as e:
-        raise UserError("push to %s failed: %s" % (ref.name, e), target)
+        try:
+            pushed, result = pusher.push(plan, ref, tags, client, jobs=args.jobs, mount_from=args.mount_from,
+                                         chunk_size=args.chunk_size, live=live, log=log)
+        except RegistryError as e:
+            raise UserError("push to %s failed: %s" % (ref.name, e), target)
+        elapsed = time.monotonic() - start
+        sys.stderr.write(pusher.summary(ref, result, elapsed, client.retries, plan, tags) + "\n")
+        sys.stderr.flush()
+        if sign_key is not None:
+            # An index's platform manifests first, then the index (what `cosign sign --recursive`
+            # signs): a verifier that resolves the index to one platform checks that manifest.
+            signed = sign_pushed(client, ref, [desc["digest"] for desc, _, _ in plan.manifests], sign_key, target)
+        if args.attachments and not args.no_attach:
+            from python_tools.shiko.registry import attest
+            try:
+                signed = list(signed or ()) + attest.attach(
+                    client, ref, [desc for desc, _, _ in plan.manifests],
+                    attest.read_attachments(args.attachments), sign_key)
+            except RegistryError as e:
+                raise UserError("the image was pushed (%s@%s) but attaching its SBOM or provenance failed: %s"
+                                % (ref.name, pushed, e), target, "--attachments", args.attachments)
     finally:
         client.close()
-    elapsed = time.monotonic() - start
-    sys.stderr.write(pusher.summary(ref, result, elapsed, client.retries, plan, tags) + "\n")
+    for line in signed or ():
+        sys.stderr.write(line + "\n")
     sys.stderr.flush()
     sys.stdout.write("%s@%s\n" % (ref.name, pushed))
     sys.stdout.flush()

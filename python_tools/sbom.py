@@ -2,6 +2,11 @@
 
 Usage:
   sbom.py --manifest=M.json --spdx=OUT.spdx.json --cyclonedx=OUT.cdx.json
+      [--provenance=OUT.provenance.json]
+
+--provenance writes the SLSA v1 provenance predicate of the image (shiko/sbom/provenance.py):
+image_push completes it into an in-toto statement naming the pushed image and attaches it,
+signed, as an OCI referrer.
 
 On bad input it prints one line `ERROR: ...` on stderr, removes both outputs and exits 1. Runs as
 a Bazel persistent worker. The work is done by python_tools/shiko/sbom/ (model.py: what each
@@ -15,6 +20,7 @@ Manifest (JSON, written by Starlark: rules/private/image/sbom.bzl)
     "manifest": "bazel-out/.../image.manifest.json",
     "config": "bazel-out/.../image.config.json",
     "digest": "bazel-out/.../image.digest",
+    "build_info": "external/rules_shiko_build_info/info.json",   # {bazel_version, ...}
     "base": null | {"label": "@base//:base", "layout": "external/base"},   # a pulled base
     "layers": [                     # every layer rules_shiko built, bottom first (after the
       {                             # pulled base's layers, if any)
@@ -38,13 +44,14 @@ is the image config's `created` (the epoch unless stamped), so the files are det
 """
 
 from python_tools.shiko import cli
-from python_tools.shiko.files import write_file_atomic
-from python_tools.shiko.sbom import cyclonedx, model, spdx
+from python_tools.shiko.files import read_json, write_file_atomic
+from python_tools.shiko.sbom import cyclonedx, model, provenance, spdx
 
 FLAGS = [
     cli.string("manifest", required=True, help="JSON manifest written by Starlark (see above)."),
     cli.string("spdx", required=True, help="Where to write the SPDX 2.3 JSON."),
     cli.string("cyclonedx", required=True, help="Where to write the CycloneDX 1.5 JSON."),
+    cli.string("provenance", help="Optional: where to write the SLSA v1 provenance predicate."),
 ]
 
 
@@ -52,7 +59,10 @@ def run(args, manifest):
     image = model.load(manifest)
     write_file_atomic(args.spdx, model.dumps(spdx.document(image)))
     write_file_atomic(args.cyclonedx, model.dumps(cyclonedx.document(image)))
+    if args.provenance:
+        info = read_json(manifest["build_info"]) if manifest.get("build_info") else {}
+        write_file_atomic(args.provenance, model.dumps(provenance.predicate(image, info)))
 
 
 if __name__ == "__main__":
-    cli.main(FLAGS, run, outputs=["spdx", "cyclonedx"], manifest="manifest", worker=True)
+    cli.main(FLAGS, run, outputs=["spdx", "cyclonedx", "provenance"], manifest="manifest", worker=True)

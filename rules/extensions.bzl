@@ -28,7 +28,9 @@ the host or for an image's platform; the same labels as `pip_lock_repository` in
     use_repo(wheels, "app_pip")
 """
 
+load("//rules/private/repo:dependencies.bzl", "build_info_repository")
 load("//rules/private/repo:deb_repository.bzl", "DEB_REPOSITORY_ATTRS", "deb_repository_rule")
+load("//rules/private/repo:pip_hub.bzl", "PIP_HUB_ATTRS", "pip_hub_repository")
 load("//rules/private/repo:pip_repository.bzl", "PIP_LOCK_ATTRS", "pip_lock_repository")
 load("//rules/private/repo:pull.bzl", "PULL_ATTRS", "image_pull_rule")
 
@@ -86,11 +88,28 @@ _wheels_lock_tag = tag_class(
     )),
 )
 
+_wheels_hub_tag = tag_class(
+    doc = "One set of labels for per-platform locks (`wheels.lock` repositories of this extension), by target platform.",
+    attrs = dict(PIP_HUB_ATTRS, name = attr.string(
+        mandatory = True,
+        doc = "Repository name (`@<name>//absl_py` selects the platform's repository).",
+    )),
+)
+
 def _wheels_impl(mctx):
     _declare(mctx, "wheels", "lock", pip_lock_repository, PIP_LOCK_ATTRS.keys())
+    _declare(mctx, "wheels", "hub", pip_hub_repository, PIP_HUB_ATTRS.keys())
 
 wheels = module_extension(
     implementation = _wheels_impl,
-    doc = "Python wheels pinned by hashed requirements locks (`wheels.lock`), the MODULE.bazel form of pip_lock_repository.",
-    tag_classes = {"lock": _wheels_lock_tag},
+    doc = "Python wheels pinned by hashed requirements locks (`wheels.lock`; `wheels.hub` selects among per-platform locks), the MODULE.bazel form of pip_lock_repository and pip_hub_repository.",
+    tag_classes = {"lock": _wheels_lock_tag, "hub": _wheels_hub_tag},
+)
+
+def _build_info_impl(mctx):
+    build_info_repository(name = "rules_shiko_build_info")
+
+build_info = module_extension(
+    implementation = _build_info_impl,
+    doc = "@rules_shiko_build_info: the Bazel version recorded in image provenance (used by rules_shiko's own MODULE.bazel).",
 )

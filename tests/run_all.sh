@@ -19,6 +19,9 @@ apt_pkgs=(
   docker-registry skopeo umoci runc podman docker.io uidmap bubblewrap busybox-static
   apache2-utils isal zstd pigz xz-utils openssl ca-certificates nginx-light
   gpg gpg-agent gpgv debian-archive-keyring debootstrap
+  # linux/arm64: the cross toolchain (//toolchains/cc) and qemu to run arm64 programs here.
+  gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support
+  chromium chromium-driver
 )
 
 install_deps() {

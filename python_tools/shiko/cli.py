@@ -8,7 +8,8 @@ A tool module (`python_tools/<verb>.py`) declares its flags and its `run` functi
 `cli.main` then, in the same way for every tool:
 - parses the command line (or each persistent-worker request, with `worker=True` and
   `--persistent_worker`): `--name=value`, `--name value`, `--bool`/`--nobool`, repeatable
-  multi-flags, and Bazel's `@params` files (one argument per line);
+  multi-flags, and Bazel's `@params` files (one argument per line); a '-' in a flag's name is
+  taken for '_' (`--sign-key` is `--sign_key`);
 - with `manifest="flag"`, reads that flag's JSON file (a missing or malformed manifest is the
   one-line error, never a traceback) and calls `run(args, manifest)`, else `run(args)`;
 - turns a `UserError` into one line on stderr (`ERROR: <target>: attribute '<attr>': <value>:
@@ -153,6 +154,7 @@ def parse(flags, argv):
         if not a.startswith("--") or a == "--":
             raise UsageError("unexpected argument %r (flags look like --name=value)" % a)
         name, eq, text = a[2:].partition("=")
+        name = name.replace("-", "_")  # --sign-key is --sign_key
         flag = by_name.get(name)
         if flag is None and name.startswith("no") and not eq and name[2:] in by_name:
             flag = by_name[name[2:]]

@@ -69,6 +69,16 @@ def test_equals_and_separate_values():
     assert (args.name, args.count, args.ratio, args.engine, args.output) == ("a=b", 3, 0.25, "podman", "")
 
 
+def test_a_dash_in_a_flag_name_is_an_underscore():
+    """`--sign-key` is `--sign_key` (push documents the dashed spelling), with either form of value."""
+    flags = [cli.string("sign_key"), cli.boolean("dry_run")]
+    assert parse("--sign-key=k.pem", flags=flags).sign_key == "k.pem"
+    assert parse("--sign-key", "k2.pem", "--dry-run", flags=flags).sign_key == "k2.pem"
+    assert parse("--sign_key=k3.pem", flags=flags).sign_key == "k3.pem"
+    assert parse("--nodry-run", flags=flags).dry_run is False
+    assert "unknown flag --sign_keys" in usage_error("--sign-keys=x", flags=flags)
+
+
 def test_booleans():
     assert parse("--verbose").verbose is True
     assert parse("--nocolor").color is False

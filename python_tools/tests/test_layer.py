@@ -225,10 +225,12 @@ def test_listing_matches_tar(tmp_path, src):
         {"path": "/a/l", "type": "symlink", "mode": "0777", "uid": 0, "gid": 0, "size": 0,
          "target": "x", "origin": "//x:links"},
         {"path": "/a/x", "type": "file", "mode": "0644", "uid": 0, "gid": 0, "size": 12,
-         "origin": "//x:src"},
+         "origin": "//x:src", "sha256": hashlib.sha256(b.content("a/x")).hexdigest()},
         {"path": "/a/y", "type": "hardlink", "mode": "0644", "uid": 0, "gid": 0, "size": 0,
          "target": "/a/x", "origin": "//x:src"},
     ]
+    # The content hash is of the bytes in the tar, the same as the source's.
+    assert b.listing[2]["sha256"] == hashlib.sha256((src / "app.conf").read_bytes()).hexdigest()
     assert b.desc["tar_size"] == len(b.tar)
 
 

@@ -1,4 +1,5 @@
-"""Real container services for the end-to-end tests: a registry, a dockerd, a podman.
+"""Real services for the end-to-end tests: a registry, a dockerd, a podman, a remote cache, and
+a chromedriver with headless chromium.
 
 Every service lives in its own temp dir (data, sockets, config, log), listens only on
 127.0.0.1 or a private unix socket, and is stopped by the PID we started it with:
@@ -10,10 +11,13 @@ Use them as context managers:
     with Registry() as reg:   reg.host  -> "127.0.0.1:PORT"
     with Dockerd() as d:      d.docker("load", "-i", tar);  d.env["DOCKER_HOST"]
     with Podman() as p:       p.podman("run", "--rm", "--network", "none", img)
+    with Chromedriver() as c: c.session(); c.url("file:///x.html"); c.script("return 1")
 
 Only the Python standard library is used.
 """
 
+import base64
+import json
 import os
 import re
 import shutil
@@ -22,6 +26,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 DOCKER_REGISTRY = "/usr/bin/docker-registry"
 DOCKERD = "/usr/sbin/dockerd"
@@ -581,3 +587,83 @@ class RemoteCache(_Service):
 
     def put_bytes(self, since=0):
         return sum(r[4] for r in self.requests(since) if r[0] == "PUT")
+
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM = "/usr/bin/chromium"
+
+
+class Chromedriver(_Service):
+    """Debian's chromedriver on 127.0.0.1:<port>, driving headless Debian chromium through the
+    W3C WebDriver protocol (a few JSON requests with urllib: `session()`, `url()`,
+    `script()`, `browser_log()`, `screenshot()`)."""
+
+    name = "chromedriver"
+    start_timeout = 30.0
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.port = None
+        self.session_id = None
+
+    def start(self):
+        _require_executable(CHROMEDRIVER, "chromedriver", "chromium-driver")
+        _require_executable(CHROMIUM, "chromium", "chromium")
+        self._make_dir()
+        self.port = _free_port()
+        self._spawn([CHROMEDRIVER, "--port=%d" % self.port, "--log-path=%s" % self.log_path])
+        self._wait_until(lambda: self._call("GET", "/status")["value"].get("ready"),
+                         "ready on 127.0.0.1:%d" % self.port)
+        return self
+
+    def _call(self, method, path, body=None, timeout=60):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), data=data,
+                                     method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read().decode())
+        except urllib.error.HTTPError as e:
+            raise ServiceError("WebDriver %s %s: HTTP %d: %s" % (method, path, e.code, e.read()[:2000]))
+
+    def session(self, width=1280, height=1800):
+        """Starts headless chromium (one session per Chromedriver)."""
+        caps = {"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                         "--window-size=%d,%d" % (width, height),
+                         "--user-data-dir=%s" % os.path.join(self.dir, "profile")],
+            },
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }}}
+        self.session_id = self._call("POST", "/session", caps, timeout=120)["value"]["sessionId"]
+        return self.session_id
+
+    def _s(self, path):
+        return "/session/%s%s" % (self.session_id, path)
+
+    def url(self, url):
+        self._call("POST", self._s("/url"), {"url": url})
+
+    def script(self, source, *args):
+        """Runs JavaScript (a function body) in the page; returns its result."""
+        return self._call("POST", self._s("/execute/sync"), {"script": source, "args": list(args)})["value"]
+
+    def browser_log(self):
+        """The console messages and page errors so far: [{level, message, ...}]."""
+        return self._call("POST", self._s("/se/log"), {"type": "browser"})["value"]
+
+    def screenshot(self):
+        """The viewport as PNG bytes."""
+        return base64.b64decode(self._call("GET", self._s("/screenshot"))["value"])
+
+    def _stop_process(self):
+        if self.session_id is not None and self.proc is not None and self.proc.poll() is None:
+            try:
+                self._call("DELETE", self._s(""), timeout=30)
+            except (OSError, ServiceError):
+                pass
+            self.session_id = None
+        _stop_popen(self.proc)

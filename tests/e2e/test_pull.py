@@ -206,6 +206,21 @@ def test_image_on_pulled_base_runs(workspace, pushed, static_c_image, dockerd):
         dockerd.docker("rm", cid)
 
 
+def test_report_lists_the_pulled_base_layer(workspace, pushed):
+    """The `report` output group reads a pulled base's layer from its layout (no listing)."""
+    workspace("build", "//:on_top", "--output_groups=+report")
+    with open(os.path.join(workspace.root, "bazel-bin", "on_top.report.json")) as f:
+        report = json.load(f)
+    base, extra = report["layers"]
+    assert base["digest"] == pushed["layer"] and base["label"] is None
+    assert base["source"] == "@base//:base" and base["name"] == "base[0]"
+    hello = {e["path"]: e for e in base["entries"]}["/usr/local/bin/hello"]
+    assert hello["origin"] == "@base//:base" and len(hello["sha256"]) == 64 and hello["size"] > 0
+    assert base["tar_size"] > hello["size"]
+    assert extra["label"] == "//:extra"
+    assert {e["path"]: e["origin"] for e in extra["entries"]}["/etc/pulled.txt"] == "//:pulled.txt"
+
+
 def test_platform_selects_the_manifest(workspace, pushed):
     workspace("build", "@base_arm64//:base_arm64")
     with open(workspace.external("base_arm64", "digest")) as f:

@@ -44,7 +44,9 @@ def push_env(tmp_path):
 
 
 def bazel_push(bazel, env, repository, *flags, check=True):
-    res = bazel("run", TARGET, "--", "--repository", repository, *flags, env=env, check=check)
+    # --no-attach: these tests count the image's own bytes; the SBOM and provenance referrers a
+    # push attaches by default are tested in test_attest.py.
+    res = bazel("run", TARGET, "--", "--repository", repository, "--no-attach", *flags, env=env, check=check)
     return res
 
 

@@ -31,7 +31,7 @@ from conftest import Bazel
 
 PKG = "examples/python_app"
 IMAGE = "//examples/python_app:image"
-IMAGE_ARM64 = "//examples/python_app:image_arm64"
+INDEX = "//examples/python_app:index"
 REF = "rules_shiko/python_app:latest"
 # The lock change: absl-py 2.5.1 -> 2.3.1 (a real release; pip fetches it, checking this hash).
 ABSL_OLD = ("absl-py==2.5.1 \\\n"
@@ -65,6 +65,12 @@ class Workspace:
         return os.path.join(self.root, rel)
 
 
+def _blob(layout, digest):
+    algo, hexd = digest.split(":", 1)
+    with open(os.path.join(layout, "blobs", algo, hexd), "rb") as f:
+        return f.read()
+
+
 class Layout:
     """An OCI layout on disk: manifest, config, layer blobs."""
 
@@ -76,11 +82,10 @@ class Layout:
         self.manifest = json.loads(self.blob(index["manifests"][0]["digest"]))
         self.config = json.loads(self.blob(self.manifest["config"]["digest"]))
         self.layers = [l["digest"] for l in self.manifest["layers"]]
+        self.manifest_digest = index["manifests"][0]["digest"]
 
     def blob(self, digest):
-        algo, hexd = digest.split(":", 1)
-        with open(os.path.join(self.path, "blobs", algo, hexd), "rb") as f:
-            return f.read()
+        return _blob(self.path, digest)
 
     def members(self, digest):
         """[(path, type)] of one layer: type is "dir", "file", "symlink" or "hardlink"."""
@@ -251,13 +256,30 @@ def test_each_path_in_exactly_one_layer(ws):
     assert "RUNFILES_DIR" not in env
 
 
-def test_arm64_image_holds_aarch64_wheels(ws):
-    ws.build(IMAGE_ARM64, groups="+tarball")
-    layout = ws.layout("image_arm64")
-    assert layout.config["architecture"] == "arm64" and layout.config.get("variant") == "v8"
-    base_count = len(Layout(ws.path("examples/distroless/python3_arm64")).layers)
-    protobuf = _layer_names(layout, base_count)["protobuf"]
-    with tarfile.open(fileobj=io.BytesIO(layout.blob(protobuf)), mode="r:*") as tar:
+def test_index_arm64_image_holds_aarch64_wheels(ws):
+    """One py_binary, built for linux/arm64 by :index's transition: the arm64 image's wheels
+    are the aarch64 ones (protobuf's C extension is an aarch64 ELF), at their own repository's
+    paths, on the arm64 base; the amd64 child is :image itself."""
+    ws.build(INDEX, groups="+layout")
+    root = ws.path(PKG + "/index")
+    with open(os.path.join(root, "index.json")) as f:
+        (top,) = json.load(f)["manifests"]
+    index = json.loads(_blob(root, top["digest"]))
+    by_arch = {m["platform"]["architecture"]: m for m in index["manifests"]}
+    assert sorted(by_arch) == ["amd64", "arm64"] and by_arch["arm64"]["platform"]["variant"] == "v8"
+    assert by_arch["amd64"]["digest"] == ws.layout().manifest_digest
+    manifest = json.loads(_blob(root, by_arch["arm64"]["digest"]))
+    config = json.loads(_blob(root, manifest["config"]["digest"]))
+    assert config["architecture"] == "arm64" and config.get("variant") == "v8"
+    env = dict(e.split("=", 1) for e in config["config"]["Env"])
+    assert env["PYTHONPATH"].split(":") == [
+        "/app",
+        "/app/external/python_app_pip_arm64/protobuf/site-packages",
+        "/app/external/python_app_pip_arm64/absl_py/site-packages",
+    ], env
+    protobuf = manifest["layers"][-3]["digest"]
+    data = _blob(root, protobuf)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
         so = [m for m in tar if m.name.endswith("_message.abi3.so")]
         assert len(so) == 1, "no protobuf C extension in the arm64 image"
         head = tar.extractfile(so[0]).read(20)

@@ -34,7 +34,8 @@ IMAGES = [
     "//examples/distroless:python3",
     "//examples/distroless:python3_arm64",
     "//examples/python_app:image",
-    "//examples/python_app:image_arm64",
+    # linux/amd64 + linux/arm64: :image built for both platforms (a transition).
+    "//examples/python_app:index",
 ]
 APP_IMAGE = "//examples/python_app:image"
 LOCAL_STRATEGIES = ("worker", "linux-sandbox", "processwrapper-sandbox", "local", "sandbox")
@@ -57,15 +58,21 @@ class Machine:
                           check=check)
 
     def metadata(self, targets):
-        """{target: (digest, image manifest)}: downloads only the small metadata outputs."""
-        self.build("--remote_download_toplevel", "--output_groups=digest,config", *targets)
+        """{target: (digest, image manifest)}: downloads only the small metadata outputs. An
+        image_index gives its index (its children's layers are not counted)."""
+        self.build("--remote_download_toplevel", "--output_groups=digest,config,default", *targets)
         bin_dir = self.bazel.info("bazel-bin", startup=self.startup)
         out = {}
         for t in targets:
             pkg, name = t[2:].split(":")
             with open(os.path.join(bin_dir, pkg, name + ".digest")) as f:
                 digest = f.read().strip()
-            with open(os.path.join(bin_dir, pkg, name + ".manifest.json")) as f:
+            path = os.path.join(bin_dir, pkg, name + ".manifest.json")
+            if not os.path.exists(path):
+                with open(os.path.join(bin_dir, pkg, name + ".index.json")) as f:
+                    out[t] = (digest, {"layers": [], "index": json.load(f)})
+                continue
+            with open(path) as f:
                 out[t] = (digest, json.load(f))
         return out
 

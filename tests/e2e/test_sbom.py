@@ -19,7 +19,6 @@ IMAGES = [
     ("examples/distroless", "python3"),
     ("examples/distroless", "python3_arm64"),
     ("examples/python_app", "image"),
-    ("examples/python_app", "image_arm64"),
 ]
 
 

@@ -7,6 +7,7 @@ Format (canonical JSON):
   {
     "architecture": "amd64",
     "suites": ["bookworm", "bookworm-updates", ...],        # the lock's suites
+    "lock": "//pkg:packages.lock.json", "lock_sha256": "<hex>",   # the lock (deb_repository)
     "packages": [                                         # sorted by name
       {"name": "libc6", "version": "2.36-9+deb12u14", "architecture": "amd64",
        "source": "glibc", "sha256": "<hex of the .deb>", "filename": "pool/main/g/glibc/...deb",
@@ -92,6 +93,8 @@ def inventory(manifest, entries, controls):
     return {
         "architecture": manifest.get("architecture", ""),
         "suites": list(index.get("suites") or []),
+        "lock": index.get("lock", ""),
+        "lock_sha256": index.get("lock_sha256", ""),
         "packages": packages,
         "files": files,
     }

@@ -78,15 +78,16 @@ def choose_engine(engine, target, env=None):
                       "or install podman" % host.socket_path, target)
 
 
-def load(image, tags, engine_name, target, out=None):
+def load(image, tags, engine_name, target, out=None, platform=None):
     """Loads an image under tags ([Reference]); returns a summary dict.
 
     image: an OCI layout directory, or the image's parts (shiko/registry/image_blobs.ImageParts:
     no layout; a layer only in the remote cache is fetched only if the engine lacks the image).
+    platform: the image to load from a multi-platform layout (an image index).
     """
     out = out or sys.stdout
     if isinstance(image, str):
-        archive = docker_archive.Archive(image, tags, target)
+        archive = docker_archive.Archive(image, tags, target, platform=platform)
     else:
         archive = docker_archive.Archive.from_parts(image, tags, target)
     engine = choose_engine(engine_name, target)

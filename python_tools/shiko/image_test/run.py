@@ -15,6 +15,8 @@ Drivers
   (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF, CONTAINER_HOST, ...).
 - none (sandbox.py): the layers unpacked into a fresh temporary root for each command, run under
   bwrap (or unshare as root) as the image user, with Docker's environment rules.
+- an image for another CPU (config architecture): only none, each command started through
+  qemu user-mode emulation (emulation.py); auto picks none, docker/podman are an error.
 - auto: docker when a daemon answers; else podman when its configuration is in the
   environment (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF, CONTAINER_HOST or
   CONTAINER_CONNECTION) and `podman info` works (podman's defaults fail on many CI machines,
@@ -27,6 +29,7 @@ DriverError (driver.py): image_test then fails.
 
 import os
 
+from python_tools.shiko.image_test import emulation
 from python_tools.shiko.image_test.driver import DriverError, tool_env
 from python_tools.shiko.image_test.engine import Engine, probe_docker, probe_podman
 from python_tools.shiko.image_test.sandbox import NoEngine
@@ -34,6 +37,17 @@ from python_tools.shiko.image_test.sandbox import NoEngine
 
 def select(name, image, tmp, log):
     env = tool_env()
+    arch = image.config.get("architecture")
+    if emulation.foreign(arch):
+        # Engines run other CPUs' images only through binfmt_misc; the no-engine driver
+        # starts each command through qemu itself (emulation.py).
+        if name in ("docker", "podman"):
+            raise DriverError("driver %s: the image is linux/%s and this host is not: engines need "
+                              "binfmt_misc for that; use driver \"none\" (qemu-user-static)"
+                              % (name, arch))
+        if name == "auto":
+            log("driver auto: linux/%s image on another CPU: no engine, qemu" % arch)
+            return NoEngine(image, tmp, log)
     if name == "auto":
         cli, why_docker = probe_docker(env)
         if cli:

@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 
 from python_tools.shiko.engines import discovery
+from python_tools.shiko.image_test import emulation
 from python_tools.shiko.image_test.driver import (
     DEFAULT_PATH,
     PROBE_TIMEOUT,
@@ -173,6 +174,8 @@ class NoEngine(object):
             self.base_env.append((k, v))
         self.home = home or "/"
         self.hostname = image.config_digest.split(":", 1)[1][:12]
+        arch = image.config.get("architecture")
+        self.emulator = emulation.find(arch, self.env) if emulation.foreign(arch) else None
         try:
             self.backend, why = self._backend(backend)
         except BaseException:
@@ -181,7 +184,9 @@ class NoEngine(object):
         if self.backend is None:
             self.close()
             raise DriverError(why)
-        self.log("driver: none (%s; user %d:%d, workdir %s)" % (why, self.uid, self.gid, self.workdir))
+        self.log("driver: none (%s; user %d:%d, workdir %s%s)" % (
+            why, self.uid, self.gid, self.workdir,
+            "; linux/%s through %s" % (arch, self.emulator) if self.emulator else ""))
 
     def _workspace(self, tmp):
         """Where the temporary roots go: `tmp`, or for bwrap started as the image user a
@@ -308,6 +313,8 @@ class NoEngine(object):
         root = self._prepare()
         try:
             env = self._environment(command)
+            if self.emulator:
+                argv = emulation.wrap(root, argv, env, self.emulator)
             kind, exe = self.backend
             self.log("run: %s %s (%s)" % (kind, describe(argv), command["name"]))
             if kind == "bwrap":

@@ -10,6 +10,8 @@ as surrogate-escaped strings and are written back as the same bytes). The listin
 listed path or target that is not UTF-8 is escaped: see `listed_names`.
 """
 
+import hashlib
+
 from python_tools.shiko.layer.members import enc
 
 BLOCK = 512
@@ -126,13 +128,17 @@ class TarStream(object):
             if self.pos == self.bs:
                 self._emit()
 
-    def copy_from(self, f, size, what):
+    def copy_from(self, f, size, what, digest=None):
+        """Copies `size` bytes of `f` into the stream (padded to a block), updating the hashlib
+        object `digest` with them when given."""
         left = size
         while left:
             want = min(left, self.bs - self.pos)
             n = f.readinto(self.mv[self.pos: self.pos + want])
             if not n:
                 raise RuntimeError("%s shrank while it was being read" % what)
+            if digest is not None:
+                digest.update(self.mv[self.pos: self.pos + n])
             self.pos += n
             left -= n
             if self.pos == self.bs:
@@ -176,10 +182,11 @@ def write_tar(members, stream, mtime):
             size = m.size
         stream.write(tar_header(name, m.mode, m.uid, m.gid, size, mtime, _TYPEFLAGS[m.kind],
                                 linkname))
+        digest = hashlib.sha256() if m.kind == "file" else None
         if m.kind == "file" and size:
             f = m.source.open()
             try:
-                stream.copy_from(f, size, "the source of /" + m.path)
+                stream.copy_from(f, size, "the source of /" + m.path, digest)
             finally:
                 f.close()
         shown = ["/" + m.path]
@@ -194,6 +201,8 @@ def write_tar(members, stream, mtime):
             entry["target"] = shown[1]
         if escaped:
             entry["escaped"] = True
+        if digest is not None:
+            entry["sha256"] = digest.hexdigest()
         if not m.implicit:
             entry["origin"] = m.origin.label
         listing.append(entry)

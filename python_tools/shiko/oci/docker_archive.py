@@ -37,6 +37,7 @@ import tarfile
 from python_tools.shiko.errors import UserError
 from python_tools.shiko.files import canonical_json, open_blob
 from python_tools.shiko.oci import layout as oci_layout
+from python_tools.shiko.oci import platform as oci_platform
 from python_tools.shiko.oci import reference
 from python_tools.shiko.oci.media_types import MANIFEST_TYPES, OCI_INDEX
 from python_tools.shiko.stamp import expand_stamp
@@ -118,7 +119,9 @@ class Archive(object):
     blob sizes), tags.
     """
 
-    def __init__(self, layout_path, tags, target, attr="image", label=None):
+    def __init__(self, layout_path, tags, target, attr="image", label=None, platform=None):
+        """`platform` ({"os", "architecture", "variant"}) picks the image of a multi-platform
+        layout (an image index); a one-image layout must hold that platform's image."""
         self.tags = list(tags)
         self.layout = oci_layout.Layout(layout_path, target, attr, label)
         self.error = self.layout.error
@@ -130,6 +133,8 @@ class Archive(object):
         if len(descs) != 1:
             raise self.error("must hold exactly one image manifest, has %d" % len(descs))
         desc = next(iter(descs.values()))
+        if platform is not None and desc.get("mediaType") not in MANIFEST_TYPES:
+            desc = self._for_platform(platform)
         if desc.get("mediaType") not in MANIFEST_TYPES:
             raise self.error("holds a %s, not an image manifest" % desc.get("mediaType"))
         manifest = self.layout.read_json_blob(desc)
@@ -139,6 +144,18 @@ class Archive(object):
             raise self.error("manifest %s is malformed" % desc["digest"])
         self.layout.read_json_blob(config)
         self._setup(desc, config, layers, self.layout.blob_path)
+
+    def _for_platform(self, platform):
+        """The descriptor of the layout's image manifest for `platform` (indexes walked)."""
+        candidates = []
+        self.layout._walk(self.layout.check_layout(), candidates, 0)
+        want = oci_platform.key(platform)
+        found = [c[1] for c in candidates if oci_platform.key(c[3]) == want]
+        if len(found) != 1:
+            raise self.error("has %s image for %s (it has: %s)" % (
+                "no" if not found else "more than one", oci_platform.to_str(platform),
+                ", ".join(sorted(oci_platform.to_str(c[3]) for c in candidates))))
+        return found[0]
 
     @classmethod
     def from_parts(cls, parts, tags, target):

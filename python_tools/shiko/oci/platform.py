@@ -25,3 +25,15 @@ def to_str(p):
     if p.get("variant"):
         parts.append(p["variant"])
     return "/".join(parts)
+
+
+# uname -m -> OCI architecture.
+_MACHINES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
+             "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
+
+
+def host(machine=None):
+    """This machine's platform, e.g. {"os": "linux", "architecture": "amd64", "variant": ""}."""
+    import platform as _platform
+    m = machine or _platform.machine()
+    return {"os": "linux", "architecture": _MACHINES.get(m, m), "variant": ""}

@@ -54,7 +54,8 @@ class Component:
 class Image:
     """The image: its target, digest, creation time, layers and components (sorted)."""
 
-    def __init__(self, target, name, digest, created, platform, layers, components):
+    def __init__(self, target, name, digest, created, platform, layers, components, locks=None):
+        self.locks = locks or {}  # lock label -> sha256 (the lock files the packages came from)
         self.target = target
         self.name = name
         self.digest = digest
@@ -88,11 +89,14 @@ def _base_layers(layout):
     return digest, [l["digest"] for l in m.get("layers", [])]
 
 
-def _known_layer(components, layer, digest):
-    """Components of one layer rules_shiko built (listing, deb inventories, wheel files)."""
+def _known_layer(components, layer, digest, locks):
+    """Components of one layer rules_shiko built (listing, deb inventories, wheel files); the
+    lock files they name go into `locks`."""
     owned = {}  # path -> component that owns it (debs, wheels)
     for inv_path in layer.get("packages") or []:
         inv = read_json(inv_path)
+        if inv.get("lock"):
+            locks[inv["lock"]] = inv.get("lock_sha256", "")
         distro = purl.debian_distro(inv.get("suites"))
         by_name = {}
         for p in inv.get("packages", []):
@@ -109,6 +113,8 @@ def _known_layer(components, layer, digest):
     wheel_origins = {}
     for w in layer.get("wheels") or []:
         meta = read_json(w["path"])
+        if meta.get("lock"):
+            locks[meta["lock"]] = meta.get("lock_sha256", "")
         c = _add(components, Component(
             "wheel", meta["name"], meta["version"], purl.pypi(meta["name"], meta["version"]),
             meta.get("sha256", ""), extra={"filename": meta.get("filename", ""),
@@ -160,10 +166,11 @@ def load(manifest):
             _add(components, c, d)
             layers.append({"digest": d, "label": base["label"]})
     known = manifest.get("layers") or []
+    locks = {}
     for layer in known:
         desc = read_json(layer["descriptor"])
         layers.append({"digest": desc["digest"], "label": layer.get("label") or ""})
-        _known_layer(components, layer, desc["digest"])
+        _known_layer(components, layer, desc["digest"], locks)
     if [l["digest"] for l in layers] != manifest_layers:
         raise UserError("%s: the image manifest's %d layers are not the %d base + %d built layers "
                         "the SBOM was given" % (target, len(manifest_layers), n_base, len(known)))
@@ -171,7 +178,7 @@ def load(manifest):
     comps = sorted(components.values(), key=lambda c: (order[c.kind], c.name, c.version, c.purl))
     platform = {k: config.get(k) for k in ("os", "architecture", "variant") if config.get(k)}
     return Image(target, manifest.get("name") or target, digest,
-                 config.get("created") or "1970-01-01T00:00:00Z", platform, layers, comps)
+                 config.get("created") or "1970-01-01T00:00:00Z", platform, layers, comps, locks)
 
 
 def dumps(obj):

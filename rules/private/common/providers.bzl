@@ -33,7 +33,19 @@ ImageInfo = provider(
         "repo_tags": "list of strings: the image's `repo_tags` as written (stamp placeholders unexpanded); image_load's default.",
         "layer_files": "list of struct(descriptor, blob) Files of every layer this image and its image bases built, or downloaded for a pulled base (descriptor None; bottom first): where a layer's bytes are, without the layout.",
         "base_layouts": "list of list of Files: the OCI layout(s) of a base that is not an image target, anywhere in the chain; for a pulled base, its small files only (index.json, manifest, config, source.json: no layer).",
-        "layout_base": "struct(label, layout) of that base (its label and the path of its layout directory) at the bottom of the chain, or None.",
+        "supply_chain": "struct(spdx, cyclonedx, provenance) Files: the image's SBOMs and SLSA provenance predicate (output groups `sbom`, `provenance`).",
+        "layout_base": "struct(label, layout[, full]) of that base (its label and the path of its layout directory; for a shallow pulled base, `full`: the File of its whole layout, layers included, built on request) at the bottom of the chain, or None.",
+    },
+)
+
+ImageIndexInfo = provider(
+    doc = "An OCI image index (a multi-platform image) built by `image_index`.",
+    fields = {
+        "index": "File: the index blob (JSON).",
+        "digest": "File: `sha256:<hex>` of the index, one line.",
+        "layout": "File (directory): the OCI layout of the index and every child's blobs.",
+        "images": "list of ImageInfo: the children, in the index's order.",
+        "repo_tags": "list of strings: the index's `repo_tags` as written.",
     },
 )
 

@@ -182,10 +182,35 @@ def deb_layer(name, packages, architecture, include = None, exclude = None, keep
         **kwargs
     )
 
+# The CPU constraint of each Debian architecture a `packages` dict may name.
+_ARCH_CPUS = {
+    "amd64": "cpu_x86_64",
+    "arm64": "cpu_arm64",
+}
+
+def _by_platform(name, packages, architecture):
+    """(packages, architecture) for the rules: `packages` as given, or, for a dict
+    {architecture: @repo//:<architecture>}, selects on the target platform's CPU."""
+    if type(packages) != "dict":
+        if architecture == None:
+            fail("distroless_base %s: attribute 'architecture': None: required when `packages` is one label" % name)
+        return packages, architecture
+    if architecture != None:
+        fail("distroless_base %s: attribute 'architecture': %r: comes from the target platform when `packages` is a dict" % (name, architecture))
+    for arch in packages:
+        if arch not in _ARCH_CPUS:
+            fail("distroless_base %s: attribute 'packages': %r: not one of %s" % (name, arch, sorted(_ARCH_CPUS.keys())))
+    settings = {arch: str(Label("//platforms:" + _ARCH_CPUS[arch])) for arch in packages}
+    no_match = "distroless_base %s: attribute 'packages': the target platform's CPU is none of %s" % (name, sorted(packages.keys()))
+    return (
+        select({settings[a]: packages[a] for a in packages}, no_match_error = no_match),
+        select({settings[a]: a for a in packages}, no_match_error = no_match),
+    )
+
 def distroless_base(
         name,
         packages,
-        architecture,
+        architecture = None,
         groups = None,
         user = "root",
         keep_docs = False,
@@ -201,8 +226,11 @@ def distroless_base(
 
     Args:
       name: the image target (`image` outputs: layout, .digest, tarball output group).
-      packages: `@repo//:<arch>` of a deb_repository.
-      architecture: amd64, arm64, ... (the config's; arm64 gets variant v8).
+      packages: `@repo//:<arch>` of a deb_repository; or a dict {architecture: `@repo//:<arch>`}
+        (amd64, arm64): the target platform's CPU picks one, so the same target builds for
+        every platform of an image_index.
+      architecture: amd64, arm64, ... (the config's; arm64 gets variant v8). Only with one
+        `packages` label; with a dict, the target platform's.
       groups: ordered {layer name: [package names]}; one group may be ["*"]: every package not
         named in another group. Without a "*" group, the rest goes to a last layer "rest".
         Default: {"packages": ["*"]} (one layer).
@@ -251,6 +279,8 @@ def distroless_base(
         star = "rest"
 
     common = helper_kwargs(kwargs)
+    fixed_arch = architecture
+    packages, architecture = _by_platform(name, packages, architecture)
 
     distroless_basics_tar(
         name = name + "_basics",
@@ -285,12 +315,13 @@ def distroless_base(
     full_env.update(env or {})
     if "workdir" not in kwargs:
         kwargs["workdir"] = workdir
-    if architecture == "arm64" and "variant" not in kwargs:
+    if fixed_arch == "arm64" and "variant" not in kwargs:
         kwargs["variant"] = "v8"
     image(
         name = name,
         layers = layers,
-        architecture = architecture,
+        # By platform: empty, so `image` takes the target platform's (arm64 gets variant v8).
+        architecture = fixed_arch or "",
         user = uid,
         env = full_env,
         **kwargs

@@ -3,6 +3,7 @@
 load("//rules/private/common:providers.bzl", "ImageInfo", "LayerInfo")
 load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
+load(":report.bzl", "REPORT_ATTRS", "explain_target", "image_report")
 load(":sbom.bzl", "SBOM_ATTRS", "sbom_outputs")
 
 def _port(target, value):
@@ -71,7 +72,7 @@ def _platform(ctx, base_info):
         variant = "v8"
     return struct(os = ctx.attr.os, architecture = arch, variant = variant)
 
-def _ref_name(repo_tags):
+def layout_ref_name(repo_tags):
     """The tag that names the manifest in the layout's index.json (umoci, skopeo `oci:DIR:TAG`):
     the first repo_tag's, `latest` without one; None (the tool's default, `latest`) when the
     tag holds a stamp placeholder (the layout action reads no stamp files)."""
@@ -173,7 +174,7 @@ def image_impl(ctx, computed = None):
     layout_spec = ctx.actions.declare_file(ctx.label.name + ".layout_manifest.json")
     ctx.actions.write(layout_spec, json.encode({
         "target": target,
-        "ref_name": _ref_name(ctx.attr.repo_tags),
+        "ref_name": layout_ref_name(ctx.attr.repo_tags),
         "platform": platform_dict,
         "config": config.path,
         "manifest": image_manifest.path,
@@ -215,7 +216,7 @@ def image_impl(ctx, computed = None):
         progress_message = "Writing docker/podman tarball of %s" % ctx.label,
     )
 
-    info = ImageInfo(
+    fields = dict(
         layout = layout,
         digest = digest,
         config = config,
@@ -233,8 +234,13 @@ def image_impl(ctx, computed = None):
             struct(label = base_lay["label"], layout = base_lay["layout"]) if base_lay != None else None
         ),
     )
+
+    # SBOM (SPDX, CycloneDX) and SLSA provenance predicate: output groups, and image_push
+    # attaches them as referrers.
+    supply_chain = sbom_outputs(ctx, struct(**fields))
+    info = ImageInfo(supply_chain = supply_chain, **fields)
     return [
-        # Metadata only by default (a few kB): the layout, tarball and SBOM are output groups.
+        # Metadata only by default (a few kB): the layout, tarball, SBOM and report are output groups.
         DefaultInfo(files = depset([digest, config, image_manifest])),
         info,
         OutputGroupInfo(
@@ -242,7 +248,10 @@ def image_impl(ctx, computed = None):
             tarball = depset([tarball]),
             digest = depset([digest]),
             config = depset([config, image_manifest]),
-            sbom = depset(sbom_outputs(ctx, info)),
+            sbom = depset([supply_chain.spdx, supply_chain.cyclonedx]),
+            provenance = depset([supply_chain.provenance]),
+            # rules/private/image/report.bzl: where every byte comes from (JSON and HTML).
+            report = image_report(ctx, info),
         ),
     ]
 
@@ -291,6 +300,7 @@ IMAGE_ATTRS = {
 }
 
 IMAGE_ATTRS.update(STAMP_ATTRS)
+IMAGE_ATTRS.update(REPORT_ATTRS)
 IMAGE_ATTRS.update(SBOM_ATTRS)
 
 image_rule = rule(
@@ -305,9 +315,13 @@ def image(name, entrypoint = None, cmd = None, **kwargs):
     Default outputs for //pkg:name (metadata only, a few kB): `name.digest` (`sha256:<hex>` of
     the manifest), `name.config.json` and `name.manifest.json`. Output groups: `layout`
     (`bazel-bin/pkg/name/`, the OCI image layout with every blob) and `tarball` (`name.tar`,
-    loadable by `docker load` and `podman load`, named by `repo_tags`). The layers' bytes live
-    once, in the layer targets' outputs; they are copied (hard-linked) only into a layout or
-    tarball that something asks for.
+    loadable by `docker load` and `podman load`, named by `repo_tags`) and `report`
+    (`name.report.json` and `name.report.html`: which label put which bytes in which layer,
+    see docs/explain.md). The layers' bytes live once, in the layer targets' outputs; they are
+    copied (hard-linked) only into a layout or tarball that something asks for.
+
+    Also declares `name.explain`: `bazel run //pkg:name.explain [-- --diff=OLD.report.json]`
+    prints the report as a table, or what changed since an older report.
 
     Args:
       name: target name.
@@ -325,3 +339,4 @@ def image(name, entrypoint = None, cmd = None, **kwargs):
         cmd_set = cmd != None,
         **kwargs
     )
+    explain_target(name, kwargs)

@@ -1,7 +1,7 @@
 """image_test: checks an image's files, config and commands inside `bazel test`."""
 
 load("//rules/private/common:launcher.bzl", "runfile_arg", "runfiles_path", "write_launcher")
-load("//rules/private/common:providers.bzl", "ImageInfo")
+load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
 
 _DRIVERS = ["auto", "docker", "podman", "none"]
 
@@ -22,9 +22,33 @@ def _layer_labels(info):
         labels += [str(l.label) for l in chain[len(chain) - 1 - i].layers]
     return labels
 
+# A platform without a variant means the default one (as skopeo and containerd match them).
+_DEFAULT_VARIANTS = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
+
+def _platform_key(os, arch, variant):
+    return (os, arch, variant or _DEFAULT_VARIANTS.get(arch, ""))
+
+def _index_child(ctx, info):
+    """The ImageInfo of the index's image for the `platform` attribute."""
+    names = ["%s/%s%s" % (i.platform.os, i.platform.architecture, "/" + i.platform.variant if i.platform.variant else "")
+             for i in info.images]
+    parts = ctx.attr.platform.split("/")
+    if not ctx.attr.platform or len(parts) not in (2, 3):
+        fail("%s: attribute 'platform': %r: an image_index holds several images: name one as os/architecture[/variant] (%s)" %
+             (ctx.label, ctx.attr.platform, ", ".join(names)))
+    want = _platform_key(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+    for i in info.images:
+        if _platform_key(i.platform.os, i.platform.architecture, i.platform.variant) == want:
+            return i
+    fail("%s: attribute 'platform': %r: %s has no image for it (it has %s)" %
+         (ctx.label, ctx.attr.platform, ctx.attr.image.label, ", ".join(names)))
+
 def _image_layout(ctx):
     """(runfiles path of the layout directory, [files], [layer labels]) of the `image` attribute."""
     image = ctx.attr.image
+    if ImageIndexInfo in image:
+        info = image[ImageIndexInfo]
+        return runfiles_path(ctx, info.layout), [info.layout], _layer_labels(_index_child(ctx, info))
     if ImageInfo in image:
         info = image[ImageInfo]
         return runfiles_path(ctx, info.layout), [info.layout], _layer_labels(info)
@@ -97,7 +121,7 @@ _image_test = rule(
         "image": attr.label(
             mandatory = True,
             allow_files = True,
-            doc = "The image under test: an `image` target, or an OCI image layout (a directory, or its files).",
+            doc = "The image under test: an `image` target, an `image_index` (with `platform`), or an OCI image layout (a directory, or its files).",
         ),
         "spec_json": attr.string(
             doc = "Set by the `image_test` macro: JSON of {files, absent, config, commands}.",
@@ -112,7 +136,7 @@ _image_test = rule(
             doc = "How commands run: docker, podman, none (unpacked layers under bwrap/unshare) or auto (docker if a daemon answers, else podman if configured, else none).",
         ),
         "platform": attr.string(
-            doc = "os/architecture[/variant] of the image to test in a multi-platform layout; empty: the layout's only image.",
+            doc = "os/architecture[/variant] of the image to test in an image_index or a multi-platform layout; empty: the layout's only image. An image for another CPU runs its commands through qemu-user-static (driver none).",
         ),
         "_validator": attr.label(
             default = "//python_tools:image_test",

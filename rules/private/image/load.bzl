@@ -1,13 +1,14 @@
 """image_load: `bazel run //pkg:name` streams an image into docker or podman."""
 
 load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
-load("//rules/private/common:providers.bzl", "ImageInfo")
+load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
 load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
 load(":image_parts.bzl", "IMAGE_PARTS_ATTRS", "image_parts")
 
 def _image_load_impl(ctx):
     target = str(ctx.label)
-    info = ctx.attr.image[ImageInfo]
+    is_index = ImageIndexInfo in ctx.attr.image
+    info = ctx.attr.image[ImageIndexInfo] if is_index else ctx.attr.image[ImageInfo]
     stamp_files = stamp_inputs(ctx)
 
     # The tags are expanded (stamping) and checked at build time: a bad one fails the build.
@@ -35,16 +36,21 @@ def _image_load_impl(ctx):
 
     tool = ctx.executable._load_tool
 
-    # No layout in the runfiles (image_parts.bzl): a layer is read where it is, and only when
-    # the engine lacks the image.
-    parts_args, parts_files = image_parts(ctx, info)
+    if is_index:
+        # An index: its layout, from which the tool loads the image of --platform (default:
+        # this machine's).
+        parts_args, parts_files = [runfile_arg(info.layout, "--layout=")], [info.layout]
+    else:
+        # No layout in the runfiles (image_parts.bzl): a layer is read where it is, and only
+        # when the engine lacks the image.
+        parts_args, parts_files = image_parts(ctx, info)
     launcher = ctx.actions.declare_file(ctx.label.name)
     write_launcher(
         ctx,
         launcher,
         tool,
         [runfile_arg(run_manifest, "--run_manifest=")] + parts_args,
-        what = "image_load launcher (flags: --engine=auto|docker|podman, --repo_tag=REF, --add_repo_tag=REF)",
+        what = "image_load launcher (flags: --engine=auto|docker|podman, --repo_tag=REF, --add_repo_tag=REF, --platform=OS/ARCH)",
         bzl = "rules/private/load.bzl",
     )
     runfiles = ctx.runfiles(files = [launcher, tool, run_manifest] + parts_files)
@@ -58,8 +64,8 @@ def _image_load_impl(ctx):
 _ATTRS = {
     "image": attr.label(
         mandatory = True,
-        providers = [ImageInfo],
-        doc = "The `image` target to load.",
+        providers = [[ImageInfo], [ImageIndexInfo]],
+        doc = "The `image` target to load, or an `image_index` (the image for `--platform=os/arch[/variant]` at run time, default this machine's).",
     ),
     "repo_tags": attr.string_list(
         doc = "References to tag the loaded image with, e.g. [\"app:latest\"] (`name[:tag]`, " +

@@ -14,6 +14,7 @@ config, `digest`, and source.json (where the layers live: {"image", "insecure", 
   and remote-cacheable: a second CI machine gets it from the cache, or never at all;
 - ImageInfo.layout is the whole layout (the small files and the layer blobs, hard-linked) built
   by one ShikoPulledLayout action, on request only;
+- ImageInfo.layout_base.full is that whole layout, for the report (it reads the layers' bytes);
 - ImageInfo.base_layouts holds only the small files (and source.json): image_push and image_load
   (rules/private/image/image_parts.bzl) mount or stream a layer from the source registry when
   this machine and the remote cache lack it (python_tools/shiko/registry/image_blobs.py).
@@ -90,7 +91,7 @@ def _pulled_image_impl(ctx):
         repo_tags = [],
         layer_files = [struct(descriptor = None, blob = b) for b in blobs],
         base_layouts = [small],
-        layout_base = struct(label = str(ctx.label), layout = layout_dir),
+        layout_base = struct(label = str(ctx.label), layout = layout_dir, full = layout),
     )
     return [
         DefaultInfo(files = depset(small)),

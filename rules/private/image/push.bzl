@@ -1,7 +1,7 @@
 """image_push: `bazel run` pushes an image (or image index) to a registry."""
 
-load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
-load("//rules/private/common:providers.bzl", "ImageInfo")
+load("//rules/private/common:launcher.bzl", "runfile_arg", "runfiles_path", "write_launcher")
+load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
 load(":image_parts.bzl", "IMAGE_PARTS_ATTRS", "image_parts")
 
 _TAG_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
@@ -35,10 +35,33 @@ def _image_push_impl(ctx):
     _check_repository(target, ctx.attr.repository)
     for t in ctx.attr.remote_tags:
         _check_tag(target, "remote_tags", t)
-    info = ctx.attr.image[ImageInfo]
+    if ImageIndexInfo in ctx.attr.image:
+        # An index is pushed from its layout: every child's blobs, then the children's
+        # manifests by digest, then the index under each tag.
+        info = ctx.attr.image[ImageIndexInfo]
+        parts_args, parts_files = [runfile_arg(info.layout, "--layout=")], [info.layout]
+        images = info.images
+    else:
+        info = ctx.attr.image[ImageInfo]
 
-    # No layout in the runfiles (image_parts.bzl): each layer is read where it is, only if needed.
-    parts_args, parts_files = image_parts(ctx, info)
+        # No layout in the runfiles (image_parts.bzl): each layer is read where it is, only if needed.
+        parts_args, parts_files = image_parts(ctx, info)
+        images = [info]
+
+    # The SBOM and provenance of each image, attached as referrers after the push.
+    attachments = ctx.actions.declare_file(ctx.label.name + ".attachments.json")
+    ctx.actions.write(attachments, json.encode({
+        "self": runfiles_path(ctx, attachments),
+        "images": [{
+            "digest_file": runfiles_path(ctx, i.digest),
+            "spdx": runfiles_path(ctx, i.supply_chain.spdx),
+            "provenance": runfiles_path(ctx, i.supply_chain.provenance),
+        } for i in images],
+    }))
+    parts_args = parts_args + [runfile_arg(attachments, "--attachments=")]
+    for i in images:
+        parts_files = parts_files + [i.digest, i.supply_chain.spdx, i.supply_chain.provenance]
+    parts_files = parts_files + [attachments]
     args = [
         "--target=" + target,
         runfile_arg(info.digest, "--digest_file="),
@@ -71,8 +94,8 @@ image_push_rule = rule(
     attrs = dict({
         "image": attr.label(
             mandatory = True,
-            providers = [ImageInfo],
-            doc = "The `image` (or image index) target to push.",
+            providers = [[ImageInfo], [ImageIndexInfo]],
+            doc = "The `image` or `image_index` target to push (an index: every child, then the index, tagged).",
         ),
         "repository": attr.string(
             doc = "Default REGISTRY/REPOSITORY, e.g. `127.0.0.1:5000/rules_shiko/app`; `--repository` overrides it at run time.",
@@ -101,7 +124,7 @@ def image_push(name, image, repository = "", remote_tags = None, remote_tags_fil
 
     Args:
       name: target name.
-      image: the `image` target to push.
+      image: the `image` or `image_index` target to push.
       repository: default REGISTRY/REPOSITORY; `--repository` overrides it.
       remote_tags: default remote tags; `--tag` (repeatable) replaces them.
       remote_tags_file: a file of more default tags, one per line.

@@ -24,13 +24,14 @@ def wheel_origin(f):
     return "@%s//%s" % (f.owner.workspace_name, f.owner.package)
 
 def sbom_outputs(ctx, info):
-    """Declares the SBOM action of an image target; returns its two files.
+    """Declares the SBOM action of an image target; returns struct(spdx, cyclonedx, provenance).
 
     Args:
       ctx: the image rule's context (IMAGE_ATTRS: `_sbom_tool`).
       info: the target's ImageInfo.
     """
-    inputs = [info.manifest, info.config, info.digest]
+    build_info = ctx.file._build_info
+    inputs = [info.manifest, info.config, info.digest, build_info]
     layers = []
     for layer in chain_layers(info):
         layers.append({
@@ -53,27 +54,35 @@ def sbom_outputs(ctx, info):
         "manifest": info.manifest.path,
         "config": info.config.path,
         "digest": info.digest.path,
+        "build_info": build_info.path,
         "base": base,
         "layers": layers,
     }))
     spdx = ctx.actions.declare_file(ctx.label.name + ".spdx.json")
     cdx = ctx.actions.declare_file(ctx.label.name + ".cdx.json")
+    prov = ctx.actions.declare_file(ctx.label.name + ".provenance.json")
     args = worker_args(ctx)
     args.add("--manifest", manifest)
     args.add("--spdx", spdx)
     args.add("--cyclonedx", cdx)
+    args.add("--provenance", prov)
     ctx.actions.run(
         executable = ctx.executable._sbom_tool,
         arguments = [args],
         inputs = depset([manifest] + inputs),
-        outputs = [spdx, cdx],
+        outputs = [spdx, cdx, prov],
         mnemonic = "ShikoSbom",
         execution_requirements = WORKER_REQUIREMENTS,
-        progress_message = "Writing the SBOM of %s (SPDX, CycloneDX)" % ctx.label,
+        progress_message = "Writing the SBOM and provenance of %s (SPDX, CycloneDX, SLSA)" % ctx.label,
     )
-    return [spdx, cdx]
+    return struct(spdx = spdx, cyclonedx = cdx, provenance = prov)
 
 SBOM_ATTRS = {
+    "_build_info": attr.label(
+        default = "@rules_shiko_build_info//:info.json",
+        allow_single_file = True,
+        doc = "The Bazel version (rules_shiko_dependencies / the build_info extension) for provenance.",
+    ),
     "_sbom_tool": attr.label(
         default = "//python_tools:sbom",
         executable = True,

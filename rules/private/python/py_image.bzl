@@ -27,6 +27,7 @@ py_binary's launcher:
 
 load("@rules_python//python:defs.bzl", "PyInfo")
 load("//rules/private/image:image.bzl", "IMAGE_ATTRS", "image_impl")
+load("//rules/private/image:report.bzl", "explain_target")
 load("//rules/private/common:macros.bzl", "helper_kwargs")
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest")
 load("//rules/private/common:providers.bzl", "PyMainInfo")
@@ -162,8 +163,9 @@ def py_image(
 
     Creates the layers `<name>_<split>` (one per `split` label), `<name>_deps` (third-party:
     every other external repository, i.e. the pinned wheels) and `<name>_app` (first-party
-    code, generated code and data), then the image `<name>` on `base` (its outputs and
-    ImageInfo as `image`'s). Each runfiles file lands in exactly one layer.
+    code, generated code and data), then the image `<name>` on `base` (its outputs, output
+    groups and ImageInfo as `image`'s) and `<name>.explain` (as `image`'s). Each runfiles
+    file lands in exactly one layer.
 
     Args:
       name: the image target's name.
@@ -216,3 +218,4 @@ def py_image(
         cmd_set = False,
         **kwargs
     )
+    explain_target(name, kwargs)

@@ -30,3 +30,11 @@ def find_python(rctx, first = "", needs_pip = False):
             continue
         return path, tried
     return None, tried
+
+def file_sha256(rctx, path, scratch):
+    """The sha256 of a local file, by Bazel itself (a file:// download with no expected hash
+    reports the hash it computed): no host tool needed. `scratch` is a path in the repository
+    that is removed afterwards."""
+    res = rctx.download(["file://%s" % path], output = scratch)
+    rctx.delete(scratch)
+    return res.sha256

@@ -16,7 +16,7 @@ platform other than the host's (`platforms`, `python_version`), for images of an
 architecture.
 """
 
-load(":host.bzl", "find_python")
+load(":host.bzl", "file_sha256", "find_python")
 
 _PIP_ENV = [
     "PIP_INDEX_URL",
@@ -334,6 +334,7 @@ WHEEL_METADATA = "rules_shiko_wheel.json"
 
 def _write_packages(rctx, versions, wheels):
     """One py_library package per pinned wheel; wheels: {norm: (wheel file, its name, sha256)}."""
+    lock_sha256 = file_sha256(rctx, rctx.path(rctx.attr.requirements_lock), "_lock_sha256")
     for norm in sorted(versions):
         name, version = versions[norm]
         whl, whl_name, whl_sha256 = wheels[norm]
@@ -343,6 +344,7 @@ def _write_packages(rctx, versions, wheels):
             "filename": whl_name,
             "sha256": whl_sha256,
             "lock": str(rctx.attr.requirements_lock),
+            "lock_sha256": lock_sha256,
         }) + "\n")
 
         # Bazel 4's extract() refuses the .whl suffix: give it a .zip name.

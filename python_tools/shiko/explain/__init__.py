@@ -1,0 +1,1 @@
+"""See python_tools/README.md."""
