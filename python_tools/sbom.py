@@ -34,6 +34,11 @@ Manifest (JSON, written by Starlark: rules/private/image/sbom.bzl)
   }
 The layers' digests (from the descriptors), after the base's, must be the image manifest's.
 
+An image_index's manifest is {"target": "//pkg:index", "digest": "....index digest file",
+"images": [one manifest as above per child]}: one document describes the index, which
+contains each child image with its own layers and components (no provenance for an index:
+each child has its own).
+
 What is listed
 ==============
 Every Debian package (name, version, architecture, purl pkg:deb/debian/NAME@VERSION?arch=&distro=,
@@ -56,6 +61,11 @@ FLAGS = [
 
 
 def run(args, manifest):
+    if "images" in manifest:  # an image_index: one document over its children
+        index = model.load_index(manifest)
+        write_file_atomic(args.spdx, model.dumps(spdx.index_document(index)))
+        write_file_atomic(args.cyclonedx, model.dumps(cyclonedx.index_document(index)))
+        return
     image = model.load(manifest)
     write_file_atomic(args.spdx, model.dumps(spdx.document(image)))
     write_file_atomic(args.cyclonedx, model.dumps(cyclonedx.document(image)))

@@ -6,7 +6,8 @@
 #
 #   ./tests/run_all.sh                 everything
 #   ./tests/run_all.sh -k static_c     only e2e tests matching (pytest -k); bazel tests still run
-#   SHIKO_SKIP_INSTALL=1 ./tests/run_all.sh   don't apt/pip install anything
+#   SHIKO_SKIP_INSTALL=1 ./tests/run_all.sh   don't apt/pip install anything (nor build
+#                                             tests/e2e/tools/build_skopeo_sigstore.sh's skopeo)
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,6 +66,10 @@ if [ -z "${SHIKO_SKIP_INSTALL:-}" ]; then
     echo "0 passed, 1 failed"
     exit 1
   fi
+  # The judge of tests/e2e/test_sign.py: Debian's skopeo rebuilt with sigstore verification
+  # (cached; a few minutes the first time). If it can't be built, test_sign.py fails loudly.
+  tests/e2e/tools/build_skopeo_sigstore.sh >/dev/null \
+    || echo "run_all: could not build the sigstore-verifying skopeo (tests/e2e/test_sign.py will fail)" >&2
 else
   setup_venv || { echo "0 passed, 1 failed"; exit 1; }
 fi

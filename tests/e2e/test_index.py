@@ -194,3 +194,71 @@ def test_load_index_picks_the_host_platform_or_the_one_given(bazel, tmp_path):
                     env=env, check=False)
         assert bad.returncode != 0
         assert "has no image for linux/s390x (it has: linux/amd64, linux/arm64/v8)" in bad.stderr
+
+
+@pytest.mark.parametrize("target,expected", [
+    ("//examples/distroless:python3",
+     "distroless_base //examples/distroless:python3: attribute 'packages': no Debian packages "
+     "locked for the target platform's CPU (locked: amd64, arm64)"),
+    ("@python_app_wheels//absl_py",
+     "@python_app_wheels//absl_py: no locked wheel of absl-py for the target platform: "
+     "//examples/python_app:requirements_lock.txt has wheels for @platforms//cpu:arm64, "
+     "@platforms//cpu:x86_64 only"),
+])
+def test_a_platform_nothing_is_locked_for_fails_clearly(bazel, target, expected):
+    """linux/riscv64: no .deb and no wheel is taken from another platform; the build fails with
+    one line naming the target and what is locked."""
+    res = bazel("build", "--platforms=//tests/bad_input:linux_riscv64", target, check=False)
+    assert res.returncode != 0
+    lines = [l for l in res.stderr.splitlines() if l.startswith("ERROR: ") and expected in l]
+    assert lines, res.stderr[-3000:]
+
+
+EM = {"amd64": 62, "arm64": 183}  # ELF e_machine: EM_X86_64, EM_AARCH64
+
+
+@pytest.mark.parametrize("pkg", ["examples/static_c", "examples/python_app", DISTROLESS])
+def test_every_elf_file_matches_its_childs_platform(bazel, pkg):
+    """No x86-64 object in an arm64 image and no aarch64 object in an amd64 one: every ELF
+    file of every layer of each child (base layers included) is for the child's platform."""
+    bazel("build", "//%s:index" % pkg, "--output_groups=+layout")
+    lay = IndexLayout(os.path.join(bazel.info("bazel-bin"), pkg, "index"))
+    for arch, machine in sorted(EM.items()):
+        _, manifest, _ = lay.child(arch)
+        elves, wrong = 0, []
+        for layer in manifest["layers"]:
+            path = os.path.join(lay.path, "blobs", "sha256", layer["digest"].split(":", 1)[1])
+            with tarfile.open(path, "r:*") as t:
+                for m in t:
+                    if not m.isreg() or m.size < 20:
+                        continue
+                    head = t.extractfile(m).read(20)
+                    if head[:4] != b"\x7fELF":
+                        continue
+                    elves += 1
+                    if int.from_bytes(head[18:20], "little") != machine:
+                        wrong.append(m.name)
+        assert elves > 0, "%s %s: no ELF file at all" % (pkg, arch)
+        assert not wrong, "%s %s child holds ELF files of another machine: %s" % (pkg, arch, wrong[:10])
+
+
+def test_skopeo_pulls_the_arm64_child_back_after_a_push(bazel, registry, tmp_path):
+    env = dict(os.environ, DOCKER_CONFIG=str(tmp_path / "docker-config"),
+               SHIKO_BLOB_SOURCES=str(tmp_path / "blob_sources.json"),
+               REGISTRY_AUTH_FILE=str(tmp_path / "no-auth.json"))
+    bazel("build", "//examples/static_c:index", "--output_groups=+layout")
+    lay = IndexLayout(os.path.join(bazel.info("bazel-bin"), "examples/static_c/index"))
+    repo = registry.host + "/e2e/index-static"
+    bazel("run", "//examples/python_app:push_index", "--", "--repository", repo, "--no-attach",
+          env=env)  # a second index in the registry first: tags must not mix them up
+    bazel("run", "//examples/static_c:push_index", "--", "--repository", repo, "--tag", "multi", env=env)
+    skopeo = tool("skopeo")
+    raw = json.loads(run([skopeo, "inspect", "--raw", "--tls-verify=false", "docker://%s:multi" % repo]).stdout)
+    assert raw == lay.index and len(lay.index["manifests"]) == 2
+    out = tmp_path / "arm64"
+    run([skopeo, "copy", "--src-tls-verify=false", "--override-arch", "arm64",
+         "docker://%s:multi" % repo, "oci:%s:arm" % out])
+    with open(out / "index.json") as f:
+        got = json.load(f)["manifests"][0]["digest"]
+    desc, _, _ = lay.child("arm64")
+    assert got == desc["digest"]

@@ -103,3 +103,37 @@ def test_syft_reads_our_sbom(built, fmt, tmp_path):
     with open(os.path.join(REPO_ROOT, "examples", "distroless", "packages.lock.json")) as f:
         debs = len(json.load(f)["architectures"]["amd64"]["packages"])
     assert types.count("deb") == debs and types.count("python") == 2, types
+
+
+def test_index_sbom_holds_each_platform(bazel, tmp_path):
+    """The `sbom` group of //examples/python_app:index: one document describing the index, which
+    contains both platform images, each with its own Debian packages (by architecture) and
+    wheels (the aarch64 and x86_64 files, by their lock sha256); syft parses it."""
+    bazel("build", "//examples/python_app:index", "--output_groups=+sbom")
+    out = os.path.join(bazel.info("bazel-bin"), "examples/python_app")
+    with open(os.path.join(out, "index.spdx.json")) as f:
+        spdx = json.load(f)
+    with open(os.path.join(out, "index.digest")) as f:
+        digest = f.read().strip()
+    with open(os.path.join(out, "index.index.json")) as f:
+        children = [m["digest"] for m in json.load(f)["manifests"]]
+    ids = [p["SPDXID"] for p in spdx["packages"]]
+    assert len(ids) == len(set(ids))
+    assert spdx["packages"][0]["versionInfo"] == digest
+    rels = {(r["spdxElementId"], r["relationshipType"], r["relatedSpdxElement"]) for r in spdx["relationships"]}
+    images = [p for p in spdx["packages"] if p["SPDXID"].startswith("SPDXRef-Image-")]
+    assert [p["versionInfo"] for p in images] == children
+    for p in images:
+        assert ("SPDXRef-Index", "CONTAINS", p["SPDXID"]) in rels
+    purls = [r["referenceLocator"] for p in spdx["packages"] for r in p.get("externalRefs", [])]
+    for arch in ("amd64", "arm64"):
+        assert any(u.startswith("pkg:deb/debian/libc6@") and "arch=%s" % arch in u for u in purls), arch
+    protobuf = [p for p in spdx["packages"] if p["name"] == "protobuf"]
+    assert len(protobuf) == 2 and len({p["checksums"][0]["checksumValue"] for p in protobuf}) == 2
+    syft, env = find_syft(tmp_path)
+    # syft reads both; from the SPDX file it takes both platforms' packages (72 debs); from
+    # the CycloneDX file (children as nested components) syft 1.18 takes one child's.
+    for name, debs in (("index.spdx.json", 60), ("index.cdx.json", 30)):
+        res = run([syft, "convert", os.path.join(out, name), "-o", "syft-json", "-q"], env=env, timeout=300)
+        types = [a["type"] for a in json.loads(res.stdout)["artifacts"]]
+        assert types.count("python") >= 2 and types.count("deb") >= debs, (name, types.count("deb"))

@@ -181,6 +181,23 @@ def load(manifest):
                  config.get("created") or "1970-01-01T00:00:00Z", platform, layers, comps, locks)
 
 
+class Index:
+    """An image index: its target, digest and child Images (in the index's order)."""
+
+    def __init__(self, target, digest, images):
+        self.target = target
+        self.digest = digest
+        self.images = images
+        self.created = min(i.created for i in images) if images else "1970-01-01T00:00:00Z"
+
+
+def load_index(manifest):
+    """The Index of a python_tools/sbom.py index manifest: {"target", "digest": P,
+    "images": [child manifests, as for load()]}."""
+    return Index(manifest["target"], _read_text(manifest["digest"]).strip(),
+                 [load(m) for m in manifest["images"]])
+
+
 def dumps(obj):
     """Deterministic, readable JSON (sorted keys, 1-space indent, final newline)."""
     return (json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8")

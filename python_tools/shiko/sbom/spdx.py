@@ -28,25 +28,34 @@ def _purl_ref(p):
              "referenceLocator": p}] if p else []
 
 
-def document(image):
-    image_id = "SPDXRef-Image"
-    packages = [{
-        "SPDXID": image_id,
-        "name": image.target,
-        "versionInfo": image.digest,
+def _container(spdx_id, name, digest, comment=""):
+    pkg = {
+        "SPDXID": spdx_id,
+        "name": name,
+        "versionInfo": digest,
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": False,
         "primaryPackagePurpose": "CONTAINER",
-        "checksums": _sha(image.digest.split(":", 1)[1]),
+        "checksums": _sha(digest.split(":", 1)[1]),
         "copyrightText": "NOASSERTION",
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
-    }]
-    rels = [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
-             "relatedSpdxElement": image_id}]
+    }
+    if comment:
+        pkg["comment"] = comment
+    return pkg
+
+
+def _image_part(image, image_id, scope=""):
+    """(packages, relationships, LicenseRef ids) of one image, its layers and components;
+    `scope` prefixes the ids of an index's child (the same purl may be in two children)."""
+    packages = [_container(image_id, image.target, image.digest,
+                           "linux/" + "/".join(v for k, v in sorted(image.platform.items()) if k != "os")
+                           if scope else "")]
+    rels = []
     layer_ids = {}
     for i, layer in enumerate(image.layers):
-        lid = "SPDXRef-Layer-%d-%s" % (i, layer["digest"].split(":", 1)[1][:12])
+        lid = "SPDXRef-%sLayer-%d-%s" % (scope, i, layer["digest"].split(":", 1)[1][:12])
         layer_ids[layer["digest"]] = lid
         packages.append({
             "SPDXID": lid,
@@ -65,7 +74,7 @@ def document(image):
                      "relatedSpdxElement": lid})
     refs = set()
     for c in image.components:
-        cid = _id(c.kind, c.purl or c.label or c.name)
+        cid = _id(scope + c.kind, c.purl or c.label or c.name)
         declared = licenses.expression(c.licenses) if c.kind == "deb" else "NOASSERTION"
         refs.update(licenses.refs(declared))
         pkg = {
@@ -100,15 +109,20 @@ def document(image):
             p.pop("comment", None)
         if not p.get("checksums"):
             p.pop("checksums", None)
+    return packages, rels, refs
+
+
+def _document(name, uuid, created, described, packages, rels, refs):
     doc = {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
-        "name": "%s@%s" % (image.target, image.digest),
-        "documentNamespace": "urn:uuid:%s" % _uuid(image),
-        "creationInfo": {"created": image.created, "creators": [CREATOR]},
+        "name": name,
+        "documentNamespace": "urn:uuid:%s" % uuid,
+        "creationInfo": {"created": created, "creators": [CREATOR]},
         "packages": packages,
-        "relationships": rels,
+        "relationships": [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
+                           "relatedSpdxElement": described}] + rels,
     }
     if refs:
         doc["hasExtractedLicensingInfos"] = [{
@@ -119,6 +133,30 @@ def document(image):
                              % r[len("LicenseRef-Debian-"):],
         } for r in sorted(refs)]
     return doc
+
+
+def document(image):
+    """The SPDX document of one image (it DESCRIBES SPDXRef-Image)."""
+    packages, rels, refs = _image_part(image, "SPDXRef-Image")
+    return _document("%s@%s" % (image.target, image.digest), _uuid(image), image.created,
+                     "SPDXRef-Image", packages, rels, refs)
+
+
+def index_document(index):
+    """The SPDX document of an image index (model.Index): it DESCRIBES SPDXRef-Index, which
+    CONTAINS each child image (SPDXRef-Image-<n>), each with its layers and components."""
+    packages = [_container("SPDXRef-Index", index.target, index.digest, "OCI image index")]
+    rels, refs = [], set()
+    for n, image in enumerate(index.images):
+        image_id = "SPDXRef-Image-%d" % n
+        p, r, f = _image_part(image, image_id, "Image%d-" % n)
+        packages += p
+        rels.append({"spdxElementId": "SPDXRef-Index", "relationshipType": "CONTAINS",
+                     "relatedSpdxElement": image_id})
+        rels += r
+        refs |= f
+    return _document("%s@%s" % (index.target, index.digest), _uuid(index), index.created,
+                     "SPDXRef-Index", packages, rels, refs)
 
 
 def _uuid(image):

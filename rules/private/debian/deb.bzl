@@ -201,7 +201,11 @@ def _by_platform(name, packages, architecture):
         if arch not in _ARCH_CPUS:
             fail("distroless_base %s: attribute 'packages': %r: not one of %s" % (name, arch, sorted(_ARCH_CPUS.keys())))
     settings = {arch: str(Label("//platforms:" + _ARCH_CPUS[arch])) for arch in packages}
-    no_match = "distroless_base %s: attribute 'packages': the target platform's CPU is none of %s" % (name, sorted(packages.keys()))
+    no_match = "distroless_base //%s:%s: attribute 'packages': no Debian packages locked for the target platform's CPU (locked: %s); nothing is taken from another platform" % (
+        native.package_name(),
+        name,
+        ", ".join(sorted(packages.keys())),
+    )
     return (
         select({settings[a]: packages[a] for a in packages}, no_match_error = no_match),
         select({settings[a]: a for a in packages}, no_match_error = no_match),

@@ -16,13 +16,17 @@ layout is the `layout` output group.
 load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load(":image.bzl", "layout_ref_name")
+load(":sbom.bzl", "SBOM_ATTRS", "index_sbom_outputs")
 
 def _platforms_transition_impl(settings, attr):
+    if not attr.platforms:
+        # No split: the rule then fails with a clear message (a split must have a branch).
+        return {"none": {"//command_line_option:platforms": settings["//command_line_option:platforms"]}}
     return {str(p): {"//command_line_option:platforms": str(p)} for p in attr.platforms}
 
 platforms_transition = transition(
     implementation = _platforms_transition_impl,
-    inputs = [],
+    inputs = ["//command_line_option:platforms"],
     outputs = ["//command_line_option:platforms"],
 )
 
@@ -46,9 +50,27 @@ def _children(ctx):
         fail("%s: attribute 'images': []: an index needs at least one image" % target)
     return [(str(dep.label), dep[ImageInfo]) for dep in ctx.attr.images]
 
+def _platform_name(p):
+    return "%s/%s%s" % (p.os, p.architecture, "/" + p.variant if p.variant else "")
+
+# A platform without a variant means the default one (as skopeo and containerd match them).
+_DEFAULT_VARIANTS = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
+
+def _check_platforms(target, children):
+    """Two children for one platform: an error at analysis, naming both."""
+    seen = {}
+    for label, info in children:
+        p = info.platform
+        key = (p.os, p.architecture, p.variant or _DEFAULT_VARIANTS.get(p.architecture, ""))
+        if key in seen:
+            fail("%s: attribute 'images': %s and %s are both for %s: an index holds one image per platform" %
+                 (target, seen[key], label, _platform_name(p)))
+        seen[key] = label
+
 def _image_index_impl(ctx):
     target = str(ctx.label)
     children = _children(ctx)
+    _check_platforms(target, children)
     index = ctx.actions.declare_file(ctx.label.name + ".index.json")
     digest = ctx.actions.declare_file(ctx.label.name + ".digest")
     spec = ctx.actions.declare_file(ctx.label.name + ".index_manifest.json")
@@ -110,40 +132,45 @@ def _image_index_impl(ctx):
         OutputGroupInfo(
             layout = depset([layout]),
             digest = depset([digest]),
+            # One SBOM over every child (each child's own is in its `sbom` group too).
+            sbom = depset(index_sbom_outputs(ctx, digest, images)),
         ),
     ]
 
+_INDEX_ATTRS = {
+    "images": attr.label_list(
+        providers = [ImageInfo],
+        doc = "Images to list, one per platform, in index order (each built as it is).",
+    ),
+    "image": attr.label(
+        providers = [ImageInfo],
+        cfg = platforms_transition,
+        doc = "One image target, built once for each of `platforms` (a split transition on --platforms).",
+    ),
+    "platforms": attr.label_list(
+        doc = "Platforms to build `image` for, in index order, e.g. @rules_shiko//platforms:linux_amd64 and :linux_arm64.",
+    ),
+    "annotations": attr.string_dict(
+        doc = "Annotations of the index.",
+    ),
+    "repo_tags": attr.string_list(
+        doc = "Names of the index (the first one's tag names it in the layout's index.json; image_push tags it with `remote_tags`).",
+    ),
+    "_index_tool": attr.label(
+        default = "//python_tools:index",
+        executable = True,
+        cfg = "exec",
+        doc = "Writes the index blob and digest, and its layout on request.",
+    ),
+    "_allowlist_function_transition": attr.label(
+        default = "@bazel_tools//tools/allowlists/function_transition_allowlist",
+        doc = "Required by Bazel for rules with a Starlark transition.",
+    ),
+}
+_INDEX_ATTRS.update(SBOM_ATTRS)
+
 image_index = rule(
     implementation = _image_index_impl,
-    doc = "An OCI image index: one image per platform. Give `images`, or `image` and `platforms`.",
-    attrs = {
-        "images": attr.label_list(
-            providers = [ImageInfo],
-            doc = "Images to list, one per platform, in index order (each built as it is).",
-        ),
-        "image": attr.label(
-            providers = [ImageInfo],
-            cfg = platforms_transition,
-            doc = "One image target, built once for each of `platforms` (a split transition on --platforms).",
-        ),
-        "platforms": attr.label_list(
-            doc = "Platforms to build `image` for, in index order, e.g. @rules_shiko//platforms:linux_amd64 and :linux_arm64.",
-        ),
-        "annotations": attr.string_dict(
-            doc = "Annotations of the index.",
-        ),
-        "repo_tags": attr.string_list(
-            doc = "Names of the index (the first one's tag names it in the layout's index.json; image_push tags it with `remote_tags`).",
-        ),
-        "_index_tool": attr.label(
-            default = "//python_tools:index",
-            executable = True,
-            cfg = "exec",
-            doc = "Writes the index blob and digest, and its layout on request.",
-        ),
-        "_allowlist_function_transition": attr.label(
-            default = "@bazel_tools//tools/allowlists/function_transition_allowlist",
-            doc = "Required by Bazel for rules with a Starlark transition.",
-        ),
-    },
+    doc = "An OCI image index: one image per platform. Give `images`, or `image` and `platforms`. Output groups: `layout`, `sbom` (one SPDX and one CycloneDX document over every child).",
+    attrs = _INDEX_ATTRS,
 )

@@ -47,8 +47,7 @@ def sbom_outputs(ctx, info):
         base = {"label": info.layout_base.label, "layout": info.layout_base.layout}
         for files in info.base_layouts:
             inputs += files
-    manifest = ctx.actions.declare_file(ctx.label.name + ".sbom_manifest.json")
-    ctx.actions.write(manifest, json.encode({
+    spec = {
         "target": str(ctx.label),
         "name": ctx.label.name,
         "manifest": info.manifest.path,
@@ -57,7 +56,9 @@ def sbom_outputs(ctx, info):
         "build_info": build_info.path,
         "base": base,
         "layers": layers,
-    }))
+    }
+    manifest = ctx.actions.declare_file(ctx.label.name + ".sbom_manifest.json")
+    ctx.actions.write(manifest, json.encode(spec))
     spdx = ctx.actions.declare_file(ctx.label.name + ".spdx.json")
     cdx = ctx.actions.declare_file(ctx.label.name + ".cdx.json")
     prov = ctx.actions.declare_file(ctx.label.name + ".provenance.json")
@@ -75,7 +76,39 @@ def sbom_outputs(ctx, info):
         execution_requirements = WORKER_REQUIREMENTS,
         progress_message = "Writing the SBOM and provenance of %s (SPDX, CycloneDX, SLSA)" % ctx.label,
     )
-    return struct(spdx = spdx, cyclonedx = cdx, provenance = prov)
+    # spec and inputs: for an image_index's SBOM over its children (index_sbom_outputs).
+    return struct(spdx = spdx, cyclonedx = cdx, provenance = prov, spec = spec, inputs = depset(inputs))
+
+def index_sbom_outputs(ctx, digest, images):
+    """The SBOM files (SPDX, CycloneDX) of an image_index: one document over its children.
+
+    Args:
+      ctx: the image_index rule's context (`_sbom_tool`).
+      digest: the index's .digest File.
+      images: the children's ImageInfo, in index order.
+    """
+    manifest = ctx.actions.declare_file(ctx.label.name + ".sbom_manifest.json")
+    ctx.actions.write(manifest, json.encode({
+        "target": str(ctx.label),
+        "digest": digest.path,
+        "images": [i.supply_chain.spec for i in images],
+    }))
+    spdx = ctx.actions.declare_file(ctx.label.name + ".spdx.json")
+    cdx = ctx.actions.declare_file(ctx.label.name + ".cdx.json")
+    args = worker_args(ctx)
+    args.add("--manifest", manifest)
+    args.add("--spdx", spdx)
+    args.add("--cyclonedx", cdx)
+    ctx.actions.run(
+        executable = ctx.executable._sbom_tool,
+        arguments = [args],
+        inputs = depset([manifest, digest], transitive = [i.supply_chain.inputs for i in images]),
+        outputs = [spdx, cdx],
+        mnemonic = "ShikoSbom",
+        execution_requirements = WORKER_REQUIREMENTS,
+        progress_message = "Writing the SBOM of image index %s (SPDX, CycloneDX)" % ctx.label,
+    )
+    return [spdx, cdx]
 
 SBOM_ATTRS = {
     "_build_info": attr.label(
