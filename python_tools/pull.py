@@ -13,13 +13,18 @@ Subcommands (registry options: --insecure, --ca_file, --retries):
            downloads manifests (by digest, with OCI and Docker Accept headers) and blobs (in
            parallel, streamed) into DIR/<hex>, each verified against its digest (and size)
            before it is kept. Prints nothing; on failure one line on stderr, exit 1.
+           The repository rule fetches manifests and the config; each layer is fetched by a
+           ShikoPullBlob build action (rules/private/image/pulled.bzl), only when needed.
   plan     --layout=DIR --digest=sha256:... --platform=os/arch[/variant]
            reads the manifests already in DIR/blobs/sha256 (no network) and prints JSON:
            {"need": [digests of manifests still missing]} or
            {"manifest": descriptor, "blobs": [config and layer descriptors]}.
   finish   --layout=DIR --image=REG/REPO --digest=sha256:... --manifest=sha256:... --platform=P
            checks the config's platform, writes DIR/oci-layout, DIR/index.json (the one
-           manifest, with its platform) and DIR/digest ("sha256:<hex>" of that manifest).
+           manifest, with its platform) and DIR/digest ("sha256:<hex>" of that manifest);
+           prints the platform as JSON ({"architecture", "os"[, "variant"]}, from the config).
+  assemble --layout=DIR --blob_file=PATH... --output=OUT   (a build action, ShikoPulledLayout)
+           OUT: the whole OCI layout: DIR's small files and the layer blobs, hard-linked.
 Errors: one line `ERROR: <what>` on stderr, exit 1 (a bad command line: exit 2). Credentials
 are never printed.
 """
@@ -81,7 +86,12 @@ def run_plan(args):
 
 
 def run_finish(args):
-    pull.finish(args.layout, args.image, args.digest, args.manifest, args.platform)
+    platform = pull.finish(args.layout, args.image, args.digest, args.manifest, args.platform)
+    sys.stdout.write(json.dumps(platform, sort_keys=True) + "\n")
+
+
+def run_assemble(args):
+    pull.assemble(args.layout, args.blob_file, args.output)
 
 
 COMMANDS = {
@@ -97,6 +107,11 @@ COMMANDS = {
         cli.string("image", required=True, help="REGISTRY/REPO the image came from."),
         cli.string("manifest", "", help="The manifest digest the plan chose (checked)."),
     ], run_finish),
+    "assemble": cli.Command([
+        cli.string("layout", required=True, help="The pulled repository's small layout (no layers)."),
+        cli.multi_string("blob_file", help="A downloaded layer blob, named by its hex digest (repeatable)."),
+        cli.string("output", required=True, help="The layout directory to write."),
+    ], run_assemble, outputs=["output"]),
 }
 
 if __name__ == "__main__":

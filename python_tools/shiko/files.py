@@ -41,14 +41,12 @@ def write_file_atomic(path, data):
 
 
 @contextlib.contextmanager
-def local_file(source):
-    """A local path for a blob source: a path is itself; anything else (a remote blob with a
-    `fetch()` that downloads it, verified, to a temporary file) is fetched and deleted after."""
-    if isinstance(source, str):
-        yield source
-        return
-    path = source.fetch()
+def open_blob(source):
+    """A readable binary stream of a blob source: a path is opened; anything else (a remote blob
+    with an `open()` that streams it, verified against its digest as it is read:
+    shiko/registry/image_blobs.RemoteBlob) is opened there. Nothing is copied to disk."""
+    f = open(source, "rb") if isinstance(source, str) else source.open()
     try:
-        yield path
+        yield f
     finally:
-        os.unlink(path)
+        f.close()

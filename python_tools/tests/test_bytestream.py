@@ -72,3 +72,41 @@ def test_missing_blob_is_not_found(server):
     with pytest.raises(bytestream.CacheError) as e:
         list(bytestream.read("grpc://127.0.0.1:%d" % port, "sha256:" + "0" * 64, 5))
     assert e.value.missing and "NOT_FOUND" in str(e.value)
+
+
+def _read_all(stream):
+    out = b""
+    try:
+        while True:
+            b = stream.read(4096)
+            if not b:
+                return out
+            out += b
+    finally:
+        stream.close()
+
+
+def test_push_and_load_stream_a_layer_from_a_grpc_cache(server):
+    """image_blobs: a grpc:// remote cache is an origin of a RemoteBlob; what it sends is
+    verified as it passes; a blob it lacks is a clear error naming the cache."""
+    from python_tools.shiko.errors import UserError
+    from python_tools.shiko.registry import image_blobs
+    blobs, _, port = server
+    data = b"layer bytes " * 5000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    blobs["blobs/%s/%d" % (digest[7:], len(data))] = data
+    url = "grpc://127.0.0.1:%d" % port
+    origin = image_blobs.cache_origin(url)
+    assert isinstance(origin, image_blobs.GrpcCacheOrigin)
+    assert isinstance(image_blobs.cache_origin("http://127.0.0.1:1"), image_blobs.CacheOrigin)
+    assert _read_all(image_blobs.RemoteBlob(digest, len(data), [origin], "//x:push").open()) == data
+    # Other bytes under that name: refused before the last byte is handed out.
+    bad = b"L" + data[1:]
+    blobs["blobs/%s/%d" % (digest[7:], len(data))] = bad
+    with pytest.raises(UserError) as e:
+        _read_all(image_blobs.RemoteBlob(digest, len(data), [origin], "//x:push").open())
+    assert digest in str(e.value)
+    missing = "sha256:" + "1" * 64
+    with pytest.raises(UserError) as e:
+        image_blobs.RemoteBlob(missing, 3, [origin], "//x:push").open()
+    assert "not in the remote cache %s" % url in str(e.value)

@@ -127,6 +127,47 @@ def _based_image_test_impl(ctx):
 
 based_image_test = analysistest.make(_based_image_test_impl)
 
+# --- a shallow pulled base (rules/private/image/pulled.bzl) ----------------------------------
+
+def _pulled_image_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    t = analysistest.target_under_test(env)
+    info = t[ImageInfo]
+
+    # Default outputs and base_layouts: the small files only, never a layer.
+    small = sorted([f.basename for f in t[DefaultInfo].files.to_list()])
+    asserts.equals(env, sorted(["1" * 64, "2" * 64, "index.json", "oci-layout", "source.json"]), small)
+    asserts.equals(env, small, sorted([f.basename for f in info.base_layouts[0]]))
+
+    # One download action per distinct layer (Bazel 4.2.3's Action has no execution_info to check
+    # its requires-network tag), each writing the blob named by its digest.
+    pulls = [a for a in analysistest.target_actions(env) if a.mnemonic == "ShikoPullBlob"]
+    asserts.equals(env, 2, len(pulls))
+    asserts.equals(env, ["a" * 64, "b" * 64], sorted([a.outputs.to_list()[0].basename for a in pulls]))
+    # layer_files: one per manifest layer, in order (a repeated layer is the same file).
+    names = [l.blob.basename for l in info.layer_files]
+    asserts.equals(env, ["a" * 64, "b" * 64, "a" * 64], names)
+    lay = _action(env, "ShikoPulledLayout")
+    asserts.equals(env, [info.layout], lay.outputs.to_list())
+    asserts.equals(env, "amd64", info.platform.architecture)
+    return analysistest.end(env)
+
+pulled_image_test = analysistest.make(_pulled_image_test_impl)
+
+def _pulled_base_image_test_impl(ctx):
+    env = analysistest.begin(ctx)
+    m = _written_json(env, ".image_manifest.json")
+    asserts.true(env, m["base"]["manifest"].endswith("pulled/blobs/sha256/" + "1" * 64), "base: %s" % m["base"])
+
+    # The metadata action reads the base's manifest and config, no layer of it.
+    inputs = [f.path for f in _action(env, "ShikoImage").inputs.to_list()]
+    asserts.equals(env, [], [p for p in inputs if ".layers/" in p])
+    lay = [f.path for f in _action(env, "ShikoLayout").inputs.to_list()]
+    asserts.true(env, len([p for p in lay if p.endswith("pulled_subject.layout")]) == 1, "layout inputs: %s" % lay)
+    return analysistest.end(env)
+
+pulled_base_image_test = analysistest.make(_pulled_base_image_test_impl)
+
 # --- bad input: each must fail analysis with a message naming target, attribute and value ---
 
 def _failure_test_impl(ctx):

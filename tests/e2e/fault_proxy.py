@@ -103,6 +103,8 @@ class FaultProxy(object):
         self.requests = []  # (method, path, status or "reset"/"status")
         self.upload_bytes = 0  # request body bytes forwarded to .../blobs/uploads/...
         self.manifest_bytes = 0  # request body bytes of manifest PUTs (.../manifests/<ref>)
+        self.download_bytes = 0  # response body bytes of every GET (manifests, blobs, ...)
+        self.blob_download_bytes = 0  # response body bytes of GET .../blobs/sha256:...
         self.injected = 0
         self._sock = None
         self._threads = []
@@ -123,6 +125,8 @@ class FaultProxy(object):
             self.requests = []
             self.upload_bytes = 0
             self.manifest_bytes = 0
+            self.download_bytes = 0
+            self.blob_download_bytes = 0
             self.injected = 0
 
     def __enter__(self):
@@ -244,7 +248,12 @@ class FaultProxy(object):
                 if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
                     pass
                 else:
-                    self._copy_body(ufile, client, rhdrs, None, until_close=True)
+                    got = self._copy_body(ufile, client, rhdrs, None, until_close=True)
+                    if method == "GET":
+                        with self.lock:
+                            self.download_bytes += got
+                            if "/blobs/sha256:" in path:
+                                self.blob_download_bytes += got
                 with self.lock:
                     self.requests.append((method, path, status))
                 if rhdrs.get("connection", "").lower() == "close":

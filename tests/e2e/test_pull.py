@@ -3,11 +3,13 @@
 The test pushes a two-platform image index (the static_c image for linux/amd64, and the same
 layer under an arm64 config) with the push tool, then builds, in a copy of tests/pull_test/
 (rules_shiko as a `local_repository`, its own output base and repository cache), an image on
-top of `@base` pulled by the index digest, and runs it in a real dockerd. Also: the arm64
+top of `@base` pulled by the index digest (its SBOM names the base), and runs it in a real dockerd. Also: the arm64
 manifest is chosen for platform linux/arm64; a tag without a digest fails printing the digest
-to pin; a TLS + htpasswd registry is pulled from with the same config.json credentials as push;
-a corrupted blob in the registry fails the pull with a digest mismatch and nothing is kept; a
-second checkout (another output base, same repository cache) builds with the registry stopped.
+to pin; a TLS + htpasswd registry is pulled from with the same config.json credentials as push (the
+layer-download action too, given --action_env=DOCKER_CONFIG);
+a corrupted layer in the registry fails the build of the layout (not of the image's metadata:
+the pull is shallow) with a digest mismatch and nothing is kept; a second checkout (another
+output base, same repository cache) builds with the registry stopped.
 """
 
 import hashlib
@@ -178,10 +180,13 @@ def workspace(bazel, pushed, pip_repo, tmp_path_factory):
 
 
 def test_image_on_pulled_base_runs(workspace, pushed, static_c_image, dockerd):
-    workspace("build", "//:on_top", "--output_groups=+tarball")
+    workspace("build", "//:on_top", "--output_groups=+tarball,+sbom")
     with open(workspace.external("base", "digest")) as f:
         assert f.read().strip() == pushed["amd64"]
     bin_dir = os.path.join(workspace.root, "bazel-bin")
+    # The SBOM names the pulled base by its manifest digest (read from the shallow layout).
+    with open(os.path.join(bin_dir, "on_top.spdx.json")) as f:
+        assert pushed["amd64"][7:] in f.read()
     with open(os.path.join(bin_dir, "on_top", "index.json")) as f:
         top = json.load(f)["manifests"][0]["digest"]
     with open(os.path.join(bin_dir, "on_top", "blobs", "sha256", top[7:])) as f:
@@ -259,6 +264,11 @@ def test_pull_with_tls_and_credentials(bazel, static_c_image, pip_repo, tmp_path
             with open(ws.external("base", "digest")) as f:
                 assert f.read().strip() == info["amd64"]
             assert PASSWORD not in res.stderr + res.stdout
+            # The layer is fetched by a build action: the same CA file and, with --action_env,
+            # the same credentials.
+            res = ws("build", "//:on_top", "--output_groups=+layout", "--action_env=DOCKER_CONFIG", env=env)
+            assert os.path.isfile(os.path.join(ws.root, "bazel-bin", "on_top", "blobs", "sha256", info["layer"][7:]))
+            assert PASSWORD not in res.stderr + res.stdout
             # Without credentials (and nothing in the cache): one clear 401 line.
             env["DOCKER_CONFIG"] = str(tmp_path / "empty")
             res = ws("build", "@nocreds//:nocreds", env=env, check=False,
@@ -284,11 +294,16 @@ def test_corrupt_blob_fails_with_digest_mismatch(bazel, static_c_image, pip_repo
         ws = Workspace(bazel, tmp_path / "ws", [pull_rule("base", repo, info["index"], "linux/amd64")],
                        tmp_path / "fresh-cache", pip_repo)
         try:
-            res = ws("build", "//:on_top", check=False)
+            # Shallow pull: the image's metadata needs no layer, so the corrupt layer isn't read.
+            ws("build", "//:on_top")
+            # Its layout needs the layer: the ShikoPullBlob action fails, keeping nothing.
+            res = ws("build", "//:on_top", "--output_groups=+layout", check=False)
             assert res.returncode != 0
             assert "blob %s of pull/corrupt: digest mismatch" % layer in res.stderr, res.stderr[-3000:]
             assert not os.path.exists(ws.external("base", "blobs", "sha256", layer[7:]))
             assert not os.path.exists(ws.external("base", "_shiko_pull_stage"))
+            assert not os.path.exists(os.path.join(ws.root, "bazel-bin", "external", "base", "base.layers",
+                                                   layer[7:]))
             assert not os.path.exists(os.path.join(str(tmp_path / "fresh-cache"), "content_addressable",
                                                    "sha256", layer[7:]))
         finally:

@@ -35,7 +35,7 @@ import os
 import tarfile
 
 from python_tools.shiko.errors import UserError
-from python_tools.shiko.files import canonical_json, local_file
+from python_tools.shiko.files import canonical_json, open_blob
 from python_tools.shiko.oci import layout as oci_layout
 from python_tools.shiko.oci import platform as oci_platform
 from python_tools.shiko.oci import reference
@@ -160,7 +160,7 @@ class Archive(object):
     @classmethod
     def from_parts(cls, parts, tags, target):
         """The archive of an image given by its parts (shiko/registry/image_blobs.ImageParts):
-        no layout needed; a layer only in the remote cache is fetched when write() needs it."""
+        no layout needed; a layer not on this machine is streamed when write() needs it."""
         self = cls.__new__(cls)
         self.tags = list(tags)
         self.layout = None
@@ -175,7 +175,7 @@ class Archive(object):
         return self
 
     def _setup(self, desc, config, layers, source):
-        """source(descriptor) -> the blob's local path, or a CacheBlob (fetched on write)."""
+        """source(descriptor) -> the blob's local path, or a RemoteBlob (streamed on write)."""
         self.desc = desc
         self.manifest_digest = desc["digest"]
         self.config_digest = config["digest"]
@@ -237,7 +237,7 @@ class Archive(object):
         tar.addfile(_info("blobs/sha256", directory=True))
         for hexdigest in sorted(self.blobs):
             d = self.blobs[hexdigest]
-            with local_file(self.source(d)) as path, open(path, "rb") as f:
+            with open_blob(self.source(d)) as f:
                 reader = _HashingReader(f)
                 tar.addfile(_info("blobs/sha256/" + hexdigest, d["size"]), reader)
             if reader.h.hexdigest() != hexdigest:

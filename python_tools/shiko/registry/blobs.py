@@ -13,16 +13,24 @@ import urllib.parse
 
 from python_tools.shiko.files import CHUNK, sha256_file
 from python_tools.shiko.registry.errors import DigestMismatch, RegistryError, Retryable
-from python_tools.shiko.registry.transport import RETRYABLE_EXC, FileBody, exc_text
+from python_tools.shiko.registry.transport import RETRYABLE_EXC, FileBody, StreamBody, exc_text
 
 
 def upload(session, repo, digest, path, scopes, size=None, progress=None, chunk_size=0):
     """Uploads a blob from a file, streaming. Restarts (or resumes) after failures.
 
+    `path` may also be a remote blob source (an object with `open()`, e.g. a layer of a pulled
+    base streamed from its registry: image_blobs.RemoteBlob): it is streamed into one PUT
+    (never in chunks), verified as it passes, and re-opened when the upload restarts.
+
     progress(n) is called with each piece of bytes sent (negative to undo a failed attempt).
     Returns the number of bytes sent in total (retries included).
     """
-    size = os.path.getsize(path) if size is None else size
+    local = isinstance(path, str)
+    if size is None:
+        size = os.path.getsize(path) if local else path.size
+    if not local:
+        chunk_size = 0
     sent_total = [0]
 
     def count(n):
@@ -52,7 +60,7 @@ def upload(session, repo, digest, path, scopes, size=None, progress=None, chunk_
                 final = session.request("PUT", _add_query(loc, "digest", digest), scopes=scopes,
                                      ok=(201, 204), what="finish " + what, retry=False)
             else:
-                body = FileBody(path, 0, size, count_attempt)
+                body = FileBody(path, 0, size, count_attempt) if local else StreamBody(path, size, count_attempt)
                 final = session.request("PUT", _add_query(loc, "digest", digest),
                                      headers={"Content-Type": "application/octet-stream"},
                                      body=body, scopes=scopes, ok=(201, 204), what=what, retry=False)
@@ -71,7 +79,7 @@ def upload(session, repo, digest, path, scopes, size=None, progress=None, chunk_
             # 400 DIGEST_INVALID with a good local file: the bytes were damaged on the way
             # (or a broken piece was appended twice): start anew.
             damaged = False
-            if e.status == 400 and "DIGEST_INVALID" in str(e):
+            if e.status == 400 and "DIGEST_INVALID" in str(e) and local:
                 got, _ = sha256_file(path)
                 if "sha256:" + got != digest:
                     raise DigestMismatch("blob %s: the local file %s has sha256:%s (corrupt layout?)"

@@ -8,7 +8,9 @@ retries, Accept headers) and the choice of the platform's manifest:
   against its digest (and size) before it is kept; on a failure nothing half-verified is kept;
 - `plan`: reads the manifests already in a layout (no network): the manifests still missing, or
   the platform's manifest and its config and layer descriptors;
-- `finish`: checks the config's platform and writes oci-layout, index.json and digest.
+- `finish`: checks the config's platform and writes oci-layout, index.json and digest;
+- `assemble` (a build action, when an image's layout needs the base's bytes): the small layout
+  plus the layer blobs its download actions fetched, as one OCI layout directory.
 Problems are PullError (a UserError: one line, no target) or the client's RegistryError.
 """
 
@@ -162,7 +164,9 @@ def plan(layout, top, platform):
 
 def finish(layout, image, digest, manifest, platform):
     """Checks the chosen manifest and its config's platform; writes oci-layout, index.json and
-    digest (`sha256:<hex>` of the manifest), and remembers the blobs' repository (sources.py)."""
+    digest (`sha256:<hex>` of the manifest), and remembers the blobs' repository (sources.py).
+    Only the config must be in the layout: the layers are fetched by build actions, when needed
+    (rules/private/image/pulled.bzl). Returns the image's platform (a dict, from the config)."""
     want = parse_platform(platform)
     p = plan(layout, digest, platform)
     if "need" in p:
@@ -170,10 +174,10 @@ def finish(layout, image, digest, manifest, platform):
     mdesc = p["manifest"]
     if manifest and manifest != mdesc["digest"]:
         raise PullError("the plan chose manifest %s, not %s" % (mdesc["digest"], manifest))
-    for b in p["blobs"]:
-        path = os.path.join(layout, "blobs", "sha256", b["digest"][7:])
-        if not os.path.isfile(path) or os.path.getsize(path) != b["size"]:
-            raise PullError("blob %s is missing" % b["digest"])
+    cdesc = p["blobs"][0]
+    path = os.path.join(layout, "blobs", "sha256", cdesc["digest"][7:])
+    if not os.path.isfile(path) or os.path.getsize(path) != cdesc["size"]:
+        raise PullError("config %s is missing" % cdesc["digest"])
     config = _read_blob(layout, p["blobs"][0]["digest"])
     got = {k: config.get(k) or "" for k in ("os", "architecture", "variant")}
     if oci_platform.key(got) != oci_platform.key(want):
@@ -190,3 +194,20 @@ def finish(layout, image, digest, manifest, platform):
     write_file_atomic(os.path.join(layout, "digest"), (mdesc["digest"] + "\n").encode("ascii"))
     # Remembered for cross-repository mounts when images built on this base are pushed.
     sources.remember_sources(ref.registry, ref.repository, [b["digest"] for b in p["blobs"]])
+    return desc["platform"]
+
+
+def assemble(layout, blob_paths, output):
+    """Writes at output the whole OCI layout of a shallow pulled base: the small files of
+    `layout` (oci-layout, index.json, manifests, config) and the layer blobs downloaded by build
+    actions (`blob_paths`, each named by its hex digest), hard-linked. The consumer (an image's
+    layout action) verifies every blob against its digest."""
+    from python_tools.shiko.oci.image import write_layout  # not stdlib-only: build actions only
+
+    blob_dir = os.path.join(layout, "blobs", "sha256")
+    linked = {name: os.path.join(blob_dir, name) for name in os.listdir(blob_dir)}
+    for path in blob_paths:
+        linked[os.path.basename(path)] = path
+    with open(os.path.join(layout, "index.json"), "rb") as f:
+        index = f.read()
+    write_layout(output, linked, {}, index)

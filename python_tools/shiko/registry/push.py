@@ -18,7 +18,6 @@ import threading
 
 from python_tools.shiko import threads
 from python_tools.shiko.errors import UserError
-from python_tools.shiko.files import local_file
 from python_tools.shiko.oci import media_types, reference
 from python_tools.shiko.oci.layout import MAX_INDEX_DEPTH, Layout
 from python_tools.shiko.registry import sources, tokens
@@ -35,6 +34,7 @@ class Plan(object):
         self.top = None  # descriptor named by index.json
         self.manifests = []  # (descriptor, bytes, media type), children first
         self.blobs = {}  # digest -> (descriptor, path)
+        self.sources = {}  # registry -> {digest: [repositories]} known to hold it (pulled bases)
 
 
 def read_plan(layout_dir, target, attr="layout"):
@@ -121,14 +121,13 @@ def push_blob(client, repo, scopes, digest, desc, path, mount_sources, progress,
             with result.lock:
                 result.mounted += 1
             return
-    # A blob only in the remote cache (image_blobs.CacheBlob) is fetched, verified, uploaded, deleted.
-    with local_file(path) as local:
-        progress.begin(digest, size)
-        try:
-            sent = client.upload_blob(repo, digest, local, scopes, size=size,
-                                      progress=lambda n: progress.add(digest, n), chunk_size=chunk_size)
-        finally:
-            progress.end(digest)
+    # A blob not on this machine (image_blobs.RemoteBlob) streams from its origin into the upload.
+    progress.begin(digest, size)
+    try:
+        sent = client.upload_blob(repo, digest, path, scopes, size=size,
+                                  progress=lambda n: progress.add(digest, n), chunk_size=chunk_size)
+    finally:
+        progress.end(digest)
     with result.lock:
         result.pushed += 1
         result.bytes_sent += sent
@@ -138,6 +137,8 @@ def push(plan, ref, tags, client, jobs=4, mount_from=(), chunk_size=0, live=Fals
          log=lambda msg: None):
     """Pushes plan to ref (a reference.Reference without tag/digest); returns (digest, Result)."""
     remembered = sources.remembered_sources(ref.registry, list(plan.blobs), env)
+    for d, repos in plan.sources.get(ref.registry, {}).items():  # a pulled base's own repository first
+        remembered[d] = repos + [r for r in remembered.get(d, []) if r not in repos]
     try:
         return _push(plan, ref, tags, client, jobs, mount_from, chunk_size, live, env, remembered)
     except AuthError:

@@ -171,6 +171,36 @@ class FileBody(object):
         self.sha256 = h.hexdigest()
 
 
+class StreamBody(FileBody):
+    """A request body streamed from a blob source that is not a local file (an object with
+    `open()` returning a verified stream: shiko/registry/image_blobs.RemoteBlob), re-opened on
+    each attempt: registry to registry with no copy on disk."""
+
+    def __init__(self, source, length, progress=None):
+        self.source = source
+        self.path = getattr(source, "digest", "a remote blob")
+        self.offset = 0
+        self.length = length
+        self.progress = progress
+        self.sha256 = None
+
+    def send(self, conn):
+        h = hashlib.sha256()
+        stream = self.source.open()
+        try:
+            while True:
+                buf = stream.read(CHUNK)
+                if not buf:
+                    break
+                conn.send(buf)
+                h.update(buf)
+                if self.progress:
+                    self.progress(len(buf))
+        finally:
+            stream.close()
+        self.sha256 = h.hexdigest()
+
+
 class Response(object):
     def __init__(self, status, reason, headers, body, raw=None, url=None, truncated=False):
         self.status = status

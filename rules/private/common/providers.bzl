@@ -21,7 +21,7 @@ DebPackagesInfo = provider(
 )
 
 ImageInfo = provider(
-    doc = "An OCI image built by `image` (or a base layout wrapped as one).",
+    doc = "An OCI image built by `image`, or a base pulled by `image_pull` (rules/private/image/pulled.bzl: no layers of its own, its layout built on request).",
     fields = {
         "layout": "File (directory): the OCI image layout (oci-layout, index.json, blobs/sha256/...).",
         "digest": "File: `sha256:<hex>` of the image manifest, one line.",
@@ -31,10 +31,10 @@ ImageInfo = provider(
         "base": "ImageInfo of the base, or None (scratch or a plain layout).",
         "platform": "struct(os, architecture, variant) the image was built for.",
         "repo_tags": "list of strings: the image's `repo_tags` as written (stamp placeholders unexpanded); image_load's default.",
-        "layer_files": "list of struct(descriptor, blob) Files of every layer this image and its image bases built (bottom first): where a layer's bytes are, without the layout.",
-        "base_layouts": "list of list of Files: the OCI layout(s) of a base that is not an image target (a pulled base), anywhere in the chain.",
+        "layer_files": "list of struct(descriptor, blob) Files of every layer this image and its image bases built, or downloaded for a pulled base (descriptor None; bottom first): where a layer's bytes are, without the layout.",
+        "base_layouts": "list of list of Files: the OCI layout(s) of a base that is not an image target, anywhere in the chain; for a pulled base, its small files only (index.json, manifest, config, source.json: no layer).",
         "supply_chain": "struct(spdx, cyclonedx, provenance) Files: the image's SBOMs and SLSA provenance predicate (output groups `sbom`, `provenance`).",
-        "layout_base": "struct(label, layout) of that base (its label and the path of its layout directory) at the bottom of the chain, or None.",
+        "layout_base": "struct(label, layout[, full]) of that base (its label and the path of its layout directory; for a shallow pulled base, `full`: the File of its whole layout, layers included, built on request) at the bottom of the chain, or None.",
     },
 )
 

@@ -51,8 +51,14 @@ def image_report(ctx, info):
         })
         inputs += [layer.descriptor, layer.listing, layer.blob] + packages + wheels
     base_layout = None
-    if info.layout_base != None:
-        # A pulled base at the bottom of the chain: its layers are read from its layout.
+    full = getattr(info.layout_base, "full", None) if info.layout_base != None else None
+    if full != None:
+        # A shallow pulled base (rules/private/image/pulled.bzl): its layers are read from its
+        # whole layout, built (layers downloaded) only when a report is asked for.
+        base_layout = {"path": full.path, "source": str(info.layout_base.label)}
+        inputs.append(full)
+    elif info.layout_base != None:
+        # A layout base at the bottom of the chain: its layers are read from its layout.
         base_layout = {"path": info.layout_base.layout, "source": str(info.layout_base.label)}
         for files in info.base_layouts:
             inputs += files

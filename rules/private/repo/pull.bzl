@@ -8,13 +8,18 @@
     )
     image(name = "app", base = "@base", ...)
 
-The repository `@base` is an OCI image layout of exactly one image: `oci-layout`, `index.json`
-(one manifest descriptor with its platform), `blobs/sha256/<hex>`, plus `digest` (the chosen
-manifest's `sha256:<hex>`). Its default target `@base//:base` is a filegroup of the layout files,
-which `image(base = ...)` accepts.
+The repository `@base` is shallow: the small part of an OCI image layout of exactly one image,
+`oci-layout`, `index.json` (one manifest descriptor with its platform), `blobs/sha256/<hex>` of
+the manifest(s) and the config only, plus `digest` (the chosen manifest's `sha256:<hex>`) and
+`source.json` (the registry the layers live in). Its default target `@base//:base` is a
+`pulled_image` (rules/private/image/pulled.bzl): an ImageInfo that `image(base = ...)`,
+image_test, image_push and image_load accept. Each layer is downloaded by its own build action
+(verified, remote-cacheable), only when something needs its bytes; an image's metadata (and so
+a CI build with Build without the Bytes) needs only the manifest and config. A push to the base's
+own registry mounts its layers; a push elsewhere or a load streams them from the registry.
 
 How it fetches, and why this way:
-- Every manifest and blob is first looked up in Bazel's repository cache by its sha256 with a
+- Every manifest and the config are first looked up in Bazel's repository cache by its sha256 with a
   URL-less `rctx.download(sha256 = ...)` (no network at all when it is there), so a second
   checkout, or a new output base, downloads nothing.
 - What the cache lacks is fetched by python_tools/pull.py (standard library only, run with the
@@ -22,7 +27,8 @@ How it fetches, and why this way:
   Bazel 4 cannot send (its `auth` does handle Basic and `Bearer` patterns, checked on 4.2.3), and
   Bearer tokens expire mid-pull, registries behind private CAs are not in Bazel's Java trust
   store, and credential helpers must stay out of Starlark. pull.py verifies each blob's digest
-  and size before keeping it, and downloads blobs in parallel with retries.
+  and size before keeping it, with retries. The layers' download actions run the same
+  `pull.py fetch`; they are not in the repository cache (Bazel's disk or remote cache keeps them).
 - Each fetched file then goes through `rctx.download("file://…", sha256 = ...)`: Bazel checks the
   digest once more and stores the file in the repository cache.
 - A tag without a digest fails, printing the digest to pin. Credentials: as for image_push
@@ -33,7 +39,7 @@ load(":host.bzl", "find_python", "label_name")
 
 _PULL_TOOL = Label("//python_tools:pull.py")
 
-_RESERVED = ["digest", "index.json", "oci-layout", "blobs", "BUILD", "BUILD.bazel", "WORKSPACE"]
+_RESERVED = ["digest", "index.json", "oci-layout", "blobs", "source.json", "source_ca.pem", "BUILD", "BUILD.bazel", "WORKSPACE"]
 
 _label_name = label_name
 
@@ -172,12 +178,12 @@ def _image_pull_impl(rctx):
     if plan == None or "need" in plan:
         fail("@%s: %s@%s: image indexes nest too deeply" % (name, image, digest))
 
-    # Config and layers.
-    missing = [b for b in plan["blobs"] if not _from_cache(rctx, b["digest"])]
-    if missing:
-        _fetch_missing(rctx, python, [], missing)
+    # The config only: layers are fetched by build actions, when something needs their bytes.
+    config = plan["blobs"][0]
+    if not _from_cache(rctx, config["digest"]):
+        _fetch_missing(rctx, python, [], [config])
 
-    _, err = _tool(rctx, python, [
+    out, err = _tool(rctx, python, [
         "finish",
         "--layout",
         str(rctx.path(".")),
@@ -192,7 +198,20 @@ def _image_pull_impl(rctx):
     ])
     if err:
         fail("@%s: %s@%s: %s" % (name, image, digest, err))
+    config_platform = json.decode(out)
 
+    files = ["oci-layout", "index.json", "source.json"] + [_blob_path(d) for d in _small_blobs(rctx)]
+    ca = None
+    if rctx.attr.ca_file:
+        ca = "source_ca.pem"
+        rctx.symlink(rctx.attr.ca_file, ca)
+        files.append(ca)
+    rctx.file("source.json", json.encode({
+        "image": image,
+        "insecure": rctx.attr.insecure,
+        "ca_file": ca,
+        "retries": rctx.attr.retries,
+    }) + "\n")
     rctx.file("WORKSPACE", "workspace(name = \"%s\")\n" % name)
     rctx.file("BUILD.bazel", _BUILD.format(
         name = name,
@@ -200,20 +219,53 @@ def _image_pull_impl(rctx):
         digest = digest,
         manifest = plan["manifest"]["digest"],
         platform = platform,
+        bzl = _absolute(Label("//rules/private/image:pulled.bzl")),
+        files = repr(sorted(files)),
+        manifest_file = _blob_path(plan["manifest"]["digest"]),
+        config_file = _blob_path(config["digest"]),
+        layers = repr(["%s:%d" % (b["digest"], b["size"]) for b in plan["blobs"][1:]]),
+        insecure = rctx.attr.insecure,
+        retries = rctx.attr.retries,
+        os = config_platform.get("os", ""),
+        architecture = config_platform.get("architecture", ""),
+        variant = config_platform.get("variant", ""),
     ))
+
+def _absolute(label):
+    """A label of rules_shiko as the generated BUILD file must write it (main repo or external)."""
+    s = str(label)
+    return "@" + s if s.startswith("//") else s
+
+def _small_blobs(rctx):
+    """The blobs this repository holds: manifests (index, platform manifest) and the config."""
+    return ["sha256:" + p.basename for p in rctx.path("blobs/sha256").readdir()
+            if not p.basename.endswith(".tmp-shiko")]
 
 _BUILD = """\
 # Generated by rules_shiko's image_pull: {image}@{digest}
 # Platform {platform}: manifest {manifest}.
+load("{bzl}", "pulled_image")
+
 package(default_visibility = ["//visibility:public"])
 
-# The OCI image layout of the pulled image, for image(base = "@{name}").
-filegroup(
+# The pulled image, for image(base = "@{name}"): its manifest and config are here; each layer is
+# downloaded by a build action, only when something needs its bytes (rules/private/image/pulled.bzl).
+pulled_image(
     name = "{name}",
-    srcs = ["oci-layout", "index.json"] + glob(["blobs/sha256/*"]),
+    layout_files = {files},
+    manifest = "{manifest_file}",
+    config = "{config_file}",
+    digest_file = "digest",
+    layers = {layers},
+    image = "{image}",
+    insecure = {insecure},
+    retries = {retries},
+    os = "{os}",
+    architecture = "{architecture}",
+    variant = "{variant}",
 )
 
-exports_files(["digest", "index.json", "oci-layout"])
+exports_files(["digest", "index.json", "oci-layout", "source.json"])
 """
 
 PULL_ATTRS = {
