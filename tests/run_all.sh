@@ -23,6 +23,8 @@ apt_pkgs=(
   # linux/arm64: the cross toolchain (//toolchains/cc) and qemu to run arm64 programs here.
   gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support
   chromium chromium-driver
+  # Remote execution (tests/e2e/test_remote_execution.py): BuildGrid's scheduler database.
+  postgresql
 )
 
 install_deps() {
@@ -57,11 +59,29 @@ setup_venv() {
   fi
 }
 
+# BuildGrid (the REAPI engine of the remote-execution tests) and its bots run from a venv of
+# their own, from tests/remote/requirements_lock.txt alone (hash-checked): its dependency tree
+# must not mix with the tools' or the e2e checkers'. tests/e2e/services.py finds it here.
+bg_venv="${SHIKO_BUILDGRID_VENV:-$HOME/.cache/rules_shiko/buildgrid-venv}"
+export SHIKO_BUILDGRID_VENV="$bg_venv"
+bg_lock=tests/remote/requirements_lock.txt
+setup_buildgrid_venv() {
+  if [ ! -x "$bg_venv/bin/python" ]; then
+    /usr/bin/python3 -m venv "$bg_venv" || return 1
+  fi
+  local stamp="$bg_venv/.shiko-locks" want
+  want="$(sha256sum < "$bg_lock")"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    "$bg_venv/bin/python" -m pip install -q --no-deps --require-hashes -r "$bg_lock" >&2 || return 1
+    echo "$want" > "$stamp"
+  fi
+}
+
 passed=0
 failed=0
 
 if [ -z "${SHIKO_SKIP_INSTALL:-}" ]; then
-  if ! install_deps || ! setup_venv; then
+  if ! install_deps || ! setup_venv || ! setup_buildgrid_venv; then
     echo "run_all: could not install the test dependencies" >&2
     echo "0 passed, 1 failed"
     exit 1
@@ -71,7 +91,7 @@ if [ -z "${SHIKO_SKIP_INSTALL:-}" ]; then
   tests/e2e/tools/build_skopeo_sigstore.sh >/dev/null \
     || echo "run_all: could not build the sigstore-verifying skopeo (tests/e2e/test_sign.py will fail)" >&2
 else
-  setup_venv || { echo "0 passed, 1 failed"; exit 1; }
+  { setup_venv && setup_buildgrid_venv; } || { echo "0 passed, 1 failed"; exit 1; }
 fi
 
 # 1. Bazel tests.

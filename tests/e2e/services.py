@@ -164,10 +164,11 @@ def _rmtree(path):
     shutil.rmtree(path, onerror=onerror)
 
 
-def run_checked(argv, env=None, input=None, timeout=300, what=None, cwd=None):
-    """Run a command, capture text output, raise ServiceError with both streams if it fails."""
+def run_checked(argv, env=None, input=None, timeout=300, what=None, cwd=None, user=None):
+    """Run a command (as `user` if given), capture text output, raise ServiceError with both
+    streams if it fails."""
     try:
-        res = subprocess.run(argv, env=env, input=input, cwd=cwd, stdout=subprocess.PIPE,
+        res = subprocess.run(argv, env=env, input=input, cwd=cwd, user=user, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise ServiceError("%s timed out after %ss: %s\nstdout:\n%s\nstderr:\n%s" % (
@@ -667,3 +668,223 @@ class Chromedriver(_Service):
                 pass
             self.session_id = None
         _stop_popen(self.proc)
+
+
+# -- Remote execution: PostgreSQL + BuildGrid + bots (tests/remote/) --------------------------
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+REMOTE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "remote")
+BOT = os.path.join(REMOTE_DIR, "bot.py")
+BUILDGRID_VENV = os.environ.get(
+    "SHIKO_BUILDGRID_VENV", os.path.expanduser("~/.cache/rules_shiko/buildgrid-venv"))
+
+
+def _postgres_user():
+    """initdb and postgres refuse to run as root: run them as Debian's `postgres` user then."""
+    return "postgres" if os.getuid() == 0 else None
+
+
+class Postgres(_Service):
+    """A private PostgreSQL 15 cluster (Debian's `postgresql`) in a temp dir, on a unix socket
+    only (no TCP), with trust authentication for the local socket. `url` is the SQLAlchemy
+    connection string of its `postgres` database."""
+
+    name = "postgres"
+    start_timeout = 60.0
+
+    @property
+    def url(self):
+        return "postgresql+psycopg2://postgres@/postgres?host=%s" % self.dir
+
+    def start(self):
+        for tool in ("initdb", "postgres", "pg_isready"):
+            _require_executable(os.path.join(PG_BIN, tool), tool, "postgresql")
+        self._make_dir()
+        user = _postgres_user()
+        if user:
+            shutil.chown(self.dir, user, user)
+        data = os.path.join(self.dir, "data")
+        run_checked([os.path.join(PG_BIN, "initdb"), "-D", data, "--auth=trust", "--username=postgres",
+                     "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
+                    user=user, cwd=self.dir, timeout=120, what="initdb")
+        self._log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [os.path.join(PG_BIN, "postgres"), "-D", data, "-c", "listen_addresses=",
+             "-c", "unix_socket_directories=" + self.dir, "-c", "fsync=off", "-c", "max_connections=200"],
+            stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=self.dir,
+            start_new_session=True, user=user, group=user, extra_groups=[] if user else None)
+
+        def ready():
+            return subprocess.run([os.path.join(PG_BIN, "pg_isready"), "-q", "-h", self.dir],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+        self._wait_until(ready, "accepting connections on %s" % self.dir)
+        return self
+
+    def _stop_process(self):
+        # SIGINT is PostgreSQL's "fast" shutdown: it disconnects clients instead of waiting.
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        _stop_popen(self.proc)
+
+
+def _buildgrid_python():
+    python = os.path.join(BUILDGRID_VENV, "bin", "python")
+    if not os.access(python, os.X_OK):
+        raise ServiceError("no BuildGrid venv at %s: tests/run_all.sh creates it from "
+                           "tests/remote/requirements_lock.txt" % BUILDGRID_VENV)
+    return python
+
+
+class BuildGrid(_Service):
+    """BuildGrid (`bgd server start`) on 127.0.0.1:<port>: CAS on disk in its temp dir, an
+    ActionCache, Execution (+ Operations and Bots), ByteStream and Capabilities, for one
+    instance, scheduling through PostgreSQL (`bgd migrate apply` first)."""
+
+    name = "buildgrid"
+    start_timeout = 90.0
+    instance = "shiko"
+
+    def __init__(self, database_url, keepalive=15, **kw):
+        super().__init__(**kw)
+        self.database_url = database_url
+        self.keepalive = keepalive
+        self.port = None
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    @property
+    def url(self):
+        return "grpc://" + self.address
+
+    def config(self):
+        return (
+            "server:\n"
+            "  - !channel\n    address: \"%(address)s\"\n    insecure-mode: true\n"
+            "authorization:\n  method: none\n"
+            "connections:\n"
+            "  - !sql-connection &sql\n    connection-string: \"%(db)s\"\n"
+            "    pool-size: 10\n    max-overflow: 20\n"
+            "storages:\n  - !disk-storage &cas\n    path: %(cas)s\n"
+            "caches:\n  - !lru-action-cache &ac\n    storage: *cas\n    max-cached-refs: 100000\n"
+            "    allow-updates: true\n    cache-failed-actions: false\n"
+            "schedulers:\n  - !sql-scheduler &scheduler\n    sql: *sql\n    storage: *cas\n"
+            "    action-cache: *ac\n    bot-session-keepalive-timeout: %(keepalive)d\n"
+            "    session-expiry-timer-interval: 2.0\n"
+            "    property-set: !dynamic-property-set\n      match-property-keys: [OSFamily, ISA]\n"
+            "instances:\n  - name: %(instance)s\n    services:\n"
+            "      - !action-cache\n        cache: *ac\n"
+            "      - !execution\n        scheduler: *scheduler\n"
+            "      - !cas\n        storage: *cas\n"
+            "      - !bytestream\n        storage: *cas\n"
+        ) % {"address": self.address, "db": self.database_url, "cas": os.path.join(self.dir, "cas"),
+             "keepalive": self.keepalive, "instance": self.instance}
+
+    def start(self):
+        python = _buildgrid_python()
+        bgd = os.path.join(BUILDGRID_VENV, "bin", "bgd")
+        self._make_dir()
+        os.makedirs(os.path.join(self.dir, "cas"))
+        self.port = _free_port()
+        path = os.path.join(self.dir, "buildgrid.yml")
+        with open(path, "w") as f:
+            f.write(self.config())
+        run_checked([python, bgd, "migrate", "apply", self.database_url], cwd=self.dir, timeout=120,
+                    what="bgd migrate apply")
+        self._spawn([python, bgd, "server", "start", path])
+
+        def answers():
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+                return True
+
+        self._wait_until(answers, "listening on %s" % self.address)
+        run_checked([python, bgd, "capabilities", "--remote", "http://" + self.address,
+                     "--instance-name", self.instance], timeout=60, what="bgd capabilities")
+        return self
+
+
+class Bot(_Service):
+    """One tests/remote/bot.py worker serving BuildGrid's Bots API for one instance."""
+
+    name = "bot"
+    start_timeout = 30.0
+
+    def __init__(self, buildgrid, bot_id, hide_python=True, **kw):
+        super().__init__(**kw)
+        self.buildgrid = buildgrid
+        self.bot_id = bot_id
+        self.hide_python = hide_python
+
+    def start(self):
+        python = _buildgrid_python()
+        _require_executable("/usr/bin/bwrap", "bwrap", "bubblewrap")
+        self._make_dir()
+        self._spawn([python, "-u", BOT, "--server", self.buildgrid.address, "--instance",
+                     self.buildgrid.instance, "--bot-id", self.bot_id,
+                     "--workdir", os.path.join(self.dir, "work")]
+                    + ([] if self.hide_python else ["--show-python"]))
+        self._wait_until(lambda: "session " in _tail(self.log_path, 20), "registered with BuildGrid")
+        return self
+
+    def busy(self):
+        """True while the bot runs an action: it has an exec-* directory."""
+        work = os.path.join(self.dir, "work")
+        return any(n.startswith("exec-") for n in os.listdir(work))
+
+    def leases(self):
+        """Lines 'lease ...: exit N ...' the bot logged (one per action it ran)."""
+        return [l for l in _tail(self.log_path, 100000).splitlines() if ": exit " in l]
+
+    def kill(self):
+        """SIGKILL, as a crashed machine: no goodbye to BuildGrid; its action dies with it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class RemoteExecution:
+    """A whole REAPI engine on this machine: PostgreSQL, BuildGrid and `bots` bots.
+
+        with RemoteExecution() as rex:
+            bazel build --remote_executor=rex.url --remote_instance_name=rex.instance ...
+    """
+
+    def __init__(self, bots=2, hide_python=True):
+        """hide_python=False leaves the host's python3 visible to actions (a diagnostic)."""
+        self.n_bots = bots
+        self.hide_python = hide_python
+        self.postgres = None
+        self.buildgrid = None
+        self.bots = []
+
+    @property
+    def url(self):
+        return self.buildgrid.url
+
+    @property
+    def instance(self):
+        return self.buildgrid.instance
+
+    def __enter__(self):
+        try:
+            self.postgres = Postgres().__enter__()
+            self.buildgrid = BuildGrid(self.postgres.url).__enter__()
+            for i in range(self.n_bots):
+                self.bots.append(Bot(self.buildgrid, "bot%d" % (i + 1),
+                                     hide_python=self.hide_python).__enter__())
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for s in self.bots + [self.buildgrid, self.postgres]:
+            if s is not None:
+                s.stop()
+        return False
