@@ -32,9 +32,12 @@ def find_python(rctx, first = "", needs_pip = False):
     return None, tried
 
 def file_sha256(rctx, path, scratch):
-    """The sha256 of a local file, by Bazel itself (a file:// download with no expected hash
-    reports the hash it computed): no host tool needed. `scratch` is a path in the repository
-    that is removed afterwards."""
+    """The sha256 of a local file: coreutils' sha256sum, else Bazel itself (a file:// download
+    with no expected hash reports the hash it computed, and logs it). `scratch` is a path in the
+    repository that is removed afterwards."""
+    res = rctx.execute(["sha256sum", str(path)])
+    if res.return_code == 0 and len(res.stdout.split(" ")[0]) == 64:
+        return res.stdout.split(" ")[0]
     res = rctx.download(["file://%s" % path], output = scratch)
     rctx.delete(scratch)
     return res.sha256
