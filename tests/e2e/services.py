@@ -768,6 +768,9 @@ class BuildGrid(_Service):
             "server:\n"
             "  - !channel\n    address: \"%(address)s\"\n    insecure-mode: true\n"
             "authorization:\n  method: none\n"
+            # One gRPC thread per concurrent call (Bazel's Execute streams, the bots' long polls,
+            # CAS transfers); the default (5 per core) refuses calls under --jobs=16.
+            "thread-pool-size: 256\n"
             "connections:\n"
             "  - !sql-connection &sql\n    connection-string: \"%(db)s\"\n"
             "    pool-size: 10\n    max-overflow: 20\n"

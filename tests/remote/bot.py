@@ -246,15 +246,29 @@ class Bot:
         device.properties.add(key="ISA", value="x86-64")
         return s
 
-    def run(self):
+    def create_session(self):
         s = self.bots.CreateBotSession(bots_pb2.CreateBotSessionRequest(
             parent=self.instance, bot_session=self.session()), timeout=60)
         log(self.bot_id, "session %s" % s.name)
+        return s
+
+    def run(self):
+        s = self.create_session()
         while True:
             self.sync(s)
             busy = self.current is not None
-            s = self.bots.UpdateBotSession(bots_pb2.UpdateBotSessionRequest(
-                name=s.name, bot_session=s), timeout=5 if busy else 30)
+            try:
+                s = self.bots.UpdateBotSession(bots_pb2.UpdateBotSessionRequest(
+                    name=s.name, bot_session=s), timeout=5 if busy else 30)
+            except grpc.RpcError as e:
+                # A busy or restarting server: keep the session (and the running lease), retry.
+                # A session the server reaped is gone: start a new one (its lease was requeued).
+                log(self.bot_id, "UpdateBotSession: %s: %s" % (e.code(), e.details()))
+                if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                    s = self.create_session()
+                    self.current = None
+                time.sleep(1)
+                continue
             self.start_new(s)
             if self.current is not None:
                 time.sleep(1)
