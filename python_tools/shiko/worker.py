@@ -19,7 +19,9 @@ Singleplex: one request at a time.
 
 import sys
 
-# --- Protobuf wire format (just what the worker protocol needs) ------------------------------
+from python_tools.shiko import protowire
+
+encode_varint = protowire.encode_varint
 
 
 def _read_varint(stream):
@@ -41,75 +43,28 @@ def _read_varint(stream):
             raise ValueError("varint too long")
 
 
-def _decode_varint(data, pos):
-    shift = 0
-    result = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def encode_varint(value):
-    if value < 0:
-        value += 1 << 64  # int32 negatives are sign-extended to 64 bits on the wire
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
 def parse_work_request(data):
     """Returns {"arguments": [str], "request_id": int, "cancel": bool} of a WorkRequest."""
     req = {"arguments": [], "request_id": 0, "cancel": False}
-    pos = 0
-    while pos < len(data):
-        key, pos = _decode_varint(data, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _decode_varint(data, pos)
-            if field == 3:
-                req["request_id"] = value if value < (1 << 31) else value - (1 << 64)
-            elif field == 4:
-                req["cancel"] = bool(value)
-        elif wire == 2:
-            length, pos = _decode_varint(data, pos)
-            chunk = data[pos:pos + length]
-            if len(chunk) != length:
-                raise ValueError("truncated field %d" % field)
-            pos += length
-            if field == 1:
-                req["arguments"].append(chunk.decode("utf-8"))
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ValueError("unsupported wire type %d" % wire)
+    for field, value in protowire.fields(data):
+        if field == 1 and isinstance(value, bytes):
+            req["arguments"].append(value.decode("utf-8"))
+        elif field == 3 and isinstance(value, int):
+            req["request_id"] = protowire.int32(value)
+        elif field == 4 and isinstance(value, int):
+            req["cancel"] = bool(value)
     return req
 
 
 def encode_work_response(exit_code, output, request_id):
     out = bytearray()
     if exit_code:
-        out += encode_varint(1 << 3 | 0) + encode_varint(exit_code)
+        out += protowire.field_varint(1, exit_code)
     text = output.encode("utf-8")
     if text:
-        out += encode_varint(2 << 3 | 2) + encode_varint(len(text)) + text
+        out += protowire.field_bytes(2, text)
     if request_id:
-        out += encode_varint(3 << 3 | 0) + encode_varint(request_id)
+        out += protowire.field_varint(3, request_id)
     return bytes(out)
 
 
@@ -117,32 +72,20 @@ def encode_work_request(arguments, request_id=0):
     """A WorkRequest payload (the client side: bench/layer_bench.py drives a worker with it)."""
     out = bytearray()
     for a in arguments:
-        data = a.encode("utf-8")
-        out += encode_varint(1 << 3 | 2) + encode_varint(len(data)) + data
+        out += protowire.field_bytes(1, a.encode("utf-8"))
     if request_id:
-        out += encode_varint(3 << 3 | 0) + encode_varint(request_id)
+        out += protowire.field_varint(3, request_id)
     return bytes(out)
 
 
 def parse_work_response(data):
     """Returns {"exit_code": int, "output": str, "request_id": int} of a WorkResponse."""
     res = {"exit_code": 0, "output": "", "request_id": 0}
-    pos = 0
-    while pos < len(data):
-        key, pos = _decode_varint(data, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _decode_varint(data, pos)
-            if field in (1, 3):
-                res["exit_code" if field == 1 else "request_id"] = (
-                    value if value < (1 << 31) else value - (1 << 64))
-        elif wire == 2:
-            length, pos = _decode_varint(data, pos)
-            if field == 2:
-                res["output"] = data[pos:pos + length].decode("utf-8")
-            pos += length
-        else:
-            raise ValueError("unsupported wire type %d" % wire)
+    for field, value in protowire.fields(data):
+        if field in (1, 3) and isinstance(value, int):
+            res["exit_code" if field == 1 else "request_id"] = protowire.int32(value)
+        elif field == 2 and isinstance(value, bytes):
+            res["output"] = value.decode("utf-8")
     return res
 
 

@@ -7,6 +7,7 @@ from concurrent import futures
 import grpc
 import pytest
 
+from python_tools.shiko import protowire
 from python_tools.shiko.registry import bytestream
 
 
@@ -23,11 +24,7 @@ def test_wire_encoding_round_trip():
 
 
 def _request_name(raw):
-    pos = 0
-    key, pos = bytestream._read_varint(raw, pos)
-    n, pos = bytestream._read_varint(raw, pos)
-    assert key == 0x0a
-    return raw[pos:pos + n].decode()
+    return dict(protowire.fields(raw))[1].decode()
 
 
 @pytest.fixture
@@ -43,7 +40,7 @@ def server():
         data = blobs[name]
         for i in range(0, len(data), 1000):
             chunk = data[i:i + 1000]
-            yield b"\x52" + bytestream._varint(len(chunk)) + chunk
+            yield protowire.field_bytes(10, chunk)
 
     handler = grpc.method_handlers_generic_handler("google.bytestream.ByteStream", {
         "Read": grpc.unary_stream_rpc_method_handler(read, request_deserializer=lambda b: b,

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from python_tools.shiko import cli
+from python_tools.shiko import cli, protowire
 from python_tools.shiko import worker as protocol
 from python_tools.shiko.errors import UserError
 
@@ -434,14 +434,14 @@ def _response(data):
     res = {"exit_code": 0, "output": "", "request_id": 0}
     pos = 0
     while pos < len(data):
-        key, pos = protocol._decode_varint(data, pos)
+        key, pos = protowire.decode_varint(data, pos)
         field, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = protocol._decode_varint(data, pos)
+            value, pos = protowire.decode_varint(data, pos)
             res[{1: "exit_code", 3: "request_id"}[field]] = value
         else:
             assert (field, wire) == (2, 2)
-            n, pos = protocol._decode_varint(data, pos)
+            n, pos = protowire.decode_varint(data, pos)
             res["output"] = data[pos:pos + n].decode("utf-8")
             pos += n
     return res

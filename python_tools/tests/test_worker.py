@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from python_tools.shiko import cli
+from python_tools.shiko import cli, protowire
 from python_tools.shiko import worker as protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +33,7 @@ def parse_response(data):
 def test_varints_round_trip():
     for v in (0, 1, 127, 128, 300, 2 ** 31 - 1, 2 ** 40):
         enc = protocol.encode_varint(v)
-        assert protocol._decode_varint(enc, 0) == (v, len(enc))
+        assert protowire.decode_varint(enc, 0) == (v, len(enc))
         assert protocol._read_varint(io.BytesIO(enc)) == v
     assert protocol.encode_varint(300) == b"\xac\x02"
     assert protocol._read_varint(io.BytesIO(b"")) is None

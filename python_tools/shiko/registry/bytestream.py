@@ -10,6 +10,8 @@ The two messages are encoded here by hand (ReadRequest: 1 resource_name, 2 read_
 alone, imported only when a grpc:// cache is used. Errors are CacheError (NOT_FOUND: `missing`).
 """
 
+from python_tools.shiko import protowire
+
 READ_METHOD = "/google.bytestream.ByteStream/Read"
 
 
@@ -33,61 +35,22 @@ def parse_url(url):
     raise ValueError("%r is not a grpc:// or grpcs:// cache URL" % url)
 
 
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def encode_read_request(resource_name, offset=0, limit=0):
-    name = resource_name.encode("utf-8")
-    out = b"\x0a" + _varint(len(name)) + name
+    out = protowire.field_bytes(1, resource_name.encode("utf-8"))
     if offset:
-        out += b"\x10" + _varint(offset)
+        out += protowire.field_varint(2, offset)
     if limit:
-        out += b"\x18" + _varint(limit)
+        out += protowire.field_varint(3, limit)
     return out
-
-
-def _read_varint(buf, pos):
-    shift = result = 0
-    while True:
-        if pos >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
 
 
 def decode_read_response(buf):
     """The `data` (field 10) of a ReadResponse; other fields are skipped."""
-    pos, data = 0, b""
-    while pos < len(buf):
-        key, pos = _read_varint(buf, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 2:
-            n, pos = _read_varint(buf, pos)
-            if field == 10:
-                data = buf[pos:pos + n]
-            pos += n
-        elif wire == 0:
-            _, pos = _read_varint(buf, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ValueError("unsupported wire type %d" % wire)
-    return bytes(data)
+    data = b""
+    for field, value in protowire.fields(bytes(buf)):
+        if field == 10 and isinstance(value, bytes):
+            data = value
+    return data
 
 
 def resource_name(instance, digest, size):
