@@ -113,7 +113,7 @@ failed=$((failed + b_fail))
 
 # 2. End-to-end tests.
 junit="$(mktemp --suffix=.xml)"
-"$venv/bin/python" -m pytest tests/e2e -v -rfE -p no:cacheprovider --junitxml="$junit" "$@"
+"$venv/bin/python" -m pytest tests/e2e -v -rfE -p no:cacheprovider --durations=20 --junitxml="$junit" "$@"
 pytest_rc=$?
 read -r e_pass e_fail < <(/usr/bin/python3 - "$junit" <<'EOF'
 import sys, xml.etree.ElementTree as ET
