@@ -57,24 +57,12 @@ def sbom_outputs(ctx, info):
         "base": base,
         "layers": layers,
     }
-    manifest = ctx.actions.declare_file(ctx.label.name + ".sbom_manifest.json")
-    ctx.actions.write(manifest, json.encode(spec))
-    spdx = ctx.actions.declare_file(ctx.label.name + ".spdx.json")
-    cdx = ctx.actions.declare_file(ctx.label.name + ".cdx.json")
-    prov = ctx.actions.declare_file(ctx.label.name + ".provenance.json")
-    args = worker_args(ctx)
-    args.add("--manifest", manifest)
-    args.add("--spdx", spdx)
-    args.add("--cyclonedx", cdx)
-    args.add("--provenance", prov)
-    ctx.actions.run(
-        executable = ctx.executable._sbom_tool,
-        arguments = [args],
-        inputs = depset([manifest] + inputs),
-        outputs = [spdx, cdx, prov],
-        mnemonic = "ShikoSbom",
-        execution_requirements = WORKER_REQUIREMENTS,
-        progress_message = "Writing the SBOM and provenance of %s (SPDX, CycloneDX, SLSA)" % ctx.label,
+    spdx, cdx, prov = _run_sbom_tool(
+        ctx,
+        spec,
+        depset(inputs),
+        with_provenance = True,
+        message = "Writing the SBOM and provenance of %s (SPDX, CycloneDX, SLSA)" % ctx.label,
     )
     # spec and inputs: for an image_index's SBOM over its children (index_sbom_outputs).
     return struct(spdx = spdx, cyclonedx = cdx, provenance = prov, spec = spec, inputs = depset(inputs))
@@ -87,28 +75,45 @@ def index_sbom_outputs(ctx, digest, images):
       digest: the index's .digest File.
       images: the children's ImageInfo, in index order.
     """
+    spdx, cdx, _ = _run_sbom_tool(
+        ctx,
+        {
+            "target": str(ctx.label),
+            "digest": digest.path,
+            "images": [i.supply_chain.spec for i in images],
+        },
+        depset([digest], transitive = [i.supply_chain.inputs for i in images]),
+        with_provenance = False,
+        message = "Writing the SBOM of image index %s (SPDX, CycloneDX)" % ctx.label,
+    )
+    return [spdx, cdx]
+
+def _run_sbom_tool(ctx, spec, inputs, with_provenance, message):
+    """Runs python_tools/sbom.py on `spec` (its manifest); returns (spdx, cdx, provenance or None)."""
     manifest = ctx.actions.declare_file(ctx.label.name + ".sbom_manifest.json")
-    ctx.actions.write(manifest, json.encode({
-        "target": str(ctx.label),
-        "digest": digest.path,
-        "images": [i.supply_chain.spec for i in images],
-    }))
+    ctx.actions.write(manifest, json.encode(spec))
     spdx = ctx.actions.declare_file(ctx.label.name + ".spdx.json")
     cdx = ctx.actions.declare_file(ctx.label.name + ".cdx.json")
+    outputs = [spdx, cdx]
     args = worker_args(ctx)
     args.add("--manifest", manifest)
     args.add("--spdx", spdx)
     args.add("--cyclonedx", cdx)
+    prov = None
+    if with_provenance:
+        prov = ctx.actions.declare_file(ctx.label.name + ".provenance.json")
+        args.add("--provenance", prov)
+        outputs.append(prov)
     ctx.actions.run(
         executable = ctx.executable._sbom_tool,
         arguments = [args],
-        inputs = depset([manifest, digest], transitive = [i.supply_chain.inputs for i in images]),
-        outputs = [spdx, cdx],
+        inputs = depset([manifest], transitive = [inputs]),
+        outputs = outputs,
         mnemonic = "ShikoSbom",
         execution_requirements = WORKER_REQUIREMENTS,
-        progress_message = "Writing the SBOM of image index %s (SPDX, CycloneDX)" % ctx.label,
+        progress_message = message,
     )
-    return [spdx, cdx]
+    return spdx, cdx, prov
 
 SBOM_ATTRS = {
     "_build_info": attr.label(
