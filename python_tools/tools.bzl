@@ -36,5 +36,5 @@ def tool_test(name, deps, srcs = [], tags = [], size = "medium"):
         main = "tests/pytest_main.py",
         python_version = "3.11",  # cp311 wheels; rules_python switches per target
         tags = tags,
-        deps = deps + ["@rules_shiko_pip//pytest"],
+        deps = deps + ["@rules_shiko_pip_test//pytest"],
     )

@@ -45,7 +45,8 @@ install_deps() {
 # The e2e suite runs in a venv (Debian's python3 is externally managed) holding pytest (from
 # the tools' lock) and the independent checkers (tests/e2e/requirements_lock.txt), hash-checked.
 venv="${SHIKO_VENV:-$HOME/.cache/rules_shiko/venv}"
-locks=(python_tools/requirements_lock.txt tests/e2e/requirements_lock.txt)
+locks=(python_tools/requirements_lock.txt python_tools/requirements_run_lock.txt
+       python_tools/requirements_test_lock.txt tests/e2e/requirements_lock.txt)
 setup_venv() {
   if [ ! -x "$venv/bin/python" ]; then
     /usr/bin/python3 -m venv "$venv" || return 1
@@ -53,8 +54,9 @@ setup_venv() {
   local stamp="$venv/.shiko-locks" want
   want="$(cat "${locks[@]}" | sha256sum)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    "$venv/bin/python" -m pip install -q --no-deps --require-hashes \
-      -r "${locks[0]}" -r "${locks[1]}" >&2 || return 1
+    local reqs=()
+    for l in "${locks[@]}"; do reqs+=(-r "$l"); done
+    "$venv/bin/python" -m pip install -q --no-deps --require-hashes "${reqs[@]}" >&2 || return 1
     echo "$want" > "$stamp"
   fi
 }

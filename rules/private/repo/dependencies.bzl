@@ -13,7 +13,9 @@ the WORKSPACE doesn't already:
   remote_coverage_tools: declaring them first is what keeps it offline. bazel_skylib and
   rules_java come from Debian's packages (bazel-skylib, bazel-rules-java) when installed,
   else from their pinned archives.
-- Always: `@rules_shiko_pip`, the pinned wheels of rules_shiko's own tools.
+- Always: `@rules_shiko_pip`, `@rules_shiko_pip_run` and `@rules_shiko_pip_test`, the pinned
+  wheels of rules_shiko's own tools (every build; `bazel run` tools; the tools' tests). A
+  repository is fetched only when a target needs it.
 """
 
 load("@bazel_tools//tools/build_defs/repo:http.bzl", "http_archive")
@@ -354,11 +356,19 @@ def rules_shiko_dependencies(offline = None, python_interpreter = ""):
         for name, archive in _ARCHIVES.items():
             if not _declared(name):
                 http_archive(name = name, sha256 = archive.sha256, strip_prefix = archive.strip_prefix, urls = archive.urls)
-    if not _declared("rules_shiko_pip"):
-        pip_lock_repository(
-            name = "rules_shiko_pip",
-            requirements_lock = "@rules_shiko//python_tools:requirements_lock.txt",
-        )
+    # The tools' wheels, in three repositories fetched only when needed: every build
+    # (rules_shiko_pip), `bazel run` tools (push, load, verify: rules_shiko_pip_run), and the
+    # tools' own tests (rules_shiko_pip_test).
+    for name, lock in [
+        ("rules_shiko_pip", "requirements_lock.txt"),
+        ("rules_shiko_pip_run", "requirements_run_lock.txt"),
+        ("rules_shiko_pip_test", "requirements_test_lock.txt"),
+    ]:
+        if not _declared(name):
+            pip_lock_repository(
+                name = name,
+                requirements_lock = "@rules_shiko//python_tools:" + lock,
+            )
 
 # The C/C++ cross toolchains of //toolchains/cc, in the order they are tried.
 CC_TOOLCHAINS = ["@rules_shiko//toolchains/cc:linux_arm64_gcc"]
