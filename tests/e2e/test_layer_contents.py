@@ -100,7 +100,7 @@ def test_runfiles_tree(members):
     assert _content(t, by, rf + "rules_shiko/tests/layers/app.py").startswith(b'"""A py_binary')
     assert _content(t, by, rf + "rules_shiko/tests/layers/app.conf") == b"config v1\n"
     absl = [n for n in by if n.endswith("site-packages/absl/app.py")]
-    assert absl == [rf + "rules_shiko_pip/absl_py/site-packages/absl/app.py"], absl  # exactly once
+    assert absl == [rf + "rules_shiko_pip_test/absl_py/site-packages/absl/app.py"], absl  # exactly once
     assert not [n for n in by if "/external/" in n]  # no legacy external runfiles copy
     for m in by.values():
         if m.issym():
