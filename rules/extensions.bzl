@@ -28,11 +28,12 @@ the host or for an image's platform; the same labels as `pip_lock_repository` in
     use_repo(wheels, "app_pip")
 """
 
-load("//rules/private/repo:dependencies.bzl", "build_info_repository")
+load("//rules/private/repo:dependencies.bzl", "TOOL_PYTHON_ARCHITECTURES", "build_info_repository")
 load("//rules/private/repo:deb_repository.bzl", "DEB_REPOSITORY_ATTRS", "deb_repository_rule")
 load("//rules/private/repo:pip_hub.bzl", "PIP_HUB_ATTRS", "pip_hub_repository")
 load("//rules/private/repo:pip_repository.bzl", "PIP_LOCK_ATTRS", "pip_lock_repository")
 load("//rules/private/repo:pull.bzl", "PULL_ATTRS", "image_pull_rule")
+load("//rules/private/repo:tool_python.bzl", "tool_python_repository_rule")
 
 def _declare(mctx, extension, tag_class_name, repository_rule, attr_names):
     """Declares one repository per tag of every module; a name used twice is an error."""
@@ -112,4 +113,19 @@ def _build_info_impl(mctx):
 build_info = module_extension(
     implementation = _build_info_impl,
     doc = "@rules_shiko_build_info: the Bazel version recorded in image provenance (used by rules_shiko's own MODULE.bazel).",
+)
+
+def _tool_python_impl(mctx):
+    for arch in TOOL_PYTHON_ARCHITECTURES:
+        name = "rules_shiko_python_" + arch
+        tool_python_repository_rule(
+            name = name,
+            apparent_name = name,
+            architecture = arch,
+            lock = Label("//python_tools/interpreter:packages.lock.json"),
+        )
+
+tool_python = module_extension(
+    implementation = _tool_python_impl,
+    doc = "@rules_shiko_python_amd64 / _arm64: the tools' own Python from locked Debian packages (used by rules_shiko's own MODULE.bazel).",
 )

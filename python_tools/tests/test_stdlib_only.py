@@ -17,7 +17,7 @@ import pytest
 
 # The directory holding python_tools/: the checkout, or the test's runfiles tree under Bazel.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOLS = ["pull", "deb_lock"]
+TOOLS = ["pull", "deb_lock", "tool_python"]
 
 
 def host_python():

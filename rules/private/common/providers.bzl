@@ -69,3 +69,13 @@ ExecutablesInfo = provider(
         "files": "depset of File: files that are some target's executable.",
     },
 )
+
+ToolPythonInfo = provider(
+    doc = "The tools' own Python (@rules_shiko_python_<arch>, rules/private/repo/tool_python.bzl): CPython from locked Debian packages, started through its own dynamic loader.",
+    fields = {
+        "loader": "File: the dynamic loader (lib/ld-linux-*.so.*), the program an action starts.",
+        "interpreter": "File: bin/python3.X, the loader's first argument.",
+        "version": "string: the Python version, e.g. \"3.11\".",
+        "files": "depset of File: everything the interpreter needs (its lib/ directory: libraries, extension modules, the standard library's zip).",
+    },
+)

@@ -170,7 +170,8 @@ def _snapshot_urls(name, rctx, snapshot):
             out.append(root + "/" + snapshot)
     return out
 
-def _deb_repository_impl(rctx):
+def read_lock(rctx):
+    """(lock dict, suites, {suite: [URL, ...]} incl. snapshot URLs, snapshot) of rctx.attr.lock."""
     name = _label_name(rctx)
     lock = json.decode(rctx.read(rctx.path(rctx.attr.lock)))
     if type(lock) != "dict" or lock.get("lock_version") != 1 or type(lock.get("architectures")) != "dict":
@@ -180,6 +181,32 @@ def _deb_repository_impl(rctx):
     snapshot = _check_snapshot(name, rctx, lock)
     snapshot_urls = _snapshot_urls(name, rctx, snapshot)
     urls = _archive_urls(rctx, suites, optional = bool(snapshot_urls))
+    return struct(lock = lock, suites = suites, urls = urls, snapshot_urls = snapshot_urls, snapshot = snapshot)
+
+def fetch_arch(rctx, locked, arch, out_dir):
+    """Downloads every locked .deb of `arch` to `out_dir/<package>.deb` (checked by sha256);
+    returns (the lock's entries, the paths written)."""
+    name = _label_name(rctx)
+    if arch not in locked.lock["architectures"]:
+        fail("@%s: attribute 'architectures': %r: the lock has %s only" %
+             (name, arch, ", ".join(sorted(locked.lock["architectures"].keys()))))
+    entries = locked.lock["architectures"][arch]["packages"]
+    files = []
+    for i, e in enumerate(entries):
+        if e["suite"] not in locked.urls:
+            fail("@%s: package '%s' (%s) comes from suite %r, which the lock's suites don't list" %
+                 (name, e["name"], arch, e["suite"]))
+        rctx.report_progress("%s: %s %s (%d/%d)" % (arch, e["name"], e["version"], i + 1, len(entries)))
+        out = "%s/%s.deb" % (out_dir, e["name"])
+        _fetch(rctx, name, e, arch, locked.urls[e["suite"]] + locked.snapshot_urls, out, locked.snapshot)
+        files.append(out)
+    return entries, files
+
+def _deb_repository_impl(rctx):
+    name = _label_name(rctx)
+    locked = read_lock(rctx)
+    lock = locked.lock
+    suites = locked.suites
     archs = rctx.attr.architectures or sorted(lock["architectures"].keys())
     lock_sha256 = file_sha256(rctx, rctx.path(rctx.attr.lock), "_lock_sha256")
     build = [
@@ -190,19 +217,8 @@ def _deb_repository_impl(rctx):
         "",
     ]
     for arch in archs:
-        if arch not in lock["architectures"]:
-            fail("@%s: attribute 'architectures': %r: the lock has %s only" %
-                 (name, arch, ", ".join(sorted(lock["architectures"].keys()))))
-        entries = lock["architectures"][arch]["packages"]
-        files = [arch + "/packages.json"]
-        for i, e in enumerate(entries):
-            if e["suite"] not in urls:
-                fail("@%s: package '%s' (%s) comes from suite %r, which the lock's suites don't list" %
-                     (name, e["name"], arch, e["suite"]))
-            rctx.report_progress("%s: %s %s (%d/%d)" % (arch, e["name"], e["version"], i + 1, len(entries)))
-            out = "%s/%s.deb" % (arch, e["name"])
-            _fetch(rctx, name, e, arch, urls[e["suite"]] + snapshot_urls, out, snapshot)
-            files.append(out)
+        entries, debs = fetch_arch(rctx, locked, arch, arch)
+        files = [arch + "/packages.json"] + debs
         rctx.file(arch + "/packages.json", json.encode({
             "architecture": arch,
             "suites": suites,

@@ -20,6 +20,7 @@ the WORKSPACE doesn't already:
 
 load("@bazel_tools//tools/build_defs/repo:http.bzl", "http_archive")
 load(":pip_repository.bzl", "pip_lock_repository")
+load(":tool_python.bzl", "tool_python_repository")
 
 # Pinned releases for online users (Bazel 7+): rules_cc >= 0.2.14 and rules_python 1.4 support
 # Bazel 9, which removed the native C++ rules.
@@ -356,6 +357,8 @@ def rules_shiko_dependencies(offline = None, python_interpreter = ""):
         for name, archive in _ARCHIVES.items():
             if not _declared(name):
                 http_archive(name = name, sha256 = archive.sha256, strip_prefix = archive.strip_prefix, urls = archive.urls)
+    rules_shiko_tool_python()
+
     # The tools' wheels, in three repositories fetched only when needed: every build
     # (rules_shiko_pip), `bazel run` tools (push, load, verify: rules_shiko_pip_run), and the
     # tools' own tests (rules_shiko_pip_test).
@@ -368,6 +371,21 @@ def rules_shiko_dependencies(offline = None, python_interpreter = ""):
             pip_lock_repository(
                 name = name,
                 requirements_lock = "@rules_shiko//python_tools:" + lock,
+            )
+
+# The tools' own Python per Debian architecture (python_tools/interpreter/README.md): a build
+# fetches only the one of its execution platform's CPU.
+TOOL_PYTHON_ARCHITECTURES = ["amd64", "arm64"]
+
+def rules_shiko_tool_python():
+    """Declares @rules_shiko_python_<arch>: the tools' own Python from locked Debian packages."""
+    for arch in TOOL_PYTHON_ARCHITECTURES:
+        name = "rules_shiko_python_" + arch
+        if not _declared(name):
+            tool_python_repository(
+                name = name,
+                architecture = arch,
+                lock = "@rules_shiko//python_tools/interpreter:packages.lock.json",
             )
 
 # The C/C++ cross toolchains of //toolchains/cc, in the order they are tried.

@@ -1,0 +1,203 @@
+"""The tools' own Python: CPython from locked Debian packages, laid out to start through its own
+dynamic loader, so an action needs nothing from the machine (or remote worker) but a kernel and
+`/bin/sh` (issue #16; rules/private/repo/tool_python.bzl, python_tools/interpreter/README.md).
+
+Two steps, both run by the repository rule on the client:
+
+    assemble(debs, out)        # any python3 of the host: unpacks the .debs into `out`
+    write_stdlib_zip(out)      # the unpacked interpreter itself (its own bytecode format)
+
+The layout of `out` (every file a plain file: symlinks of the packages are resolved):
+
+    bin/python3.X                  the interpreter
+    lib/ld-linux-<cpu>.so.N        the dynamic loader, started as the program:
+                                   `lib/ld-… --library-path lib bin/python3.X -I -S …`
+    lib/*.so*                      every shared library of the packages (lib/<triplet>/ and
+                                   usr/lib/<triplet>/, top level only)
+    lib/python3.X/lib-dynload/     the standard library's extension modules
+    lib/python3XY.zip              the standard library's modules: each .py with its .pyc
+                                   (unchecked-hash, so no timestamps), in one file; Python puts
+                                   this zip first on sys.path and finds its prefix by it
+
+One zip instead of ~600 module files keeps each action's input list (and a remote worker's
+input tree) short. Everything is deterministic: sorted members, fixed times and modes.
+"""
+
+import io
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import zipfile
+
+from python_tools.shiko.debian.unpack import _decompress, _member, _norm, read_ar
+
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+# Parts of the standard library no tool can use (GUIs, test suites, installers, the 2to3
+# translator): left out of the zip. Everything else stays, so any standard module imports.
+SKIPPED = ("idlelib/", "tkinter/", "turtledemo/", "lib2to3/", "ensurepip/", "test/",
+           "site-packages/", "dist-packages/", "lib-dynload/", "__pycache__/")
+
+
+class Tree:
+    """The data.tar members of several .debs, merged: files by path, symlinks by path."""
+
+    def __init__(self):
+        self.files = {}     # path -> bytes
+        self.modes = {}     # path -> permission bits
+        self.links = {}     # path -> symlink target (as written in the package)
+
+    def add_deb(self, path):
+        with open(path, "rb") as f:
+            data = f.read()
+        what = os.path.basename(path)
+        members, _ = read_ar(data, what)
+        name = _member(members, "data.tar", what)
+        raw = _decompress(name, members[name], what)
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+            for m in tf.getmembers():
+                p = _norm(m.name)
+                if p is None:
+                    raise ValueError("%s: unsafe member name %r" % (what, m.name))
+                if m.isreg():
+                    self.files[p] = tf.extractfile(m).read()
+                    self.modes[p] = stat.S_IMODE(m.mode)
+                elif m.islnk():
+                    target = _norm(m.linkname)
+                    if target not in self.files:
+                        raise ValueError("%s: hardlink %r to %r, not a file" % (what, m.name, m.linkname))
+                    self.files[p] = self.files[target]
+                    self.modes[p] = self.modes[target]
+                elif m.issym():
+                    self.links[p] = m.linkname
+
+    def resolve(self, path, depth=0):
+        """The regular file `path` names after following symlinks (None if none)."""
+        if depth > 16:
+            return None
+        if path in self.files:
+            return path
+        # A symlink on the path itself, or on one of its directories (/lib -> usr/lib merges).
+        parts = path.split("/")
+        for i in range(len(parts), 0, -1):
+            head = "/".join(parts[:i])
+            if head in self.links:
+                target = self.links[head]
+                base = "" if target.startswith("/") else posixpath.dirname(head)
+                joined = posixpath.normpath(posixpath.join(base, target.lstrip("/")))
+                rest = "/".join(parts[i:])
+                return self.resolve(posixpath.join(joined, rest) if rest else joined, depth + 1)
+        return None
+
+    def listdir(self, directory):
+        """Names directly in `directory` (files and symlinks)."""
+        prefix = directory.rstrip("/") + "/"
+        out = set()
+        for p in list(self.files) + list(self.links):
+            if p.startswith(prefix) and "/" not in p[len(prefix):]:
+                out.add(p[len(prefix):])
+        return sorted(out)
+
+
+def _write(path, data, mode):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)
+
+
+def python_version(tree):
+    """"3.11" from the package's usr/bin/python3.X."""
+    found = [n for n in tree.listdir("usr/bin") if n.startswith("python3.") and n[8:].isdigit()]
+    if len(found) != 1:
+        raise ValueError("expected one usr/bin/python3.X in the packages, found %s" % (found or "none"))
+    return found[0][len("python"):]
+
+
+def assemble(debs, out, triplet):
+    """Unpacks `debs` into `out` (see the module docstring); returns the Python version."""
+    tree = Tree()
+    for d in debs:
+        tree.add_deb(d)
+    version = python_version(tree)
+    py = "python" + version
+    exe = tree.resolve("usr/bin/" + py)
+    _write(os.path.join(out, "bin", py), tree.files[exe], 0o755)
+    for directory in ("lib/" + triplet, "usr/lib/" + triplet):
+        names = [n for n in tree.listdir(directory) if ".so" in n]
+        # A library is loaded by its soname, the symlink to the versioned file: keep the names
+        # that symlinks give, and files no symlink names.
+        linked = set(tree.resolve(directory + "/" + n) for n in names if directory + "/" + n in tree.links)
+        for name in names:
+            path = directory + "/" + name
+            real = tree.resolve(path)
+            if real is None:
+                continue  # a development symlink to a file no package here ships
+            if path not in tree.links and path in linked:
+                continue
+            _write(os.path.join(out, "lib", name), tree.files[real], 0o755)
+    if not any(n.startswith("ld-linux") for n in os.listdir(os.path.join(out, "lib"))):
+        raise ValueError("no dynamic loader (lib/%s/ld-linux-*) in the packages: is libc6 locked?" % triplet)
+    stdlib = "usr/lib/" + py + "/"
+    for name in tree.listdir(stdlib + "lib-dynload"):
+        real = tree.resolve(stdlib + "lib-dynload/" + name)
+        if real is not None:
+            _write(os.path.join(out, "lib", py, "lib-dynload", name), tree.files[real], 0o755)
+    sources = os.path.join(out, "_stdlib")
+    for p in sorted(set(tree.files) | set(tree.links)):
+        if not p.startswith(stdlib) or not p.endswith(".py"):
+            continue
+        rel = p[len(stdlib):]
+        if rel == "sitecustomize.py" or any(rel.startswith(s) or "/" + s in rel for s in SKIPPED):
+            continue
+        real = tree.resolve(p)
+        if real is not None:
+            _write(os.path.join(sources, rel), tree.files[real], 0o644)
+    return version
+
+
+def write_stdlib_zip(out, version, compile_pyc=True):
+    """Writes lib/pythonXY.zip (`version` "X.Y") from `out`/_stdlib (then removed): run by the
+    interpreter the zip is for (its bytecode format); with compile_pyc False (another CPU's
+    interpreter, which can't run here), sources only, by any python3."""
+    import importlib.util
+    import sys
+    from importlib import _bootstrap_external
+
+    sources = os.path.join(out, "_stdlib")
+    if compile_pyc and version != "%d.%d" % sys.version_info[:2]:
+        raise ValueError("the bytecode of Python %s must be made by Python %s, not %d.%d" %
+                         (version, version, sys.version_info[0], sys.version_info[1]))
+    target = os.path.join(out, "lib", "python%s.zip" % version.replace(".", ""))
+    members = []
+    for root, dirs, files in os.walk(sources):
+        dirs.sort()
+        for f in sorted(files):
+            full = os.path.join(root, f)
+            members.append((os.path.relpath(full, sources).replace(os.sep, "/"), full))
+    members.sort()
+    tmp = target + ".tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for rel, full in members:
+            with open(full, "rb") as f:
+                source = f.read()
+            _zip_add(z, rel, source)
+            if compile_pyc:
+                try:
+                    code = compile(source, rel, "exec", dont_inherit=True, optimize=0)
+                except SyntaxError:
+                    continue  # a module for another Python version (none in CPython's own)
+                pyc = _bootstrap_external._code_to_hash_pyc(code, importlib.util.source_hash(source),
+                                                             checked=False)
+                _zip_add(z, rel[:-3] + ".pyc", bytes(pyc))
+    os.replace(tmp, target)
+    shutil.rmtree(sources)
+    return target
+
+
+def _zip_add(z, name, data):
+    info = zipfile.ZipInfo(name, ZIP_TIME)
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_STORED
+    z.writestr(info, data)
