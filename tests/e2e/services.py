@@ -844,6 +844,18 @@ class Bot(_Service):
         """Lines 'lease ...: exit N ...' the bot logged (one per action it ran)."""
         return [l for l in _tail(self.log_path, 100000).splitlines() if ": exit " in l]
 
+    def running(self):
+        """The program (argv[0]) of the action the bot runs now, or None: its last 'lease L: run
+        P' line when no 'lease L: exit' line follows."""
+        current = None
+        for line in _tail(self.log_path, 100000).splitlines():
+            m = re.search(r"lease (\S+): run (\S+)", line)
+            if m:
+                current = (m.group(1), m.group(2))
+            elif current and "lease %s: " % current[0] in line:
+                current = None
+        return current[1] if current else None
+
     def kill(self):
         """SIGKILL, as a crashed machine: no goodbye to BuildGrid; its action dies with it."""
         if self.proc is not None and self.proc.poll() is None:

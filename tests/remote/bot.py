@@ -350,6 +350,7 @@ class Bot:
                 argv += ["--setenv", var.name, var.value]
             argv += ["--"] + list(command.arguments)
             timeout = action.timeout.seconds or None
+            log(self.bot_id, "lease %s: run %s" % (lease.id, command.arguments[0] if command.arguments else "?"))
             try:
                 proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, timeout=timeout)
