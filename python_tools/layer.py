@@ -37,21 +37,23 @@ Manifest (JSON, written by Starlark)
 - compression_level: null means the default (gzip 1, zstd 3). gzip takes ISA-L levels 0..3,
   zstd 1..19; "none" ignores it.
 - mtime: integer seconds >= 0, written on every member.
-- defaults: file_mode (null: 0755 if the source file is executable by its owner, else 0644),
+- defaults: file_mode (null: each file's mode is 0755 or 0644, see "File modes" below),
   dir_mode (null: 0755), uid, gid. User and group names are never written.
 - overrides: layer path (relative, no leading slash) -> any of "mode" (octal string), "uid",
   "gid". They win over everything, including attributes kept from imported tars. A path that
   matches no member is an error (attribute 'modes' for mode-only entries, 'owners' for
   uid/gid-only ones, 'overrides' otherwise), so a typo cannot pass silently.
 - entries:
-  - file: `src` is followed if it is a symlink (content and exec bit come from the target).
+  - file: `src` is followed if it is a symlink (the content comes from the target).
     A directory given as a file is walked like a tree. Optional "executable": true/false
-    decides the default mode (0755/0644) instead of the source's exec bit — Starlark knows
-    better for generated files, which Bazel always marks executable (0555).
+    decides the default mode (0755/0644); null or absent: decided by the content (see "File
+    modes"). Starlark gives true/false for generated files (true iff the file is some target's
+    executable) and null for source files.
   - tree: `src` is walked recursively. A symlink inside it whose target is relative and stays
     inside the tree is kept as a symlink; any other symlink is dereferenced (its content is
     stored; a directory is walked, and every symlink below it is dereferenced too). Dangling
     symlinks, symlink loops, devices, FIFOs and sockets are errors.
+    Every regular file found by the walk has no "executable": its mode is decided by content.
   - symlink: `target` is stored as written.
   - dir: an (empty) directory.
   - tar: an existing tar, compressed with gzip, zstd, xz, bzip2 or not at all (detected by magic
@@ -66,6 +68,23 @@ Manifest (JSON, written by Starlark)
     `h` -> `x`, `x`(B): `h` is A). A compressed tar is first decompressed to a temporary file
     next to --output (tar members have to be read in the output's order, which needs random
     access); a plain tar is read in place.
+
+File modes
+==========
+
+A regular file's mode is, first that applies: its `overrides` mode; the mode kept from an
+imported tar; `defaults.file_mode`; 0755 if the entry says "executable": true, 0644 if false;
+and otherwise (`executable` null or absent: source files, and every file found by walking a
+directory, tree artifact or source directory) decided by CONTENT: 0755 iff the file starts
+with `#!` (a script) or with the ELF magic `\x7fELF` (a program or shared object), else 0644.
+Only the first 4 bytes are read, and only when no earlier rule gives the mode.
+
+The permission bits of the inputs are never read: they depend on how the action's inputs were
+materialized, not on the sources (Bazel writes every output 0555; under remote execution
+Bazel 4.2.3 and 7.x send every input with is_executable=true, so a worker materializes every
+input 0555; a checkout's bits depend on its umask). Content does not, so a layer built locally,
+on a remote worker or from another checkout has the same bytes. Symlinks kept as symlinks are
+0777 as always.
 
 Semantics of the output
 =======================

@@ -628,11 +628,140 @@ def test_same_source_becomes_hardlink_but_host_hardlinks_do_not(tmp_path, src):
 
 def test_executable_hint_decides_default_mode(tmp_path, src):
     exe = write(tmp_path / "gen" / "out.json", "{}", 0o555)  # Bazel's outputs are all 0555
+    script = write(tmp_path / "gen" / "tool", "#!/bin/sh\n", 0o555)
     m = manifest([dict(f_entry("a.json", exe), executable=False),
                   dict(f_entry("b.bin", src / "app.conf"), executable=True),
-                  f_entry("c.json", exe)])
+                  dict(f_entry("t.sh", script), executable=False),  # the hint beats content
+                  f_entry("c.json", exe)])  # no hint: content ("{}"), not the 0555 bits
     by = build(tmp_path, m).by_name()
-    assert (by["a.json"].mode, by["b.bin"].mode, by["c.json"].mode) == (0o644, 0o755, 0o755)
+    assert (by["a.json"].mode, by["b.bin"].mode, by["t.sh"].mode, by["c.json"].mode) == (
+        0o644, 0o755, 0o644, 0o644)
+
+
+# Without an "executable" hint (source files, files of walked directories) the mode comes from
+# the first bytes, never from the permission bits: a remote worker materializes every input
+# 0555, a checkout gives 0644/0755 or 0600/0700 by umask.
+ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 56
+
+
+@pytest.mark.parametrize("data,disk_mode,want", [
+    (b"print('hi')\n", 0o755, 0o644),       # a source marked executable, plain content
+    (b"print('hi')\n", 0o555, 0o644),       # as a remote worker materializes every input
+    (b"#!/usr/bin/env python3\n", 0o644, 0o755),
+    (b"#!", 0o600, 0o755),                   # exactly the two bytes
+    (ELF, 0o644, 0o755),
+    (b"\x7fELF", 0o444, 0o755),              # exactly the four bytes
+    (b"\x7fEL", 0o755, 0o644),               # a truncated magic is not one
+    (b"#", 0o755, 0o644),
+    (b"", 0o755, 0o644),
+    (b" #!/bin/sh\n", 0o755, 0o644),         # the magic must be at the start
+    (b"\x00\x01\x7fELF", 0o755, 0o644),
+], ids=["plain-0755", "plain-0555", "shebang-0644", "shebang-only", "elf-0644", "elf-magic-only",
+        "elf-truncated", "hash-only", "empty-0755", "shebang-not-at-start", "elf-not-at-start"])
+def test_mode_without_hint_comes_from_content(tmp_path, data, disk_mode, want):
+    f = write(tmp_path / "s" / "f", data, disk_mode)
+    b = build(tmp_path, manifest([f_entry("x", f)]))
+    assert b.by_name()["x"].mode == want
+    assert b.listing[-1]["mode"] == "%04o" % want
+    assert b.content("x") == data
+
+
+def _mixed_tree(root, exec_mode, plain_mode):
+    """A source directory holding scripts, an ELF and data, every file with the given bits."""
+    files = {
+        "bin/run": (b"#!/bin/sh\necho run\n", exec_mode),
+        "bin/prog": (ELF, exec_mode),
+        "bin/data_marked_exec": (b"not a program\n", exec_mode),
+        "lib/mod.py": (b'"""A module."""\n', plain_mode),
+        "lib/_ext.so": (ELF + b"more", plain_mode),  # a wheel's C extension shipped 0644
+        "share/empty": (b"", exec_mode),
+        "share/script.txt": (b"#!not really but starts so\n", plain_mode),
+    }
+    for rel, (data, mode) in files.items():
+        write(root / rel, data, mode)
+    os.symlink("../bin/run", str(root / "share" / "run_link"))  # kept as a symlink
+    return files
+
+
+def test_tree_walk_modes_by_content(tmp_path):
+    t = tmp_path / "local"
+    _mixed_tree(t, 0o755, 0o644)
+    b = build(tmp_path, manifest([tree_entry("opt", t)]), name="local.out")
+    modes = {e["path"]: e["mode"] for e in b.listing if e["type"] in ("file", "hardlink")}
+    assert modes == {
+        "/opt/bin/data_marked_exec": "0644", "/opt/bin/prog": "0755", "/opt/bin/run": "0755",
+        "/opt/lib/_ext.so": "0755", "/opt/lib/mod.py": "0644",
+        "/opt/share/empty": "0644", "/opt/share/script.txt": "0755",
+    }
+    link = b.by_name()["opt/share/run_link"]
+    assert link.issym() and link.linkname == "../bin/run" and link.mode == 0o777
+    # The same sources materialized as a remote worker does (every input 0555) and as a umask
+    # 077 checkout gives them: the same bytes.
+    remote = tmp_path / "remote"
+    _mixed_tree(remote, 0o555, 0o555)
+    private = tmp_path / "private"
+    _mixed_tree(private, 0o700, 0o600)
+    for root, name in ((remote, "remote.out"), (private, "private.out")):
+        other = build(tmp_path, manifest([tree_entry("opt", root)]), name=name)
+        assert other.blob == b.blob and other.listing == b.listing, name
+
+
+def test_file_entries_without_hint_ignore_permission_bits(tmp_path):
+    def layer(root, name):
+        files = _mixed_tree(root, 0o555, 0o555) if name == "remote" else _mixed_tree(
+            root, 0o755, 0o644)
+        return build(tmp_path, manifest([f_entry("app/" + rel, root / rel) for rel in files]),
+                     name=name + ".out")
+
+    local = layer(tmp_path / "l", "local")
+    remote = layer(tmp_path / "r", "remote")
+    assert local.blob == remote.blob
+    assert local.by_name()["app/bin/data_marked_exec"].mode == 0o644
+    assert local.by_name()["app/lib/_ext.so"].mode == 0o755
+
+
+def test_explicit_modes_win_over_content(tmp_path):
+    script = write(tmp_path / "s" / "run", "#!/bin/sh\n", 0o755)
+    plain = write(tmp_path / "s" / "data", "data\n", 0o555)
+    m = manifest([f_entry("a", script), f_entry("b", plain),
+                  dict(f_entry("c", script), executable=False),
+                  dict(f_entry("d", plain), executable=True)],
+                 overrides={"a": {"mode": "0700"}, "b": {"mode": "0750"}})
+    by = build(tmp_path, m).by_name()
+    assert [by[n].mode for n in "abcd"] == [0o700, 0o750, 0o644, 0o755]
+    by = build(tmp_path, dict(m, defaults=dict(m["defaults"], file_mode="0640"), overrides={}),
+               name="fm.out").by_name()
+    assert [by[n].mode for n in "abcd"] == [0o640] * 4
+
+
+def test_content_read_only_when_the_mode_is_not_given(tmp_path, monkeypatch):
+    from python_tools.shiko.layer import members, walk
+
+    opened = []
+    real_open = members.FsSource.open
+
+    def counting_open(self):
+        opened.append(self.path)
+        return real_open(self)
+
+    monkeypatch.setattr(members.FsSource, "open", counting_open)
+    heads = []
+    real_looks = walk.looks_executable
+    monkeypatch.setattr(walk, "looks_executable", lambda h: heads.append(h) or real_looks(h))
+    a = write(tmp_path / "s" / "a", "#!/bin/sh\n" + "x" * 5000)
+    b = write(tmp_path / "s" / "b", "plain")
+    c = write(tmp_path / "s" / "c", "plain c")
+    m = manifest([f_entry("a", a), f_entry("a2", a), f_entry("b", b),
+                  dict(f_entry("c", c), executable=True)], overrides={"b": {"mode": "0600"}})
+    by = build(tmp_path, m).by_name()
+    assert by["a"].mode == 0o755 and by["a2"].islnk() and by["b"].mode == 0o600
+    # One 4-byte look at `a` (not again for its second path), none at b (override) or c (hint);
+    # then the writer reads a, b and c once each.
+    assert heads == [b"#!/b"]
+    assert sorted(opened) == sorted([a, a, b, c])
+    heads.clear()
+    build(tmp_path, dict(m, defaults=dict(m["defaults"], file_mode="0644")), name="fm.out")
+    assert heads == []
 
 
 def test_executable_hint_must_be_bool(tmp_path, src):

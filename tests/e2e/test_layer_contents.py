@@ -97,6 +97,10 @@ def test_runfiles_tree(members):
     assert by["opt/app/app"].isfile() and by["opt/app/app"].mode == 0o755
     assert by["opt/app/app.runfiles/rules_shiko/tests/__init__.py"].mode == 0o644  # Bazel's empty files
     rf = "opt/app/app.runfiles/"
+    # Sources by content (app.py has no #!), the launcher in the runfiles as an executable.
+    assert by[rf + "rules_shiko/tests/layers/app.py"].mode == 0o644
+    assert by[rf + "rules_shiko/tests/layers/app.conf"].mode == 0o644
+    assert by[rf + "rules_shiko/tests/layers/app"].mode == 0o755
     assert _content(t, by, rf + "rules_shiko/tests/layers/app.py").startswith(b'"""A py_binary')
     assert _content(t, by, rf + "rules_shiko/tests/layers/app.conf") == b"config v1\n"
     absl = [n for n in by if n.endswith("site-packages/absl/app.py")]
@@ -111,7 +115,10 @@ def test_tree_artifact(members):
     t, by = members
     assert _content(t, by, "srv/tree/sub/b.txt") == b"tree b\n"
     assert _content(t, by, "srv/tree/a.txt") == b"tree a\n"
-    assert by["srv/tree/run.sh"].mode & 0o111
+    # Files of a tree artifact (Bazel makes them 0555) get their mode from their content: the
+    # script (#!) 0755, the data 0644; never from the permission bits of the action's inputs.
+    assert by["srv/tree/run.sh"].mode == 0o755
+    assert by["srv/tree/a.txt"].mode == 0o644 and by["srv/tree/sub/b.txt"].mode == 0o644
 
 
 def test_imported_tar(members):

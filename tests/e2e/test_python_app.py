@@ -1,6 +1,7 @@
 """//examples/python_app end to end: a real dockerd runs it, and its layers follow change rates.
 
-All tests share ONE copy of the checkout with ONE output base (built once, module scope):
+All tests share ONE copy of the checkout with ONE output base (built once, module scope; one
+test builds a second copy to compare with):
   - the image runs in a real dockerd: `--selftest` prints `python_app ok`; the server, started
     with host networking on a free port, answers /api/greeting (JSON made from the proto
     message), serves / with hashed asset names, and serves an asset gzip- (and br-) encoded
@@ -8,6 +9,8 @@ All tests share ONE copy of the checkout with ONE output base (built once, modul
   - layering: every non-directory path is in exactly one layer (base layers included); the
     protobuf wheel, the other wheels and the app are in their own layers, nothing under a
     legacy `external/`; the arm64 image holds aarch64 wheels;
+  - the image does not depend on the sources' permission bits: a second copy with every
+    python_app source `chmod +x` (as a remote worker materializes inputs) gives the same digest;
   - editing one app source line changes only the app layer (base, protobuf and deps layers keep
     their digests), changing the lock (absl-py 2.5.1 -> 2.3.1, fetched by pip with its hash)
     changes only the deps layer. Each edit is undone afterwards.
@@ -285,6 +288,51 @@ def test_index_arm64_image_holds_aarch64_wheels(ws):
         head = tar.extractfile(so[0]).read(20)
     # ELF, 64-bit, e_machine 183 (EM_AARCH64).
     assert head[:4] == b"\x7fELF" and head[4] == 2 and int.from_bytes(head[18:20], "little") == 183
+
+
+def _modes(layout, digest):
+    with tarfile.open(fileobj=io.BytesIO(layout.blob(digest)), mode="r:*") as tar:
+        return {"/" + m.name.rstrip("/"): "%04o" % m.mode for m in tar if m.isfile()}
+
+
+def test_inputs_exec_bits_do_not_change_the_image(ws, repo_root):
+    """Under remote execution every input arrives 0555 (Bazel marks each REAPI input
+    executable); locally a source keeps its checkout's bits. Layer modes must come from facts
+    that are the same in both (the rule, the file's content): a second copy of the checkout
+    whose python_app sources (main.py, server.py, the .proto, the static assets, ...) are all
+    `chmod +x`, built in an output base of its own (so every layer action runs again: nothing
+    is cached by content there), gives the image digest of the normal build."""
+    work = tempfile.mkdtemp(prefix="shiko-pyapp-exec-", dir="/tmp")
+    other = Workspace(copy_checkout(repo_root, os.path.join(work, "rules_shiko")),
+                      os.path.join(work, "ob"))
+    try:
+        marked = []
+        for d, _, names in os.walk(other.source(PKG)):
+            for n in names:
+                p = os.path.join(d, n)
+                os.chmod(p, os.stat(p).st_mode | 0o111)
+                marked.append(os.path.relpath(p, other.root))
+        assert PKG + "/main.py" in marked and PKG + "/server.py" in marked, marked
+        assert os.access(other.source(PKG + "/main.py"), os.X_OK)
+        other.build(IMAGE, groups="+layout")
+        mine, theirs = ws.layout(), other.layout()
+        base_count = _base_count(ws)
+        for role, a, b in zip(("protobuf", "deps", "app"), mine.layers[base_count:],
+                              theirs.layers[base_count:]):
+            if a != b:
+                ma, mb = _modes(mine, a), _modes(theirs, b)
+                diff = sorted((p, ma.get(p), mb.get(p)) for p in set(ma) | set(mb)
+                              if ma.get(p) != mb.get(p))
+                pytest.fail("the %s layer differs when the sources are executable; (path, "
+                            "mode, mode with +x): %s" % (role, diff[:10]), pytrace=False)
+        assert theirs.manifest_digest == mine.manifest_digest
+        with open(other.path(PKG + "/image.digest")) as f:
+            assert f.read().strip() == mine.manifest_digest
+        modes = _modes(theirs, theirs.layers[-1])
+        assert modes["/app/examples/python_app/main.py"] == "0644", modes
+    finally:
+        other.bazel("shutdown", startup=other.startup, check=False, timeout=120)
+        remove_tree(work)
 
 
 def _edit(path, old, new):

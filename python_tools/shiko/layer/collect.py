@@ -42,6 +42,7 @@ class Layer(object):
         self.tars = []
         self.members = {}
         self._digests = {}
+        self._exec_by_content = {}
 
     def error(self, problem, attr=None, value=None):
         return self.spec.error(problem, attr, value)
@@ -190,8 +191,13 @@ class Layer(object):
             elif m.src_mode is not None:
                 m.mode = m.src_mode
             elif m.kind == "file":
-                m.mode = spec.file_mode if spec.file_mode is not None else (
-                    0o755 if m.exec_bit else 0o644)
+                if spec.file_mode is not None:
+                    m.mode = spec.file_mode
+                else:
+                    exe = m.exec_bit
+                    if exe is None:
+                        exe = self._looks_executable(m)
+                    m.mode = 0o755 if exe else 0o644
             elif m.kind == "dir":
                 m.mode = spec.dir_mode
             else:
@@ -206,6 +212,30 @@ class Layer(object):
                 else:
                     first[k] = m.path
         return out
+
+    def _looks_executable(self, m):
+        """A file without an `executable` hint (a source file, a file of a walked directory):
+        0755 iff its content starts with "#!" or an ELF header. Only the first bytes are read,
+        and only for files whose mode is not given otherwise; never the permission bits, which
+        depend on how the inputs were materialized (a remote worker makes every input 0555)."""
+        if m.size < 2:
+            return False
+        key = m.source.key
+        exe = self._exec_by_content.get(key)
+        if exe is None:
+            n = min(m.size, walk.HEAD_SIZE)
+            buf = bytearray(n)
+            try:
+                f = m.source.open()
+                try:
+                    got = f.readinto(memoryview(buf))
+                finally:
+                    f.close()
+            except OSError as e:
+                raise self.error("cannot read the source %r of %s: %s" % (
+                    m.source.path, m.origin.label, e.strerror), m.origin.attr, "/" + m.path)
+            exe = self._exec_by_content[key] = walk.looks_executable(bytes(buf[:got]))
+        return exe
 
     def close(self):
         for t in self.tars:

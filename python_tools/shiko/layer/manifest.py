@@ -29,8 +29,9 @@ class Spec(object):
     """A checked layer manifest.
 
     target, compression ("gzip" | "zstd" | "none"), level (None for "none"), mtime, file_mode
-    (None: from the exec bit), dir_mode, uid, gid, overrides [(path, {"mode"|"uid"|"gid": v},
-    attr)] sorted by path, entries (the raw entry dicts, checked while collecting).
+    (None: 0755/0644 by the entry's "executable", else by content), dir_mode, uid, gid,
+    overrides [(path, {"mode"|"uid"|"gid": v}, attr)] sorted by path, entries (the raw entry
+    dicts, checked while collecting).
     """
 
     def __init__(self, manifest):

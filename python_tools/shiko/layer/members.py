@@ -101,6 +101,7 @@ class Member(object):
         self.size = size
         self.source = source
         self.target = target
+        # Files on disk: True/False from the entry's "executable", None to decide by content.
         self.exec_bit = exec_bit
         self.src_mode = src_mode
         self.src_uid = src_uid

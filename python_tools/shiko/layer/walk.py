@@ -4,6 +4,12 @@ A symlink inside a walked tree whose target is relative and stays inside the tre
 symlink; any other symlink is dereferenced (its content is stored; a directory is walked, and
 every symlink below it is dereferenced too). Dangling symlinks, symlink loops, devices, FIFOs
 and sockets are errors. Directory entries are visited in bytewise order.
+
+A file's permission bits on disk are never read: under remote execution every input reaches the
+action executable (Bazel marks each REAPI input is_executable), locally a source keeps its
+checkout's bits. A file entry's `executable` (true/false) is kept; without one (a source file,
+or any file found by walking a directory) the member's exec_bit is None and collect.py decides
+by content (`looks_executable`).
 """
 
 import os
@@ -36,9 +42,19 @@ def add_source(layer, src, path, origin, executable=None):
             src, origin.label), origin.attr, "/" + path)
 
 
+# What a file starts with when it is a program: a script's "#!" line or an ELF header.
+_PROGRAM_MAGIC = (b"#!", b"\x7fELF")
+HEAD_SIZE = 4
+
+
+def looks_executable(head):
+    """Whether a file whose first bytes (at most HEAD_SIZE of them) are `head` is a program."""
+    return head.startswith(_PROGRAM_MAGIC)
+
+
 def _add_file(layer, p, real, st, path, origin, executable=None):
-    if executable is None:
-        executable = bool(st.st_mode & stat.S_IXUSR)
+    # executable None: decided from the first bytes when the mode is needed (collect.finalize),
+    # never from st_mode, which depends on how the action's inputs were materialized.
     layer.add(Member(path, "file", origin, size=st.st_size, source=FsSource(p, real),
                      exec_bit=executable))
 

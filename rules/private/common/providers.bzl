@@ -64,7 +64,7 @@ PyMainInfo = provider(
 )
 
 ExecutablesInfo = provider(
-    doc = "The executables of a target and everything it depends on (runfiles_layers' aspect): generated files not in it are data, stored 0644 instead of Bazel's 0555.",
+    doc = "The executables of a target and everything it depends on (executables_aspect of image_layer's `binaries` and runfiles_layers' `binary`): generated files not in it are data, stored 0644 instead of Bazel's 0555 (source files are judged by content).",
     fields = {
         "files": "depset of File: files that are some target's executable.",
     },

@@ -1,7 +1,7 @@
 """image_layer: files, directories, runfiles trees, symlinks and tars as one reproducible layer."""
 
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest", "normalize_dest_or_root", "package_relative_path", "parse_octal", "parse_owner")
-load("//rules/private/common:providers.bzl", "DebPackagesInfo", "LayerInfo")
+load("//rules/private/common:providers.bzl", "DebPackagesInfo", "ExecutablesInfo", "LayerInfo")
 load("//rules/private/common:runfiles.bzl", "walk_runfiles")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
@@ -29,8 +29,9 @@ def _single_source(target, attr_name, dest, dep):
 
 def file_entry(dest, f, origin, executable = None):
     """A file or directory entry. `executable` (True/False) sets the default mode 0755/0644;
-    None lets the tool use the file's exec bit, which is only meaningful for source files:
-    Bazel marks every output executable (0555)."""
+    None lets the tool decide by content: 0755 iff the file starts with `#!` or the ELF magic.
+    Never by permission bits: Bazel marks every output executable (0555), and under remote
+    execution every input too. Files found in a directory are always decided by content."""
     entry = {
         "kind": "tree" if f.is_directory else "file",
         "dest": dest,
@@ -42,10 +43,61 @@ def file_entry(dest, f, origin, executable = None):
     return entry
 
 def _executable_hint(f, dep):
-    """True/False for generated files (executable iff it is its target's executable), None for sources."""
+    """True/False for generated files (executable iff it is its target's executable), None for
+    sources and directories (the tool decides by content: `#!` or ELF)."""
     if f.is_source:
         return None
     return f == dep[DefaultInfo].files_to_run.executable
+
+def _executables_aspect_impl(target, ctx):
+    direct = []
+    exe = target[DefaultInfo].files_to_run.executable
+    if exe != None:
+        direct.append(exe)
+    transitive = []
+    for name in dir(ctx.rule.attr):
+        value = getattr(ctx.rule.attr, name)
+        kind = type(value)
+        if kind == "Target":
+            values = [value]
+        elif kind == "list":
+            values = value
+        elif kind == "dict":
+            values = list(value.keys()) + list(value.values())
+        else:
+            continue
+        for v in values:
+            if type(v) == "Target" and ExecutablesInfo in v:
+                transitive.append(v[ExecutablesInfo].files)
+    return [ExecutablesInfo(files = depset(direct, transitive = transitive))]
+
+# Which generated files are programs: Bazel writes every output 0555, so the layer gives 0755
+# only to files that are some target's executable and 0644 to other generated files. Source
+# files (and files of generated directories) get no hint: the layer tool decides by content,
+# 0755 iff the file starts with `#!` or the ELF magic, never by permission bits (a remote
+# worker materializes every input 0555). On image_layer's `binaries` and runfiles_layers'
+# `binary`.
+executables_aspect = aspect(
+    implementation = _executables_aspect_impl,
+    doc = "Collects the executables of a target and of everything it depends on.",
+    attr_aspects = ["*"],
+)
+
+def executables_of(binary):
+    """{path: True} of the files that are an executable of `binary` or of its dependencies."""
+    executables = {}
+    if ExecutablesInfo in binary:
+        for f in binary[ExecutablesInfo].files.to_list():
+            executables[f.path] = True
+    return executables
+
+def executable_hint(f, executables):
+    """The "executable" of a runfile's entry: for a generated file, whether it is some target's
+    executable (`executables`: executables_of()); None for sources and directories (the tool
+    decides by content: `#!` or ELF)."""
+    if f.is_source or f.is_directory:
+        return None
+    return f.path in executables
 
 def _runfiles_entries(ctx, state, dest, dep, origin):
     """The executable at `dest` and its runfiles tree at `dest.runfiles/`, as file entries.
@@ -59,6 +111,7 @@ def _runfiles_entries(ctx, state, dest, dep, origin):
         fail("%s: attribute 'binaries': %r: %s is not executable" % (ctx.label, "/" + dest, dep.label))
     entries = [file_entry(dest, exe, origin, True)]
     inputs = [exe]
+    executables = executables_of(dep)
     root = dest + ".runfiles"
     for item in walk_runfiles(info, ctx.workspace_name):
         path = join_dest(root, item.rpath)
@@ -70,7 +123,7 @@ def _runfiles_entries(ctx, state, dest, dep, origin):
             entries.append(file_entry(path, state["empty"], origin, False))
             inputs.append(state["empty"])
         else:
-            entries.append(file_entry(path, item.file, origin))
+            entries.append(file_entry(path, item.file, origin, executable_hint(item.file, executables)))
             inputs.append(item.file)
     return entries, inputs
 
@@ -224,7 +277,7 @@ def write_layer(ctx, entries, inputs, overrides = {}, packages = [], wheels = []
 # The attributes write_layer() reads: how the layer is written (not what goes in it).
 LAYER_ATTRS = {
     "mode": attr.string(
-        doc = "Default mode of files, e.g. \"0644\". Default: 0755 for executables, 0644 otherwise.",
+        doc = "Mode of every file taken from disk (files, directories, runfiles), e.g. \"0644\"; members of imported tars keep theirs, and image_layer's `modes` win over both. Unset: a generated file is 0755 iff it is some target's executable; a source file, and every file of a directory (tree artifact or source directory), is 0755 iff its content starts with `#!` or the ELF magic; else 0644. Never the inputs' permission bits, which differ between a local and a remote build.",
     ),
     "dir_mode": attr.string(
         default = "0755",
@@ -280,6 +333,7 @@ image_layer_rule = rule(
         ),
         "binaries": attr.label_keyed_string_dict(
             cfg = "target",
+            aspects = [executables_aspect],
             doc = "Executable label -> JSON list of destinations: the executable at dest, its runfiles tree at dest.runfiles/.",
         ),
         "symlinks": attr.string_dict(
@@ -318,6 +372,12 @@ def _invert(target_name, attr_name, mapping):
 
 def image_layer(name, files = None, binaries = None, **kwargs):
     """One image layer, written reproducibly in one streaming pass.
+
+    File modes, unless `mode` or `modes` gives them: a generated file of `files`/`srcs` is 0755
+    iff it is its target's executable, a generated runfile of `binaries` iff it is some
+    target's executable; a source file, and every file found in a directory (tree artifact or
+    source directory), is 0755 iff its content starts with `#!` or the ELF magic; else 0644.
+    Never the inputs' permission bits, which differ between a local and a remote build.
 
     Args:
       name: target name. Outputs `<name>.tar.gz` (or .tar.zst / .tar) and `<name>.layer.json`.

@@ -26,55 +26,25 @@ The general rule, for a binary in any language (py_image is the Python front end
   way, e.g. with the base's interpreter) and the files of `exclude` (py_image excludes the
   Python toolchain's runtime files, which must come from the base image).
 
+  File modes (unless `mode` is set): a generated file is 0755 iff it is the executable of the
+  binary or of something it depends on (an aspect collects them), else 0644; a source file
+  (first-party sources, every file of a pinned wheel or other external repository) and every
+  file of a generated directory is 0755 iff its content starts with `#!` or the ELF magic,
+  else 0644. The inputs' permission bits are never read: a remote worker materializes every
+  input 0555, a local build does not, and the digest must not differ.
+
 So layers go from rarely changing (heavy dependencies, then all pinned dependencies) to often
 changing (your code), and a code edit rebuilds, and re-pushes, one small layer.
 """
 
-load(":layer.bzl", "LAYER_ATTRS", "file_entry", "origin", "write_layer")
+load(":layer.bzl", "LAYER_ATTRS", "executable_hint", "executables_aspect", "executables_of", "file_entry", "origin", "write_layer")
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest")
-load("//rules/private/common:providers.bzl", "ExecutablesInfo")
 load("//rules/private/common:runfiles.bzl", "label_repo", "stable_path", "walk_runfiles")
 
 FIRST_PARTY = "first_party"
 THIRD_PARTY = "third_party"
 
 _PY_TOOLCHAIN = "@bazel_tools//tools/python:toolchain_type"
-
-def _executables_aspect_impl(target, ctx):
-    direct = []
-    exe = target[DefaultInfo].files_to_run.executable
-    if exe != None:
-        direct.append(exe)
-    transitive = []
-    for name in dir(ctx.rule.attr):
-        value = getattr(ctx.rule.attr, name)
-        kind = type(value)
-        if kind == "Target":
-            values = [value]
-        elif kind == "list":
-            values = value
-        elif kind == "dict":
-            values = list(value.keys()) + list(value.values())
-        else:
-            continue
-        for v in values:
-            if type(v) == "Target" and ExecutablesInfo in v:
-                transitive.append(v[ExecutablesInfo].files)
-    return [ExecutablesInfo(files = depset(direct, transitive = transitive))]
-
-# Which generated files are programs: Bazel writes every output 0555, so the layer gives 0755
-# only to files that are some target's executable and 0644 to other generated files (source
-# files keep their own executable bit).
-executables_aspect = aspect(
-    implementation = _executables_aspect_impl,
-    doc = "Collects the executables of a target and of everything it depends on.",
-    attr_aspects = ["*"],
-)
-
-def _executable_hint(f, executables):
-    if f.is_source or f.is_directory:
-        return None
-    return f.path in executables
 
 def image_path(ctx, rpath):
     """Where a runfiles path goes below `root`, by the rule's `layout` (see the docstring)."""
@@ -146,10 +116,7 @@ def runfiles_entries(ctx, binary, group, root):
     info = binary[DefaultInfo]
     keys = _split_keys(ctx)
     excluded = _excluded_paths(ctx, binary)
-    executables = {}
-    if ExecutablesInfo in binary:
-        for f in binary[ExecutablesInfo].files.to_list():
-            executables[f.path] = True
+    executables = executables_of(binary)
     o = origin("binary", binary.label)
     entries = []
     inputs = []
@@ -175,10 +142,10 @@ def runfiles_entries(ctx, binary, group, root):
                 inputs.append(empty)
             entries.append(file_entry(dest, empty, o, False))
         elif item.kind == "repo_mapping":
-            entries.append(file_entry(dest, item.file, o))
+            entries.append(file_entry(dest, item.file, o, False))
             inputs.append(item.file)
         else:
-            entries.append(file_entry(dest, item.file, _file_origin(ctx, item.file, o), _executable_hint(item.file, executables)))
+            entries.append(file_entry(dest, item.file, _file_origin(ctx, item.file, o), executable_hint(item.file, executables)))
             inputs.append(item.file)
     return entries, inputs, wheels
 
@@ -267,7 +234,7 @@ def runfiles_layers(name, binary, split = [], root = "/app", exclude = [], pytho
 
     Creates `<name>_<split name>` (one per `split` label, in order), `<name>_deps` (third party)
     and `<name>_app` (first party); pass the returned list to `image(layers = ...)`. See the
-    module docstring for which file goes where.
+    module docstring for which file goes where and which files are 0755.
 
     Args:
       name: prefix of the layer targets.

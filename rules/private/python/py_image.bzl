@@ -167,6 +167,11 @@ def py_image(
     groups and ImageInfo as `image`'s) and `<name>.explain` (as `image`'s). Each runfiles
     file lands in exactly one layer.
 
+    File modes: a generated file is 0755 iff it is some target's executable; every other file
+    (sources, wheels' files, files of generated directories) is 0755 iff its content starts with
+    `#!` or the ELF magic; else 0644. Never the inputs' permission bits, which differ between a
+    local and a remote build.
+
     Args:
       name: the image target's name.
       binary: the py_binary (its runfiles are laid out under `root`; its launcher is not used).
