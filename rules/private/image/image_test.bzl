@@ -1,6 +1,7 @@
 """image_test: checks an image's files, config and commands inside `bazel test`."""
 
 load("//rules/private/common:launcher.bzl", "runfile_arg", "runfiles_path", "write_launcher")
+load("//rules/private/common:platforms.bzl", "platform_key", "platform_name")
 load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
 
 _DRIVERS = ["auto", "docker", "podman", "none"]
@@ -22,23 +23,16 @@ def _layer_labels(info):
         labels += [str(l.label) for l in chain[len(chain) - 1 - i].layers]
     return labels
 
-# A platform without a variant means the default one (as skopeo and containerd match them).
-_DEFAULT_VARIANTS = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
-
-def _platform_key(os, arch, variant):
-    return (os, arch, variant or _DEFAULT_VARIANTS.get(arch, ""))
-
 def _index_child(ctx, info):
     """The ImageInfo of the index's image for the `platform` attribute."""
-    names = ["%s/%s%s" % (i.platform.os, i.platform.architecture, "/" + i.platform.variant if i.platform.variant else "")
-             for i in info.images]
+    names = [platform_name(i.platform) for i in info.images]
     parts = ctx.attr.platform.split("/")
     if not ctx.attr.platform or len(parts) not in (2, 3):
         fail("%s: attribute 'platform': %r: an image_index holds several images: name one as os/architecture[/variant] (%s)" %
              (ctx.label, ctx.attr.platform, ", ".join(names)))
-    want = _platform_key(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
+    want = platform_key(parts[0], parts[1], parts[2] if len(parts) == 3 else "")
     for i in info.images:
-        if _platform_key(i.platform.os, i.platform.architecture, i.platform.variant) == want:
+        if platform_key(i.platform.os, i.platform.architecture, i.platform.variant) == want:
             return i
     fail("%s: attribute 'platform': %r: %s has no image for it (it has %s)" %
          (ctx.label, ctx.attr.platform, ctx.attr.image.label, ", ".join(names)))

@@ -13,6 +13,7 @@ Like `image`, the default outputs are metadata (`name.index.json`, `name.digest`
 layout is the `layout` output group.
 """
 
+load("//rules/private/common:platforms.bzl", "platform_key", "platform_name")
 load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load(":image.bzl", "layout_ref_name")
@@ -50,21 +51,15 @@ def _children(ctx):
         fail("%s: attribute 'images': []: an index needs at least one image" % target)
     return [(str(dep.label), dep[ImageInfo]) for dep in ctx.attr.images]
 
-def _platform_name(p):
-    return "%s/%s%s" % (p.os, p.architecture, "/" + p.variant if p.variant else "")
-
-# A platform without a variant means the default one (as skopeo and containerd match them).
-_DEFAULT_VARIANTS = {"arm64": "v8", "arm": "v7", "amd64": "v1"}
-
 def _check_platforms(target, children):
     """Two children for one platform: an error at analysis, naming both."""
     seen = {}
     for label, info in children:
         p = info.platform
-        key = (p.os, p.architecture, p.variant or _DEFAULT_VARIANTS.get(p.architecture, ""))
+        key = platform_key(p.os, p.architecture, p.variant)
         if key in seen:
             fail("%s: attribute 'images': %s and %s are both for %s: an index holds one image per platform" %
-                 (target, seen[key], label, _platform_name(p)))
+                 (target, seen[key], label, platform_name(p)))
         seen[key] = label
 
 def _image_index_impl(ctx):
