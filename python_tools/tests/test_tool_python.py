@@ -150,3 +150,22 @@ def test_no_interpreter_is_one_line(tmp_path):
                           "--triplet", TRIPLET, "--deb", path], capture_output=True, text=True)
     assert res.returncode == 1
     assert res.stderr.strip() == "ERROR: tool_python: expected one usr/bin/python3.X in the packages, found none"
+
+
+def test_layout_tar_is_deterministic(tmp_path):
+    shas = []
+    for n in (1, 2):
+        out = str(tmp_path / ("out%d" % n))
+        interpreter.assemble(_debs(tmp_path), out, TRIPLET)
+        interpreter.write_stdlib_zip(out, VERSION)
+        os.utime(os.path.join(out, "lib", "libc.so.6"), (n * 1000, n * 1000))  # mtimes don't count
+        shas.append(interpreter.write_layout_tar(out, str(tmp_path / ("l%d.tar" % n))))
+    assert shas[0] == shas[1]
+    import tarfile
+    with tarfile.open(str(tmp_path / "l1.tar")) as tf:
+        members = tf.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names) and "bin/" + PY in names and "lib/python%d%d.zip" % sys.version_info[:2] in names
+    modes = {m.name: m.mode for m in members}
+    assert modes["bin/" + PY] == 0o755 and modes["lib/python%d%d.zip" % sys.version_info[:2]] == 0o644
+    assert {(m.uid, m.gid, m.mtime) for m in members} == {(0, 0, 0)}

@@ -11,6 +11,9 @@
   /proc/self/maps comes from @rules_shiko_python_amd64 or the tools' wheels.
 - A tool runs with the host's python3 hidden (as on the remote-execution bots): an empty file
   over /usr/bin/python3*, tmpfs over /usr/lib/python3*.
+- The layout is the same bytes on every machine: python_tools/interpreter/layouts.json records
+  what this machine makes, and a new output base extracts it from the repository cache,
+  identical to an unpacked one.
 """
 
 import glob
@@ -148,3 +151,43 @@ def test_a_tool_runs_with_the_hosts_python_hidden(built, tmp_path):
     descriptor = json.loads((out / "l.json").read_text())
     assert descriptor["mediaType"].endswith("+zstd") and descriptor["members"] == 1, descriptor
     assert (out / "l.tar.zst").stat().st_size == descriptor["size"]
+
+
+def test_layouts_json_is_what_this_machine_makes(bazel, built):
+    """python_tools/interpreter/layouts.json records the sha256 a layout has on any machine:
+    made again here from the locked .debs (amd64 with bytecode, arm64 sources only)."""
+    bazel("fetch", "@rules_shiko_python_arm64//:python")  # its .debs into the repository cache
+    res = subprocess.run(["python3", os.path.join(REPO_ROOT, "python_tools", "interpreter", "layouts.py"), "--check",
+                          "--repository_cache=" + bazel.info("repository_cache")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "matches (amd64/bytecode, arm64/sources)" in res.stdout
+
+
+def test_a_new_output_base_extracts_the_layout_from_the_repository_cache(bazel, built, tmp_path):
+    """Two fresh output bases sharing the repository cache: the second (at the latest) takes the
+    recorded layout from the cache instead of unpacking and compiling, and both are identical."""
+    cache = bazel.info("repository_cache")
+    trees = []
+    for n in (1, 2):
+        base = str(tmp_path / ("ob%d" % n))
+        startup = ["--output_base=" + base]
+        try:
+            bazel("fetch", "--repository_cache=" + cache, "@rules_shiko_python_amd64//:python", startup=startup)
+        finally:
+            bazel("shutdown", startup=startup, check=False)
+        root = os.path.join(base, "external", "rules_shiko_python_amd64")
+        with open(os.path.join(root, "BUILD.bazel")) as f:
+            header = f.read().splitlines()[1]
+        files = {}
+        for d, _, names in os.walk(root):
+            for name in names:
+                p = os.path.join(d, name)
+                rel = os.path.relpath(p, root)
+                if rel.startswith(("bin/", "lib/")):
+                    with open(p, "rb") as f:
+                        files[rel] = (f.read(), os.stat(p).st_mode & 0o111 != 0)
+        trees.append((header, files))
+    assert trees[1][0].startswith("# Layout: from the repository cache, sha256 "), trees[1][0]
+    assert trees[0][1].keys() == trees[1][1].keys() and len(trees[0][1]) > 50
+    assert trees[0][1] == trees[1][1]

@@ -196,6 +196,36 @@ def write_stdlib_zip(out, version, compile_pyc=True):
     return target
 
 
+def write_layout_tar(out, target):
+    """A deterministic tar of the layout in `out` (what the repository rule keeps in Bazel's
+    repository cache, by sha256): sorted, uid/gid 0, mtime 0, modes 0755/0644. Returns its
+    sha256."""
+    import hashlib
+    paths = []
+    for root, dirs, files in os.walk(out):
+        dirs.sort()
+        for f in files:
+            full = os.path.join(root, f)
+            rel = os.path.relpath(full, out).replace(os.sep, "/")
+            if rel.startswith(("bin/", "lib/")):
+                paths.append((rel, full))
+    paths.sort()
+    with tarfile.open(target, "w", format=tarfile.USTAR_FORMAT) as tf:
+        for rel, full in paths:
+            st = os.stat(full)
+            info = tarfile.TarInfo(rel)
+            info.size = st.st_size
+            info.mode = 0o755 if st.st_mode & 0o100 else 0o644
+            info.mtime = 0
+            with open(full, "rb") as f:
+                tf.addfile(info, f)
+    h = hashlib.sha256()
+    with open(target, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _zip_add(z, name, data):
     info = zipfile.ZipInfo(name, ZIP_TIME)
     info.external_attr = 0o644 << 16

@@ -386,6 +386,7 @@ def rules_shiko_tool_python():
                 name = name,
                 architecture = arch,
                 lock = "@rules_shiko//python_tools/interpreter:packages.lock.json",
+                layouts = "@rules_shiko//python_tools/interpreter:layouts.json",
             )
 
 # The C/C++ cross toolchains of //toolchains/cc, in the order they are tried.
