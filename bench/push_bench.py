@@ -160,8 +160,11 @@ def generate(work, size_mb):
             "changed": changed[0]["size"], "config": config_size}
 
 
+TOOL = [sys.executable, "-m", "python_tools.push"]
+
+
 def ours(layout, host, jobs, env):
-    argv = [sys.executable, "-m", "python_tools.push", "--layout", layout, "--repository", host + "/bench/img",
+    argv = TOOL + ["--layout", layout, "--repository", host + "/bench/img",
             "--tag", "v", "--jobs", str(jobs), "--progress", "plain"]
     t = time.monotonic()
     res = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -190,8 +193,13 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--head_repeat", type=int, default=9, help="HEAD-only pushes per tool")
+    ap.add_argument("--tool", default=None,
+                    help="the push command to time instead of `python -m python_tools.push`, e.g. "
+                         "bazel-bin/python_tools/push_hermetic (the tools' own Python, as `bazel run` starts it)")
     ap.add_argument("--keep", default=None, help="generate the layouts in (or reuse them from) this directory")
     args = ap.parse_args()
+    if args.tool:
+        TOOL[:] = [os.path.abspath(args.tool)]
 
     work = args.keep or tempfile.mkdtemp(prefix="shiko-push-bench-")
     meta_path = os.path.join(work, "meta.json")

@@ -1,7 +1,7 @@
 """Macros declaring rules_shiko's Python tools and their pytest suites (python_tools/BUILD)."""
 
 load("@rules_python//python:defs.bzl", "py_binary", "py_library", "py_test")
-load("//rules/private/python:tool.bzl", "py_tool")
+load("//rules/private/python:tool.bzl", "py_bytecode", "py_tool")
 
 # The tools' own Python per execution platform (python_tools/interpreter/README.md); any other
 # platform (macOS, Windows, other CPUs) falls back to a py_binary on the Python toolchain.
@@ -9,6 +9,19 @@ _TOOL_PYTHON = {
     "//python_tools/interpreter:linux_x86_64": "@rules_shiko_python_amd64//:python",
     "//python_tools/interpreter:linux_arm64": "@rules_shiko_python_arm64//:python",
 }
+
+def tool_python():
+    """The tools' own Python of the platform a tool runs on (x86-64 when none matches)."""
+    return select(dict(_TOOL_PYTHON, **{"//conditions:default": _TOOL_PYTHON.values()[0]}))
+
+def tools_bytecode(name, tools):
+    """`name`: every tool's modules with their bytecode in one zip (py_bytecode), which each
+    `<tool>_hermetic` launcher puts first on sys.path."""
+    py_bytecode(
+        name = name,
+        python = tool_python(),
+        deps = [":%s_lib" % t for t in tools],
+    )
 
 def tool(name, srcs = None, deps = [], binary = True):
     """A tool module: `<name>_lib` (py_library) and, with binary, the `<name>` CLI.
@@ -37,8 +50,9 @@ def tool(name, srcs = None, deps = [], binary = True):
         )
         py_tool(
             name = name + "_hermetic",
+            bytecode = ":tools_bytecode",
             main = name + ".py",
-            python = select(dict(_TOOL_PYTHON, **{"//conditions:default": _TOOL_PYTHON.values()[0]})),
+            python = tool_python(),
             deps = [":%s_lib" % name],
         )
         native.alias(

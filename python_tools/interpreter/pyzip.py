@@ -1,0 +1,44 @@
+"""Python modules into one deterministic zip with their bytecode (standard library only).
+
+    write(target, [(name in the zip, source path), ...], compile_pyc=True)
+
+Each module goes in as its source and, with compile_pyc, an unchecked-hash .pyc next to it
+(zipimport reads `x.pyc` beside `x.py` and never checks such a .pyc against the source, so no
+timestamp is involved): sorted members, fixed times and modes, stored uncompressed (nothing to
+inflate at import). Used for the tools' Python's standard library (shiko/debian/interpreter.py)
+and for the tools' own modules (compile.py, the ShikoPyBytecode action).
+"""
+
+import importlib.util
+import os
+import zipfile
+from importlib import _bootstrap_external
+
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def _add(z, name, data):
+    info = zipfile.ZipInfo(name, ZIP_TIME)
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_STORED
+    z.writestr(info, data)
+
+
+def write(target, members, compile_pyc=True):
+    """Writes `target` (atomically) from `members`, [(name, path)] with names ending in .py."""
+    tmp = target + ".tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for name, path in sorted(members):
+            with open(path, "rb") as f:
+                source = f.read()
+            _add(z, name, source)
+            if compile_pyc:
+                try:
+                    code = compile(source, name, "exec", dont_inherit=True, optimize=0)
+                except SyntaxError:
+                    continue  # a module for another Python version (none in CPython's own)
+                pyc = _bootstrap_external._code_to_hash_pyc(code, importlib.util.source_hash(source),
+                                                             checked=False)
+                _add(z, name[:-3] + ".pyc", bytes(pyc))
+    os.replace(tmp, target)
+    return target
