@@ -15,7 +15,6 @@ Standard library only; run it with any python3.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -25,18 +24,14 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+from python_tools.shiko.files import sha256_file  # noqa: E402
+
 TOOL = os.path.join(os.path.dirname(HERE), "tool_python.py")
 TRIPLETS = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 LOADERS = {"amd64": "ld-linux-x86-64.so.2", "arm64": "ld-linux-aarch64.so.1"}
 HOST = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine(), "")
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _run(argv):
@@ -88,7 +83,7 @@ def main(argv):
         "_comment": ["The sha256 of the tools' Python layouts (python_tools/interpreter/README.md).",
                      "Rewrite after re-locking or changing the layout code: python3 python_tools/interpreter/layouts.py "
                      "--repository_cache=\"$(./bazelw info repository_cache)\""],
-        "lock_sha256": _sha256(args.lock),
+        "lock_sha256": sha256_file(args.lock)[0],
         "layouts": layouts,
     }
     text = json.dumps(want, indent=2, sort_keys=True) + "\n"

@@ -31,6 +31,7 @@ import stat
 import tarfile
 
 from python_tools.shiko.debian.unpack import _decompress, _member, _norm, read_ar
+from python_tools.shiko.files import sha256_file
 
 # Parts of the standard library no tool can use (GUIs, test suites, installers, the 2to3
 # translator): left out of the zip. Everything else stays, so any standard module imports.
@@ -181,7 +182,6 @@ def write_layout_tar(out, target):
     """A deterministic tar of the layout in `out` (what the repository rule keeps in Bazel's
     repository cache, by sha256): sorted, uid/gid 0, mtime 0, modes 0755/0644. Returns its
     sha256."""
-    import hashlib
     paths = []
     for root, dirs, files in os.walk(out):
         dirs.sort()
@@ -200,10 +200,6 @@ def write_layout_tar(out, target):
             info.mtime = 0
             with open(full, "rb") as f:
                 tf.addfile(info, f)
-    h = hashlib.sha256()
-    with open(target, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(target)[0]
 
 
