@@ -142,8 +142,10 @@ def digest_of(data, blobs=None):
     return d
 
 
-def materialize(cas, digest, path, cache):
-    """Writes the Directory `digest` (and everything below it) at path."""
+def materialize(cas, digest, path, cache, files=None):
+    """Writes the Directory `digest` (and everything below it) at path. With `files` (a
+    directory), each file is a hardlink to a read-only copy kept there by digest and mode, read
+    from the CAS once per bot (as real workers keep a local CAS cache)."""
     directory = cache.get(digest.hash)
     if directory is None:
         directory = cas.read_message(digest, re_pb2.Directory())
@@ -151,13 +153,24 @@ def materialize(cas, digest, path, cache):
     os.makedirs(path, exist_ok=True)
     for f in directory.files:
         target = os.path.join(path, f.name)
-        with open(target, "wb") as out:
-            out.write(cas.read(f.digest))
-        os.chmod(target, 0o555 if f.is_executable else 0o444)
+        mode = 0o555 if f.is_executable else 0o444
+        if files is None:
+            with open(target, "wb") as out:
+                out.write(cas.read(f.digest))
+            os.chmod(target, mode)
+            continue
+        kept = os.path.join(files, "%s-%d-%o" % (f.digest.hash, f.digest.size_bytes, mode))
+        if not os.path.exists(kept):
+            tmp = "%s.tmp-%s" % (kept, uuid.uuid4().hex[:8])
+            with open(tmp, "wb") as out:
+                out.write(cas.read(f.digest))
+            os.chmod(tmp, mode)
+            os.replace(tmp, kept)
+        os.link(kept, target)
     for s in directory.symlinks:
         os.symlink(s.target, os.path.join(path, s.name))
     for d in directory.directories:
-        materialize(cas, d.digest, os.path.join(path, d.name), cache)
+        materialize(cas, d.digest, os.path.join(path, d.name), cache, files)
 
 
 def file_node(path, name, blobs):
@@ -234,6 +247,8 @@ class Bot:
             ("grpc.max_send_message_length", 64 << 20)])
         self.bots = bots_pb2_grpc.BotsStub(self.channel)
         self.cas = Cas(self.channel, instance)
+        self.files = os.path.join(workdir, "files")
+        os.makedirs(self.files, exist_ok=True)
         self.empty = os.path.join(workdir, "empty")
         open(self.empty, "w").close()
         os.chmod(self.empty, 0o444)
@@ -332,7 +347,7 @@ class Bot:
         command = self.cas.read_message(action.command_digest, re_pb2.Command())
         root = os.path.join(self.workdir, "exec-%s" % uuid.uuid4().hex[:12])
         try:
-            materialize(self.cas, action.input_root_digest, root, {})
+            materialize(self.cas, action.input_root_digest, root, {}, self.files)
             cwd = os.path.join(root, command.working_directory)
             outputs = list(command.output_paths) or (list(command.output_files)
                                                      + list(command.output_directories))
