@@ -21,6 +21,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -211,3 +212,36 @@ def test_the_arm64_interpreter_runs_under_qemu(bazel, built):
                           "-c", code], capture_output=True, text=True, timeout=300, env={"PATH": "/nonexistent"})
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["aarch64", "e3b0c44298fc", "OpenSSL"], res.stdout
+
+
+def test_the_launcher_finds_its_runfiles_every_way(built, tmp_path):
+    """A py_tool launcher runs as an action or worker (`<launcher>.runfiles` next to it), from
+    another target's runfiles (`bazel run` launchers: no .runfiles of its own, the enclosing
+    `*.runfiles/` directory), with $RUNFILES_DIR, and says so in one line when it has none."""
+    launcher = os.path.join(built["bin"], "python_tools", "layer_hermetic")
+    runfiles = launcher + ".runfiles"
+    env = {"PATH": "/usr/bin:/bin"}
+
+    def run(argv, **kw):
+        return subprocess.run(argv + ["--bogus"], capture_output=True, text=True, timeout=60, env=kw.get("env", env),
+                              cwd=kw.get("cwd"))
+
+    expected = "ERROR: layer: unknown flag --bogus"
+    assert run([launcher]).stderr.strip() == expected
+    # Relative $0, from the directory above.
+    assert run(["./" + os.path.basename(launcher)], cwd=os.path.dirname(launcher)).stderr.strip() == expected
+    # Inside another runfiles tree: <outer>.runfiles/<workspace>/python_tools/layer_hermetic.
+    outer = tmp_path / "push.runfiles"
+    shutil.copytree(runfiles, str(outer), symlinks=True)
+    nested = outer / "rules_shiko" / "python_tools" / "layer_hermetic"
+    if os.path.lexists(str(nested)):
+        os.unlink(str(nested))  # a symlink to the launcher: copy the script itself instead
+    shutil.copy(launcher, str(nested))
+    assert run([str(nested)]).stderr.strip() == expected
+    # A copy elsewhere, told where the runfiles are.
+    alone = tmp_path / "alone"
+    shutil.copy(launcher, str(alone))
+    assert run([str(alone)], env=dict(env, RUNFILES_DIR=runfiles)).stderr.strip() == expected
+    res = run([str(alone)])
+    assert res.returncode == 1
+    assert res.stderr.strip() == "//python_tools:layer_hermetic: cannot find the runfiles of %s" % alone
