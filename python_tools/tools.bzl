@@ -1,7 +1,7 @@
 """Macros declaring rules_shiko's Python tools and their pytest suites (python_tools/BUILD)."""
 
 load("@rules_python//python:defs.bzl", "py_binary", "py_library", "py_test")
-load("//rules/private/python:tool.bzl", "py_bytecode", "py_tool")
+load("//rules/private/python:tool.bzl", "py_tool")
 
 # The tools' own Python per execution platform (python_tools/interpreter/README.md); any other
 # platform (macOS, Windows, other CPUs) falls back to a py_binary on the Python toolchain.
@@ -13,15 +13,6 @@ _TOOL_PYTHON = {
 def tool_python():
     """The tools' own Python of the platform a tool runs on (x86-64 when none matches)."""
     return select(dict(_TOOL_PYTHON, **{"//conditions:default": _TOOL_PYTHON.values()[0]}))
-
-def tools_bytecode(name, tools):
-    """`name`: every tool's modules with their bytecode in one zip (py_bytecode), which each
-    `<tool>_hermetic` launcher puts first on sys.path."""
-    py_bytecode(
-        name = name,
-        python = tool_python(),
-        deps = [":%s_lib" % t for t in tools],
-    )
 
 def tool(name, srcs = None, deps = [], binary = True):
     """A tool module: `<name>_lib` (py_library) and, with binary, the `<name>` CLI.
@@ -50,7 +41,6 @@ def tool(name, srcs = None, deps = [], binary = True):
         )
         py_tool(
             name = name + "_hermetic",
-            bytecode = ":tools_bytecode",
             main = name + ".py",
             python = tool_python(),
             deps = [":%s_lib" % name],

@@ -6,13 +6,27 @@ rules/private/python/tool.bzl writes runs it; python_tools/interpreter/README.md
 RUNFILES: the absolute runfiles root. IMPORTS: ':'-separated directories below it (the tool's
 PyInfo imports: the rules_shiko root, each wheel's directory). MAIN: the tool's .py below it.
 sys.path becomes what a py_binary would give: the main file's directory, the imports, then the
-standard library. Standard library only; nothing is imported before the tool.
+standard library. Standard library only (os and sys, which the interpreter has loaded anyway).
 """
 
+import os
 import sys
 
 
+def _bytecode_cache():
+    """Under `bazel run` (push, load, verify, explain on the user's machine), the tools' compiled
+    modules go to a cache of the user's (sys.pycache_prefix, checked against the sources'
+    mtimes as usual), so a second run compiles nothing. Actions and workers write none: their
+    runfiles are read-only, a worker compiles once, and an action leaves nothing behind."""
+    if not os.environ.get("BUILD_WORKSPACE_DIRECTORY"):
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    sys.pycache_prefix = os.path.join(base, "rules_shiko", "pycache")
+    sys.dont_write_bytecode = False
+
+
 def _run():
+    _bytecode_cache()
     runfiles, imports, main = sys.argv[1:4]
     main = runfiles + "/" + main
     sys.path[:0] = [main.rsplit("/", 1)[0]] + [runfiles + "/" + p for p in imports.split(":") if p]
@@ -21,6 +35,7 @@ def _run():
         code = compile(f.read(), main, "exec", dont_inherit=True)
     namespace = sys.modules["__main__"].__dict__  # the tool's module is __main__, as usual
     namespace.pop("_run")
+    namespace.pop("_bytecode_cache")
     namespace.update(__file__=main, __doc__=None, __cached__=None)
     exec(code, namespace)
 

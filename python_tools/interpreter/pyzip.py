@@ -5,8 +5,7 @@
 Each module goes in as its source and, with compile_pyc, an unchecked-hash .pyc next to it
 (zipimport reads `x.pyc` beside `x.py` and never checks such a .pyc against the source, so no
 timestamp is involved): sorted members, fixed times and modes, stored uncompressed (nothing to
-inflate at import). Used for the tools' Python's standard library (shiko/debian/interpreter.py)
-and for the tools' own modules (compile.py, the ShikoPyBytecode action).
+inflate at import). Used for the tools' Python's standard library (shiko/debian/interpreter.py).
 """
 
 import importlib.util

@@ -170,38 +170,3 @@ def test_layout_tar_is_deterministic(tmp_path):
     modes = {m.name: m.mode for m in members}
     assert modes["bin/" + PY] == 0o755 and modes["lib/python%d%d.zip" % sys.version_info[:2]] == 0o644
     assert {(m.uid, m.gid, m.mtime) for m in members} == {(0, 0, 0)}
-
-
-COMPILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "interpreter", "compile.py")
-
-
-def test_compile_zips_the_tools_modules_with_bytecode(tmp_path):
-    """compile.py (the ShikoPyBytecode action): NAME=PATH pairs into a zip that imports from
-    its bytecode; the same inputs give the same bytes."""
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "__init__.py").write_text("")
-    (tmp_path / "pkg" / "mod.py").write_text("VALUE = 42\n")
-    out = []
-    for n in (1, 2):
-        target = str(tmp_path / ("tools%d.zip" % n))
-        res = subprocess.run([sys.executable, "-I", "-S", COMPILE, target,
-                              "a/pkg/mod.py=%s" % (tmp_path / "pkg" / "mod.py"),
-                              "a/pkg/__init__.py=%s" % (tmp_path / "pkg" / "__init__.py")],
-                             capture_output=True, text=True)
-        assert res.returncode == 0, res.stderr
-        with open(target, "rb") as f:
-            out.append(f.read())
-    assert out[0] == out[1]
-    with zipfile.ZipFile(target) as z:
-        assert z.namelist() == ["a/pkg/__init__.py", "a/pkg/__init__.pyc", "a/pkg/mod.py", "a/pkg/mod.pyc"]
-    code = "import sys; sys.path.insert(0, %r); import pkg.mod; print(pkg.mod.VALUE)" % (target + "/a")
-    res = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
-    assert res.stdout == "42\n"
-
-
-def test_compile_rejects_a_bad_pair(tmp_path):
-    res = subprocess.run([sys.executable, "-I", "-S", COMPILE, str(tmp_path / "t.zip"), "mod.txt=/x"],
-                         capture_output=True, text=True)
-    assert res.returncode == 2
-    assert res.stderr == "ERROR: compile.py: expected NAME.py=PATH, got 'mod.txt=/x'\n"
-    assert not os.path.exists(str(tmp_path / "t.zip"))

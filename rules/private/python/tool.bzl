@@ -19,7 +19,6 @@
 load("@rules_python//python:defs.bzl", "PyInfo")
 load("//rules/private/common:launcher.bzl", "runfiles_path", "sh_quote")
 load("//rules/private/common:providers.bzl", "ToolPythonInfo")
-load("//rules/private/common:runfiles.bzl", "repo_relative")
 
 def _tool_python_impl(ctx):
     files = depset(ctx.files.files + [ctx.file.loader, ctx.file.interpreter])
@@ -41,44 +40,6 @@ tool_python = rule(
         "interpreter": attr.label(mandatory = True, allow_single_file = True, doc = "bin/python3.X."),
         "version": attr.string(mandatory = True, doc = "The Python version, e.g. \"3.11\"."),
         "files": attr.label_list(allow_files = True, doc = "The libraries, extension modules and the standard library's zip."),
-    },
-)
-
-def _zip_member(f):
-    """NAME=PATH for compile.py: the module's path below its repository's root."""
-    return "%s=%s" % (repo_relative(f)[1], f.path)
-
-def _py_bytecode_impl(ctx):
-    py = ctx.attr.python[ToolPythonInfo]
-    repo = ctx.label.workspace_name
-    sources = depset(transitive = [d[PyInfo].transitive_sources for d in ctx.attr.deps]).to_list()
-    own = [f for f in sources if f.owner != None and f.owner.workspace_name == repo]
-    out = ctx.actions.declare_file(ctx.label.name + ".zip")
-    args = ctx.actions.args()
-    args.add("--library-path", py.loader.dirname)
-    args.add(py.interpreter)
-    args.add_all(["-I", "-S", "-B"])
-    args.add(ctx.file._compile)
-    args.add(out)
-    args.add_all(own, map_each = _zip_member)
-    ctx.actions.run(
-        executable = py.loader,
-        arguments = [args],
-        inputs = depset(own + [ctx.file._compile, ctx.file._pyzip], transitive = [py.files]),
-        outputs = [out],
-        mnemonic = "ShikoPyBytecode",
-        progress_message = "Compiling %d tool modules for %s" % (len(own), ctx.label),
-    )
-    return [DefaultInfo(files = depset([out]))]
-
-py_bytecode = rule(
-    implementation = _py_bytecode_impl,
-    doc = "The modules of this repository that `deps` need, with their bytecode, in one zip made by the tools' Python (python_tools/interpreter/compile.py): py_tool launchers put it first on sys.path, so no tool compiles its modules at start.",
-    attrs = {
-        "deps": attr.label_list(providers = [PyInfo], doc = "The py_library targets whose sources (those of this repository) go in."),
-        "python": attr.label(mandatory = True, providers = [ToolPythonInfo], doc = "The interpreter that compiles them (its bytecode format)."),
-        "_compile": attr.label(default = "//python_tools/interpreter:compile.py", allow_single_file = True),
-        "_pyzip": attr.label(default = "//python_tools/interpreter:pyzip.py", allow_single_file = True),
     },
 )
 
@@ -107,9 +68,6 @@ def _py_tool_impl(ctx):
     py = ctx.attr.python[ToolPythonInfo]
     main = ctx.file.main
     imports = depset(transitive = [d[PyInfo].imports for d in ctx.attr.deps]).to_list()
-    bytecode = ctx.files.bytecode
-    if bytecode:
-        imports = [runfiles_path(ctx, f) for f in bytecode] + imports
     sources = depset([main], transitive = [d[PyInfo].transitive_sources for d in ctx.attr.deps])
     loader = runfiles_path(ctx, py.loader)
     launcher = ctx.actions.declare_file(ctx.label.name)
@@ -126,7 +84,7 @@ def _py_tool_impl(ctx):
         main_rpath = sh_quote(runfiles_path(ctx, main)),
     ), is_executable = True)
     runfiles = ctx.runfiles(
-        files = [main, ctx.file._boot] + bytecode,
+        files = [main, ctx.file._boot],
         transitive_files = depset(transitive = [sources, py.files]),
     )
     for d in ctx.attr.deps:
@@ -141,7 +99,6 @@ py_tool = rule(
         "main": attr.label(mandatory = True, allow_single_file = [".py"], doc = "The tool's command: python_tools/<verb>.py."),
         "deps": attr.label_list(providers = [PyInfo], doc = "The py_library targets it imports (their PyInfo imports go on sys.path)."),
         "python": attr.label(mandatory = True, providers = [ToolPythonInfo], doc = "The interpreter: @rules_shiko_python_<arch>//:python."),
-        "bytecode": attr.label(allow_single_file = [".zip"], doc = "A py_bytecode zip of the tool's modules, first on sys.path (made by the same interpreter)."),
         "_boot": attr.label(default = "//python_tools/interpreter:boot.py", allow_single_file = True),
     },
 )
