@@ -129,7 +129,8 @@ def test_a_tool_runs_with_the_hosts_python_hidden(built, tmp_path):
     for p in sorted(glob.glob("/usr/lib/python3*")):
         if os.path.isdir(p) and not os.path.islink(p):
             hidden += ["--tmpfs", p]
-    hidden += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
+    # (A checkout under /tmp, as CI's, stays visible: the runfiles link to its sources.)
+    hidden += ["--ro-bind", REPO_ROOT, REPO_ROOT, "--clearenv", "--setenv", "PATH", "/usr/bin:/bin"]
     out = tmp_path / "out"
     out.mkdir()
     manifest = tmp_path / "layer.json"
