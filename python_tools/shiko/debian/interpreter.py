@@ -23,14 +23,12 @@ One zip instead of ~600 module files keeps each action's input list (and a remot
 input tree) short. Everything is deterministic: sorted members, fixed times and modes.
 """
 
-import io
 import os
 import posixpath
 import shutil
-import stat
 import tarfile
 
-from python_tools.shiko.debian.unpack import _decompress, _member, _norm, read_ar
+from python_tools.shiko.debian.unpack import data_members, read_ar
 from python_tools.shiko.files import sha256_file
 
 # Parts of the standard library no tool can use (GUIs, test suites, installers, the 2to3
@@ -44,32 +42,22 @@ class Tree:
 
     def __init__(self):
         self.files = {}     # path -> bytes
-        self.modes = {}     # path -> permission bits
         self.links = {}     # path -> symlink target (as written in the package)
 
     def add_deb(self, path):
+        """The package's data members (read as the `deb` tool reads them: unsafe names, special
+        files and dangling hardlinks are ValueErrors)."""
         with open(path, "rb") as f:
             data = f.read()
         what = os.path.basename(path)
         members, _ = read_ar(data, what)
-        name = _member(members, "data.tar", what)
-        raw = _decompress(name, members[name], what)
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
-            for m in tf.getmembers():
-                p = _norm(m.name)
-                if p is None:
-                    raise ValueError("%s: unsafe member name %r" % (what, m.name))
-                if m.isreg():
-                    self.files[p] = tf.extractfile(m).read()
-                    self.modes[p] = stat.S_IMODE(m.mode)
-                elif m.islnk():
-                    target = _norm(m.linkname)
-                    if target not in self.files:
-                        raise ValueError("%s: hardlink %r to %r, not a file" % (what, m.name, m.linkname))
-                    self.files[p] = self.files[target]
-                    self.modes[p] = self.modes[target]
-                elif m.issym():
-                    self.links[p] = m.linkname
+        for p, e in data_members(members, what, keep_docs=True):
+            if e.kind == "file":
+                self.files[p] = e.data
+            elif e.kind == "hardlink":
+                self.files[p] = self.files[e.target]
+            elif e.kind == "symlink":
+                self.links[p] = e.target
 
     def resolve(self, path, depth=0):
         """The regular file `path` names after following symlinks (None if none)."""
@@ -183,8 +171,7 @@ def write_layout_tar(out, target):
     repository cache, by sha256): sorted, uid/gid 0, mtime 0, modes 0755/0644. Returns its
     sha256."""
     paths = []
-    for root, dirs, files in os.walk(out):
-        dirs.sort()
+    for root, _, files in os.walk(out):
         for f in files:
             full = os.path.join(root, f)
             rel = os.path.relpath(full, out).replace(os.sep, "/")

@@ -70,14 +70,15 @@ def _py_tool_impl(ctx):
     imports = depset(transitive = [d[PyInfo].imports for d in ctx.attr.deps]).to_list()
     sources = depset([main], transitive = [d[PyInfo].transitive_sources for d in ctx.attr.deps])
     loader = runfiles_path(ctx, py.loader)
+    libdir = loader.rsplit("/", 1)[0]
     launcher = ctx.actions.declare_file(ctx.label.name)
     ctx.actions.write(launcher, _LAUNCHER.format(
         label = ctx.label,
         main = main.short_path,
         python = ctx.attr.python.label,
-        probe = loader.rsplit("/", 1)[0],
+        probe = libdir,
         loader = loader,
-        libdir = loader.rsplit("/", 1)[0],
+        libdir = libdir,
         interpreter = runfiles_path(ctx, py.interpreter),
         boot = runfiles_path(ctx, ctx.file._boot),
         imports = sh_quote(":".join(imports)),

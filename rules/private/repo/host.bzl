@@ -41,3 +41,17 @@ def file_sha256(rctx, path, scratch):
     res = rctx.download(["file://%s" % path], output = scratch)
     rctx.delete(scratch)
     return res.sha256
+
+def host_arch(rctx):
+    """(arch, raw): the client's CPU as Debian and OCI name it ("amd64", "arm64"; "" for any
+    other), and as reported: rctx.os.arch where Bazel has it (5+), else `uname -m`."""
+    raw = getattr(rctx.os, "arch", None)
+    if not raw:
+        res = rctx.execute(["uname", "-m"], quiet = True)
+        raw = res.stdout.strip() if res.return_code == 0 else ""
+    return {"amd64": "amd64", "x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(raw, ""), raw
+
+def absolute_label(label):
+    """A label of rules_shiko as a generated BUILD file must write it (main repo or external)."""
+    s = str(label)
+    return "@" + s if s.startswith("//") else s

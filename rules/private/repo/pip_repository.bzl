@@ -16,7 +16,7 @@ platform other than the host's (`platforms`, `python_version`), for images of an
 architecture.
 """
 
-load(":host.bzl", "file_sha256", "find_python")
+load(":host.bzl", "file_sha256", "find_python", "host_arch")
 
 _PIP_ENV = [
     "PIP_INDEX_URL",
@@ -176,15 +176,10 @@ def _remember_in_repository_cache(rctx, wheel, hashes):
     return got
 
 def _host_platform(rctx):
-    if hasattr(rctx.os, "arch"):
-        arch = rctx.os.arch
-    else:
-        arch = rctx.execute(["uname", "-m"]).stdout.strip()  # Bazel 4 has no rctx.os.arch
-    if arch in ("amd64", "x86_64"):
-        return "manylinux2014_x86_64"
-    if arch in ("aarch64", "arm64"):
-        return "manylinux2014_aarch64"
-    fail("pip_lock_repository: unsupported host architecture %r; set `platforms`" % arch)
+    arch, raw = host_arch(rctx)
+    if arch:
+        return {"amd64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}[arch]
+    fail("pip_lock_repository: unsupported host architecture %r; set `platforms`" % raw)
 
 def _find_python(rctx):
     path, tried = find_python(rctx, rctx.attr.python_interpreter, needs_pip = True)

@@ -35,7 +35,7 @@ How it fetches, and why this way:
   (docker/podman config files and credential helpers), read by pull.py only.
 """
 
-load(":host.bzl", "find_python", "label_name")
+load(":host.bzl", "absolute_label", "find_python", "host_arch", "label_name")
 
 _PULL_TOOL = Label("//python_tools:pull.py")
 
@@ -62,16 +62,11 @@ def _find_python(rctx):
          _label_name(rctx))
 
 def _host_platform(rctx):
-    if hasattr(rctx.os, "arch"):
-        arch = rctx.os.arch
-    else:
-        arch = rctx.execute(["uname", "-m"]).stdout.strip()  # Bazel 4 has no rctx.os.arch
-    if arch in ("amd64", "x86_64"):
-        return "linux/amd64"
-    if arch in ("aarch64", "arm64"):
-        return "linux/arm64"
+    arch, raw = host_arch(rctx)
+    if arch:
+        return "linux/" + arch
     fail("@%s: attribute 'platform': '': cannot tell the host's platform from %r; set platform" %
-         (_label_name(rctx), arch))
+         (_label_name(rctx), raw))
 
 def _tool(rctx, python, args, timeout = 600):
     tool = rctx.path(_PULL_TOOL)
@@ -219,7 +214,7 @@ def _image_pull_impl(rctx):
         digest = digest,
         manifest = plan["manifest"]["digest"],
         platform = platform,
-        bzl = _absolute(Label("//rules/private/image:pulled.bzl")),
+        bzl = absolute_label(Label("//rules/private/image:pulled.bzl")),
         files = repr(sorted(files)),
         manifest_file = _blob_path(plan["manifest"]["digest"]),
         config_file = _blob_path(config["digest"]),
@@ -230,11 +225,6 @@ def _image_pull_impl(rctx):
         architecture = config_platform.get("architecture", ""),
         variant = config_platform.get("variant", ""),
     ))
-
-def _absolute(label):
-    """A label of rules_shiko as the generated BUILD file must write it (main repo or external)."""
-    s = str(label)
-    return "@" + s if s.startswith("//") else s
 
 def _small_blobs(rctx):
     """The blobs this repository holds: manifests (index, platform manifest) and the config."""

@@ -20,7 +20,7 @@ python3 is used here only.
 """
 
 load(":deb_repository.bzl", "DEB_REPOSITORY_ATTRS", "fetch_arch", "read_lock")
-load(":host.bzl", "file_sha256", "find_python", "label_name")
+load(":host.bzl", "absolute_label", "file_sha256", "find_python", "host_arch", "label_name")
 
 _TOOL = Label("//python_tools:tool_python.py")
 _TOOL_BZL = Label("//rules/private/python:tool.bzl")
@@ -34,19 +34,6 @@ _TOOL_LIBS = [
 
 _TRIPLETS = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 _LOADERS = {"amd64": "ld-linux-x86-64.so.2", "arm64": "ld-linux-aarch64.so.1"}
-_HOST_ARCH = {"amd64": "amd64", "x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-
-def _absolute(label):
-    s = str(label)
-    return "@" + s if s.startswith("//") else s
-
-def _host_cpu(rctx):
-    """The client's CPU: rctx.os.arch (Bazel 5+), else `uname -m`."""
-    cpu = getattr(rctx.os, "arch", None)
-    if cpu:
-        return cpu
-    res = rctx.execute(["uname", "-m"], quiet = True)
-    return res.stdout.strip() if res.return_code == 0 else ""
 
 def _write_build(rctx, name, arch, version, source):
     rctx.file("WORKSPACE", "workspace(name = \"%s\")\n" % name)
@@ -63,7 +50,7 @@ tool_python(
     loader = "lib/{loader}",
     version = "{version}",
 )
-""".format(lock = rctx.attr.lock, arch = arch, bzl = _absolute(_TOOL_BZL), loader = _LOADERS[arch],
+""".format(lock = rctx.attr.lock, arch = arch, bzl = absolute_label(_TOOL_BZL), loader = _LOADERS[arch],
            version = version, source = source))
 
 def _recorded(rctx, arch, kind):
@@ -85,7 +72,7 @@ def _tool_python_impl(rctx):
 
     # The standard library's bytecode is made by the interpreter it is for; another CPU's
     # interpreter can't run here, so its zip holds sources only (compiled at import, in memory).
-    native = _HOST_ARCH.get(_host_cpu(rctx), "") == arch
+    native = host_arch(rctx)[0] == arch
     kind = "bytecode" if native else "sources"
 
     # A layout made before, on any machine, from the same lock: kept in Bazel's repository
