@@ -17,9 +17,7 @@
   larger than the request's `max_body` is an error too, after reading at most max_body + 1 bytes.
 """
 
-import http.client
 import os
-import ssl
 import threading
 import urllib.parse
 
@@ -37,6 +35,7 @@ from python_tools.shiko.registry.transport import (
     is_loopback,
     registry_errors,
     same_origin,
+    ssl_error,
 )
 
 
@@ -105,13 +104,13 @@ class Session(object):
                     url = "%s://%s/v2/" % (scheme, self.host)
                     try:
                         resp = self.connections.exchange("GET", url, {"User-Agent": USER_AGENT})
-                    except ssl.SSLCertVerificationError as e:
-                        self.connections.drop(scheme, self.host)
-                        raise RegistryError(
-                            "registry %s: the TLS certificate is not trusted (%s); pass the CA with "
-                            "--ca_file (or put it in /etc/docker/certs.d/%s/ca.crt), or --insecure"
-                            % (self.registry, e.verify_message or e.reason, self.registry))
-                    except (ssl.SSLError, OSError, http.client.HTTPException) as e:
+                    except OSError as e:  # TLS errors too (ssl.SSLError is an OSError)
+                        if ssl_error(e, "SSLCertVerificationError"):
+                            self.connections.drop(scheme, self.host)
+                            raise RegistryError(
+                                "registry %s: the TLS certificate is not trusted (%s); pass the CA with "
+                                "--ca_file (or put it in /etc/docker/certs.d/%s/ca.crt), or --insecure"
+                                % (self.registry, e.verify_message or e.reason, self.registry))
                         refusal = self.connections.tls_refusal(e)
                         if refusal:
                             self.connections.drop(scheme, self.host)
@@ -206,17 +205,15 @@ class Session(object):
                 return resp
             except Retryable as e:
                 reason, retry_after, status = str(e), e.retry_after, e.status
-            except ssl.SSLCertVerificationError as e:
-                raise RegistryError("registry %s: %s: TLS certificate not trusted (%s)"
-                                    % (self.registry, what, e.verify_message or e.reason))
-            except ssl.SSLError as e:
+            except (RegistryError,):
+                raise
+            except RETRYABLE_EXC as e:  # TLS errors too (ssl.SSLError is an OSError)
+                if ssl_error(e, "SSLCertVerificationError"):
+                    raise RegistryError("registry %s: %s: TLS certificate not trusted (%s)"
+                                        % (self.registry, what, e.verify_message or e.reason))
                 refusal = self.connections.tls_refusal(e)
                 if refusal:
                     raise RegistryError("registry %s: %s: %s" % (self.registry, what, refusal))
-                reason, retry_after, status = exc_text(e), None, None
-            except (RegistryError,):
-                raise
-            except RETRYABLE_EXC as e:
                 reason, retry_after, status = exc_text(e), None, None
             if attempt >= attempts:
                 # retry=False: the caller retries the whole operation and says how often.

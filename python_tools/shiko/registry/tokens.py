@@ -14,7 +14,6 @@
 
 import json
 import re
-import ssl
 import threading
 import time
 import urllib.parse
@@ -27,6 +26,7 @@ from python_tools.shiko.registry.transport import (
     USER_AGENT,
     exc_text,
     is_loopback,
+    ssl_error,
 )
 
 
@@ -209,10 +209,10 @@ class Authenticator(object):
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 resp = self.connections.exchange(method, url, headers, body)
-            except ssl.SSLCertVerificationError as e:
-                raise AuthError("token server %s for %s: the TLS certificate is not trusted (%s)"
-                                % (r.netloc, self.registry, e.verify_message or e.reason))
             except RETRYABLE_EXC as e:
+                if ssl_error(e, "SSLCertVerificationError"):
+                    raise AuthError("token server %s for %s: the TLS certificate is not trusted (%s)"
+                                    % (r.netloc, self.registry, e.verify_message or e.reason))
                 last = exc_text(e)
                 resp = None
             if resp is not None:

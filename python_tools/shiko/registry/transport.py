@@ -15,21 +15,18 @@
 - RetryPolicy: exponential backoff with jitter, honouring `Retry-After` (seconds or HTTP date).
 """
 
-import email.utils
 import hashlib
-import http.client
-import ipaddress
 import json
 import os
-import random
 import socket
-import ssl
+import sys
 import threading
 import time
 import urllib.parse
 
 from python_tools.shiko.files import CHUNK
 from python_tools.shiko.oci.reference import DOCKER_HUB
+from python_tools.shiko.registry import http1
 from python_tools.shiko.registry.errors import RegistryError
 
 USER_AGENT = "rules_shiko-registry/0.1"
@@ -41,8 +38,22 @@ DEFAULT_PORTS = {"https": 443, "http": 80}
 # TLS alerts (ssl.SSLError.reason suffixes) by which a server refuses our client certificate.
 CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN")
 
-# I/O failures worth another attempt (connection resets, timeouts, truncated responses).
-RETRYABLE_EXC = (ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException, OSError)
+# I/O failures worth another attempt (connection resets, timeouts, truncated or malformed
+# responses: http1.ProtocolError, TLS errors: ssl.SSLError, are OSErrors too).
+RETRYABLE_EXC = (ConnectionError, TimeoutError, socket.timeout, OSError)
+
+
+def _ssl():
+    """The ssl module, imported only when TLS is used (it costs ~9 ms of a push's start-up)."""
+    import ssl
+    return ssl
+
+
+def ssl_error(e, name="SSLError"):
+    """Whether e is an ssl.<name> (SSLError, SSLCertVerificationError). Without importing ssl:
+    when nothing imported it, nothing spoke TLS and no such error can have happened."""
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(e, getattr(ssl, name))
 
 
 # --- Hosts --------------------------------------------------------------------------------------
@@ -59,9 +70,14 @@ def is_loopback(registry):
     host = host_of(registry)
     if host == "localhost" or host.endswith(".localhost"):
         return True
+    # 127.0.0.0/8 and ::1 (what ipaddress calls loopback), without importing ipaddress.
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+        return socket.inet_pton(socket.AF_INET, host)[0] == 127
+    except OSError:
+        pass
+    try:
+        return socket.inet_pton(socket.AF_INET6, host) == bytes(15) + b"\x01"
+    except OSError:
         return False
 
 
@@ -114,6 +130,7 @@ class RetryPolicy(object):
                                      % (secs, self.max_retry_after))
                 return secs
         d = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        import random  # lazily: only a retry needs it
         return d * (1 + random.uniform(0, self.jitter))
 
 
@@ -124,6 +141,7 @@ def parse_retry_after(value, now=None):
     v = str(value).strip()
     if v.isdigit():
         return float(int(v))
+    import email.utils  # lazily: an HTTP date in Retry-After is rare, and email costs ~10 ms
     try:
         when = email.utils.parsedate_to_datetime(v)
     except (TypeError, ValueError, IndexError):
@@ -132,6 +150,21 @@ def parse_retry_after(value, now=None):
         return None
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
+
+
+def client_hello():
+    """One TLS ClientHello record (TLS 1.2 framing, ECDHE AES-GCM suites, X25519/P-256): enough
+    for any TLS server to answer with a TLS record. Its random field holds a CRLF, so that a
+    line-reading plain HTTP server answers it at once (with 400) instead of waiting for the
+    end of a request line."""
+    suites = b"\x13\x01\x13\x02\xc0\x2b\xc0\x2f\xc0\x2c\xc0\x30"
+    ext = (b"\x00\x0a\x00\x06\x00\x04\x00\x1d\x00\x17"  # supported_groups: x25519, secp256r1
+           b"\x00\x0b\x00\x02\x01\x00"  # ec_point_formats: uncompressed
+           b"\x00\x0d\x00\x08\x00\x06\x04\x03\x08\x04\x04\x01")  # signature_algorithms
+    body = (b"\x03\x03" + os.urandom(30) + b"\r\n" + b"\x00" + len(suites).to_bytes(2, "big") + suites
+            + b"\x01\x00" + len(ext).to_bytes(2, "big") + ext)
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(hs).to_bytes(2, "big") + hs
 
 
 def exc_text(e):
@@ -207,7 +240,7 @@ class Response(object):
         self.reason = reason
         self.headers = headers  # {lowercase name: value}
         self.body = body
-        self.raw = raw  # http.client.HTTPResponse, when streaming
+        self.raw = raw  # http1.Response, when streaming
         self.url = url
         self.truncated = truncated  # the body was larger than the limit: `body` is a prefix
 
@@ -258,7 +291,7 @@ def read_body(resp, limit):
 
 def _problem(e):
     """Why a certificate or key file did not load, in a few words."""
-    if isinstance(e, ssl.SSLError) and e.reason:
+    if ssl_error(e) and e.reason:
         return e.reason
     if isinstance(e, OSError):
         return e.strerror or exc_text(e)
@@ -291,6 +324,7 @@ class Connections(object):
         that cannot be loaded."""
         with self._ssl_lock:
             if self._ssl is None:
+                ssl = _ssl()
                 if self.insecure:
                     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                     ctx.check_hostname = False
@@ -309,7 +343,7 @@ class Connections(object):
     def tls_refusal(self, e):
         """For a TLS alert by which the server refuses our client certificate (or its absence):
         what to say (one line, without the registry's name); None for any other error."""
-        reason = str(getattr(e, "reason", "") or "") if isinstance(e, ssl.SSLError) else ""
+        reason = str(getattr(e, "reason", "") or "") if ssl_error(e) else ""
         if not reason.endswith(CLIENT_CERT_ALERTS):
             return None
         if self.client_cert:
@@ -319,6 +353,7 @@ class Connections(object):
 
     def _load_certs_d(self, ctx):
         """CAs (`*.crt`) and the first client certificate pair (`*.cert` + `*.key`) of certs.d."""
+        ssl = _ssl()
         pairs = []
         for d in self.certs_dirs or ():
             hd = os.path.join(d, self.registry)
@@ -354,32 +389,40 @@ class Connections(object):
 
     def speaks_tls(self, netloc):
         """Whether the server at netloc answers a TLS handshake: False when it answers it with
-        something that is not TLS (OpenSSL's WRONG_VERSION_NUMBER: a plain HTTP server), None
-        when that cannot be told (refused, reset, timeout, other TLS errors), True when the
-        handshake completes.
+        something that is not TLS (a plain HTTP server's `400 Bad Request`), None when that
+        cannot be told (refused, reset, timeout, closed without a word), True when it answers
+        with a TLS record (a ServerHello, or an alert).
 
-        An unverified probe, closed at once: no request is ever sent over it. It lets a session
-        that may fall back to plain HTTP (loopback or insecure registries) skip building the
-        verified TLS context, which loads the system CA store (50-100 ms on a loaded 2-core
-        machine, more than the rest of a HEAD-only push), when the registry only speaks HTTP."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(netloc, timeout=min(self.timeout, 10.0), context=ctx)
+        A probe that sends one ClientHello and reads the first bytes of the answer, closed at
+        once: no request is ever sent over it. It lets a session that may fall back to plain
+        HTTP (loopback or insecure registries) skip TLS altogether when the registry only speaks
+        HTTP: no `ssl` import (~9 ms) and no system CA store (50-100 ms on a loaded 2-core
+        machine, more than the rest of a HEAD-only push)."""
+        host, port = http1.split_netloc(netloc, "https")
         try:
-            conn.connect()
-            return True
-        except ssl.SSLError as e:
-            return False if e.reason == "WRONG_VERSION_NUMBER" else None
-        except (OSError, http.client.HTTPException, ValueError):
+            sock = socket.create_connection((host, port), min(self.timeout, 10.0))
+        except (OSError, ValueError):
+            return None
+        try:
+            sock.sendall(client_hello())
+            data = b""
+            while len(data) < 2:
+                more = sock.recv(5 - len(data))
+                if not more:
+                    break
+                data += more
+        except OSError:
             return None
         finally:
-            conn.close()
+            sock.close()
+        if len(data) < 2:
+            return None
+        # A TLS record: content type handshake (22) or alert (21), then major version 3.
+        return data[0] in (21, 22) and data[1] == 3
 
     def _new(self, scheme, netloc):
-        if scheme == "https":
-            return http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self.ssl_context())
-        return http.client.HTTPConnection(netloc, timeout=self.timeout)
+        ctx = self.ssl_context() if scheme == "https" else None
+        return http1.Connection(scheme, netloc, self.timeout, ctx)
 
     def _get(self, scheme, netloc):
         conns = getattr(self._local, "conns", None)
@@ -410,7 +453,7 @@ class Connections(object):
             self.drop(*key)
 
     def exchange(self, method, url, headers, body=None, stream=False, max_body=MAX_BODY_BYTES):
-        """One HTTP exchange (no retries, no auth). Raises OSError/HTTPException on I/O errors.
+        """One HTTP exchange (no retries, no auth). Raises OSError on I/O errors.
 
         With stream=True a 2xx response is returned unread (`raw`); the caller reads it, closes
         it and drops the connection (drop_for). Otherwise at most max_body bytes of the body are
@@ -420,22 +463,18 @@ class Connections(object):
         for attempt in (1, 2):
             conn, fresh = self._get(u.scheme, u.netloc)
             try:
-                conn.putrequest(method, path, skip_accept_encoding=True)
-                for k, v in headers.items():
-                    conn.putheader(k, v)
+                h = dict(headers)
                 if isinstance(body, FileBody):
-                    conn.putheader("Content-Length", str(body.length))
-                    conn.endheaders()
+                    h["Content-Length"] = str(body.length)
+                    conn.request(method, path, h)
                     body.send(conn)
                 elif body is not None:
-                    conn.putheader("Content-Length", str(len(body)))
-                    conn.endheaders()
-                    if body:
-                        conn.send(body)
+                    h["Content-Length"] = str(len(body))
+                    conn.request(method, path, h, body)
                 else:
                     if method in ("PUT", "POST", "PATCH"):
-                        conn.putheader("Content-Length", "0")
-                    conn.endheaders()
+                        h["Content-Length"] = "0"
+                    conn.request(method, path, h)
                 resp = conn.getresponse()
                 hdrs = {k.lower(): v for k, v in resp.getheaders()}
                 if stream and 200 <= resp.status < 300:
@@ -445,7 +484,7 @@ class Connections(object):
                 if truncated or resp.will_close:
                     self.drop(u.scheme, u.netloc)
                 return Response(resp.status, resp.reason, hdrs, data, url=url, truncated=truncated)
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError):  # http1.RemoteDisconnected too
                 self.drop(u.scheme, u.netloc)
                 # A kept-alive connection the server closed while idle: one immediate reconnect.
                 # Never for streamed blob bodies: the registry may have taken part of it, and
