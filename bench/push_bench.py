@@ -222,6 +222,10 @@ def main():
 
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if args.tool:
+        # What `bazel run` sets: the launcher's boot.py then keeps the tools' bytecode in
+        # ~/.cache/rules_shiko/pycache (written by the first push below, before any HEAD-only one).
+        env["BUILD_WORKSPACE_DIRECTORY"] = env["BUILD_WORKING_DIRECTORY"] = REPO
     results = {"ours_cold": [], "skopeo_cold": [], "ours_re": [], "skopeo_re": [], "ours_head": [],
                "skopeo_head": []}
     loads = []

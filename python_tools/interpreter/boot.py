@@ -31,8 +31,10 @@ def _run():
     main = runfiles + "/" + main
     sys.path[:0] = [main.rsplit("/", 1)[0]] + [runfiles + "/" + p for p in imports.split(":") if p]
     sys.argv = [main] + sys.argv[4:]
-    with open(main, "rb") as f:
-        code = compile(f.read(), main, "exec", dont_inherit=True)
+    # The import system's own loader (always loaded, no import): it compiles the main file, or
+    # reads its bytecode from the cache when _bytecode_cache set one (a second `bazel run`).
+    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", main)
+    code = loader.get_code("__main__")
     namespace = sys.modules["__main__"].__dict__  # the tool's module is __main__, as usual
     namespace.pop("_run")
     namespace.pop("_bytecode_cache")
