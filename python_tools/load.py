@@ -98,4 +98,4 @@ def run(args):
 
 
 if __name__ == "__main__":
-    cli.main(FLAGS, run, outputs=["output_run_manifest"])
+    cli.main(FLAGS, run, outputs=["output_run_manifest"], fast_exit=True)

@@ -202,4 +202,4 @@ def run(args):
 
 
 if __name__ == "__main__":
-    cli.main(FLAGS, run, target=lambda args, manifest: args.target or args.layout or "push")
+    cli.main(FLAGS, run, target=lambda args, manifest: args.target or args.layout or "push", fast_exit=True)

@@ -75,7 +75,7 @@ def main(argv):
     out = [argv[0]]
     for a in argv[1:]:
         out.append(a if a.startswith("--") or a.startswith("@") else "--ref=" + a)
-    cli.main(FLAGS, run, target=lambda args, manifest: args.target or "verify", argv=out)
+    cli.main(FLAGS, run, target=lambda args, manifest: args.target or "verify", argv=out, fast_exit=True)
 
 
 if __name__ == "__main__":

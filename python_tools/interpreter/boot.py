@@ -5,8 +5,9 @@ rules/private/python/tool.bzl writes runs it; python_tools/interpreter/README.md
 
 RUNFILES: the absolute runfiles root. IMPORTS: ':'-separated directories below it (the tool's
 PyInfo imports: the rules_shiko root, each wheel's directory). MAIN: the tool's .py below it.
-sys.path becomes what a py_binary would give: the main file's directory, the imports, then the
-standard library. Standard library only (os and sys, which the interpreter has loaded anyway).
+sys.path becomes the main file's directory, the standard library, then the imports (what a
+py_binary gives, with the standard library before the third-party directories, as in any
+Python). Standard library only (os and sys, which the interpreter has loaded anyway).
 """
 
 import os
@@ -29,7 +30,9 @@ def _run():
     _bytecode_cache()
     runfiles, imports, main = sys.argv[1:4]
     main = runfiles + "/" + main
-    sys.path[:0] = [main.rsplit("/", 1)[0]] + [runfiles + "/" + p for p in imports.split(":") if p]
+    # The standard library before the imports (as site-packages come after it): each import of
+    # a standard module then stops at the stdlib zip instead of looking in every wheel first.
+    sys.path[:] = [main.rsplit("/", 1)[0]] + sys.path + [runfiles + "/" + p for p in imports.split(":") if p]
     sys.argv = [main] + sys.argv[4:]
     # The import system's own loader (always loaded, no import): it compiles the main file, or
     # reads its bytecode from the cache when _bytecode_cache set one (a second `bazel run`).

@@ -293,8 +293,13 @@ def run_captured(commands, prog, argv):
         sys.stdout, sys.stderr = old_out, old_err
 
 
-def main(flags_or_commands, run=None, outputs=(), manifest=None, worker=False, target=None, argv=None):
-    """Runs a tool: `main(FLAGS, run, ...)` or `main({"cmd": Command(...), ...})`; exits."""
+def main(flags_or_commands, run=None, outputs=(), manifest=None, worker=False, target=None, argv=None,
+         fast_exit=False):
+    """Runs a tool: `main(FLAGS, run, ...)` or `main({"cmd": Command(...), ...})`; exits.
+
+    fast_exit: for the commands `bazel run` starts (push, load), which close what they open:
+    once the tool has returned and stdout and stderr are flushed, the process ends without
+    tearing the interpreter down (freeing every module and object is ~5-25 ms of a 0.1 s push)."""
     if isinstance(flags_or_commands, dict):
         commands = flags_or_commands
     else:
@@ -308,4 +313,12 @@ def main(flags_or_commands, run=None, outputs=(), manifest=None, worker=False, t
 
         worker_protocol.serve(lambda args: run_captured(commands, prog, args))
         sys.exit(0)
-    sys.exit(_dispatch(commands, prog, argv[1:]))
+    code = _dispatch(commands, prog, argv[1:])
+    if fast_exit:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            sys.exit(code)  # let the usual exit report a closed or broken stream
+        os._exit(code or 0)
+    sys.exit(code)

@@ -491,3 +491,47 @@ def test_persistent_worker_flag_only_for_worker_tools():
     with pytest.raises(SystemExit) as e:
         cli.main(FLAGS, lambda args: 0, argv=["tool.py", "--persistent_worker"])
     assert e.value.code == 2
+
+
+FAST_TOOL = '''
+import atexit
+import sys
+
+from python_tools.shiko import cli
+from python_tools.shiko.errors import UserError
+
+FLAGS = [cli.string("output", required=True), cli.boolean("fail")]
+
+
+def run(args):
+    atexit.register(lambda: sys.stderr.write("teardown ran\\\\n"))
+    with open(args.output, "w") as f:
+        f.write("done")
+    sys.stdout.write("x" * 100000)  # more than a pipe holds: it must all arrive
+    sys.stderr.write("to stderr")
+    if args.fail:
+        raise UserError("it failed", target="//pkg:t", attr="fail", value=True)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.main(FLAGS, run, outputs=["output"], fast_exit=True)
+'''
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_fast_exit_flushes_everything_and_keeps_the_exit_code(tmp_path, fail):
+    tool = tmp_path / "fast_tool.py"
+    tool.write_text(FAST_TOOL)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(tool), "--output", str(out)] + (["--fail"] if fail else []),
+                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.stdout == "x" * 100000
+    assert proc.returncode == (1 if fail else 0)
+    # The interpreter is not torn down (no atexit handlers): what the tool wrote is complete.
+    assert "teardown ran" not in proc.stderr
+    if fail:
+        assert proc.stderr == "to stderrERROR: //pkg:t: attribute 'fail': True: it failed\n"
+        assert not out.exists()
+    else:
+        assert proc.stderr == "to stderr" and out.read_text() == "done"
