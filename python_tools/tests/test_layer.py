@@ -755,13 +755,69 @@ def test_content_read_only_when_the_mode_is_not_given(tmp_path, monkeypatch):
                   dict(f_entry("c", c), executable=True)], overrides={"b": {"mode": "0600"}})
     by = build(tmp_path, m).by_name()
     assert by["a"].mode == 0o755 and by["a2"].islnk() and by["b"].mode == 0o600
-    # One 4-byte look at `a` (not again for its second path), none at b (override) or c (hint);
-    # then the writer reads a, b and c once each.
+    # One look at `a`'s first bytes, in the one read of its content (a2, a hardlink to it, is
+    # not read), none at b (override) or c (hint): a, b and c are opened once each.
     assert heads == [b"#!/b"]
-    assert sorted(opened) == sorted([a, a, b, c])
+    assert sorted(opened) == sorted([a, b, c])
     heads.clear()
     build(tmp_path, dict(m, defaults=dict(m["defaults"], file_mode="0644")), name="fm.out")
     assert heads == []
+
+
+def test_content_decides_the_mode_in_the_one_read_of_each_source(tmp_path, monkeypatch):
+    # The writer reads a by-content file's first bytes with its content (the header goes in
+    # front of it afterwards): one open per source, also for content that does not fit in the
+    # current 1 MiB buffer, names that need a pax header, and a source whose earlier path has
+    # a mode of its own (a hardlink candidate, looked at before its content is read).
+    from python_tools.shiko.layer import members
+
+    opened = []
+    real_open = members.FsSource.open
+    monkeypatch.setattr(members.FsSource, "open",
+                        lambda self: opened.append(os.path.basename(self.path)) or real_open(self))
+    big = write(tmp_path / "s" / "big", b"\x7fELF" + b"\1" * (3 << 19))  # 1.5 MiB
+    big_plain = write(tmp_path / "s" / "big_plain", b"\x7fELx" + b"\2" * (3 << 19))
+    script = write(tmp_path / "s" / "script", "#!/bin/sh\necho\n")
+    plain = write(tmp_path / "s" / "plain", "#not a script\n")
+    m = manifest([f_entry("a/big", big), f_entry("b/big_plain", big_plain),
+                  f_entry("c/" + "n" * 120, script), f_entry("d/explicit", script),
+                  f_entry("e/by_content", script), f_entry("f/plain", plain),
+                  f_entry("g/plain", plain)],
+                 overrides={"d/explicit": {"mode": "0755"}}, compression="gzip")
+    b = build(tmp_path, m)
+    by = b.by_name()
+    assert by["a/big"].mode == 0o755 and b.content("a/big") == open(big, "rb").read()
+    assert by["b/big_plain"].mode == 0o644 and b.content("b/big_plain") == open(big_plain, "rb").read()
+    assert by["c/" + "n" * 120].mode == 0o755
+    assert by["d/explicit"].islnk() and by["d/explicit"].linkname == "c/" + "n" * 120
+    assert by["e/by_content"].islnk() and by["e/by_content"].linkname == "c/" + "n" * 120
+    assert by["f/plain"].mode == 0o644 and by["g/plain"].islnk()
+    assert sorted(opened) == ["big", "big_plain", "plain", "script"]
+    # A by-content source first seen after a path with a mode of its own: looked at (4 bytes),
+    # then stored as a hardlink without reading its content.
+    opened.clear()
+    m2 = manifest([f_entry("a", script), f_entry("b", script)], overrides={"a": {"mode": "0755"}})
+    by = build(tmp_path, m2, name="m2.out").by_name()
+    assert by["a"].mode == 0o755 and by["b"].islnk() and by["b"].linkname == "a"
+    assert opened == ["script", "script"]
+    m3 = manifest([f_entry("a", plain), f_entry("b", plain)], overrides={"a": {"mode": "0755"}})
+    by = build(tmp_path, m3, name="m3.out").by_name()
+    assert by["a"].mode == 0o755 and by["b"].isfile() and by["b"].mode == 0o644
+
+
+@pytest.mark.parametrize("size", [100, 3 << 19])
+def test_unreadable_source_whose_mode_comes_from_content(tmp_path, monkeypatch, size):
+    from python_tools.shiko.layer import members
+
+    f = write(tmp_path / "s" / "f", "#" * size)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(members.FsSource, "open", denied)
+    e = user_error(tmp_path, manifest([f_entry("x/f", f, label="//x:f")]))
+    assert e.render() == ("//pkg:img_layer: attribute 'files': '/x/f': cannot read the source "
+                          "%r of //x:f: Permission denied" % str(f))
 
 
 def test_executable_hint_must_be_bool(tmp_path, src):

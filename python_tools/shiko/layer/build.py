@@ -30,7 +30,7 @@ def build_layer(manifest, output, _threads=None):
         members = layer.finalize()
         sink = compression.Sink(output)
         backend = compression.pipeline(spec.compression, sink, spec.level, _threads)
-        entries = write_tar(members, TarStream(backend), spec.mtime)
+        entries = write_tar(members, TarStream(backend), spec.mtime, layer)
         backend.finish()
         diff = backend.diff
         tar_size = backend.length

@@ -53,7 +53,8 @@ def looks_executable(head):
 
 
 def _add_file(layer, p, real, st, path, origin, executable=None):
-    # executable None: decided from the first bytes when the mode is needed (collect.finalize),
+    # executable None: decided from the first bytes when the mode is needed (by the writer, in
+    # the read of the content: writer.write_tar),
     # never from st_mode, which depends on how the action's inputs were materialized.
     layer.add(Member(path, "file", origin, size=st.st_size, source=FsSource(p, real),
                      exec_bit=executable))
