@@ -155,10 +155,10 @@ FLAGS = [
 
 
 def run(args, manifest):
-    desc, entries = build_layer(manifest, args.output)
+    desc, listing = build_layer(manifest, args.output)
     write_file_atomic(args.descriptor, canonical_json(desc))
     if args.listing:
-        write_file_atomic(args.listing, canonical_json(entries))
+        write_file_atomic(args.listing, listing.json())
 
 
 if __name__ == "__main__":

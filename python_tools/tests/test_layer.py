@@ -110,7 +110,10 @@ class Built(object):
 def build(tmp_path, m, name="layer.out", **kw):
     out = str(tmp_path / name)
     desc, listing = build_layer(m, out, **kw)
-    return Built(out, desc, listing)
+    # The listing's text is the canonical JSON of its entries (it is written without them).
+    entries = listing.entries()
+    assert canonical_json(entries) == listing.json() and len(listing) == len(entries)
+    return Built(out, desc, entries)
 
 
 def user_error(tmp_path, m):
@@ -230,6 +233,22 @@ def test_listing_matches_tar(tmp_path, src):
          "target": "/a/x", "origin": "//x:src"},
     ]
     assert b.desc["tar_size"] == len(b.tar)
+
+
+def test_listing_text_is_canonical_json_for_any_name_and_label(tmp_path):
+    # The listing is written as text, without json.dumps: every character JSON escapes (quote,
+    # backslash, controls) and every non-ASCII one (kept as UTF-8), in paths, targets and
+    # labels, gives what canonical_json gives for the entries (the `build` helper checks it).
+    odd = 'q"b\\s\tt\nn\x01c\x7f\u00e9\u2028\U0001F600'
+    f = write(tmp_path / "s" / "f", "x\n")
+    b = build(tmp_path, manifest([f_entry("a/" + odd, f, label="//x:" + odd),
+                                  link_entry("l/" + odd, "../" + odd, label='//"l"'),
+                                  f_entry("h/" + odd, f, label="//x:" + odd)]))
+    by = {e["path"]: e for e in b.listing}
+    assert by["/a/" + odd]["origin"] == "//x:" + odd and "escaped" not in by["/a/" + odd]
+    assert by["/l/" + odd]["target"] == "../" + odd and by["/l/" + odd]["origin"] == '//"l"'
+    assert by["/h/" + odd]["type"] == "hardlink" and by["/h/" + odd]["target"] == "/a/" + odd
+    assert "origin" not in by["/a"]
 
 
 def test_listing_origins_of_trees_and_tars(tmp_path, src):

@@ -1,6 +1,6 @@
 """One layer written: manifest checked, members collected, tar streamed through a compression.
 
-    desc, listing = build_layer(manifest_dict, "out/app.tar.gz")
+    desc, listing = build_layer(manifest_dict, "out/app.tar.gz")   # listing.json(): its bytes
 
 The manifest contract, the output semantics and the descriptor and listing formats are
 documented in python_tools/layer.py. The diff_id (sha256 of the tar) and digest (sha256 of the
@@ -19,7 +19,8 @@ from python_tools.shiko.tar import compression
 def build_layer(manifest, output, _threads=None):
     """Writes the blob of the layer described by `manifest` (a dict) to `output`.
 
-    Returns (descriptor dict, listing list). The compression thread count is for tests: it
+    Returns (descriptor dict, writer.Listing: `.json()` the listing's bytes, `.entries()` its
+    dicts). The compression thread count is for tests: it
     changes the speed, never the bytes."""
     spec = Spec(manifest)
     layer = Layer(spec, os.path.dirname(os.path.abspath(output)))

@@ -44,7 +44,7 @@ class Layer(object):
         self.tars = []
         self.members = {}
         self._digests = {}
-        self._exec_by_content = {}
+        self.exec_by_content = {}  # source key -> mode, of the files decided by content
 
     def error(self, problem, attr=None, value=None):
         return self.spec.error(problem, attr, value)
@@ -220,12 +220,8 @@ class Layer(object):
         source at several paths is looked at once. Never the permission bits, which depend on
         how the inputs were materialized (a remote worker makes every input 0555)."""
         mode = 0o755 if walk.looks_executable(bytes(head[:walk.HEAD_SIZE])) else 0o644
-        self._exec_by_content[m.source.key] = mode
+        self.exec_by_content[m.source.key] = mode
         return mode
-
-    def known_mode(self, m):
-        """The mode of a by-content file when its source was looked at already, else None."""
-        return self._exec_by_content.get(m.source.key)
 
     def read_error(self, m, e):
         """The error for a source that cannot be opened or read (an OSError `e`)."""

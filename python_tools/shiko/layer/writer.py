@@ -10,8 +10,10 @@ as surrogate-escaped strings and are written back as the same bytes). The listin
 listed path or target that is not UTF-8 is escaped: see `listed_names`.
 """
 
+import json
 from zlib import adler32
 
+from python_tools.shiko.files import canonical_json
 from python_tools.shiko.layer.members import enc
 from python_tools.shiko.layer.walk import HEAD_SIZE
 
@@ -214,66 +216,111 @@ def listed_names(names):
         return [b.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace") for b in raw], True
 
 
+class Listing(object):
+    """The listing: one JSON object per member, in tar order, kept as the text of the
+    canonical JSON (shiko/files.py canonical_json: sorted keys, no spaces, not ASCII-escaped),
+    written as it is (`json`) without building a dict per member and encoding those."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __len__(self):
+        return len(self.parts)
+
+    def json(self):
+        """The bytes canonical_json gives for the list of entries."""
+        return ("[" + ",".join(self.parts) + "]").encode("utf-8")
+
+    def entries(self):
+        """The entries as dicts (reports, tests)."""
+        return json.loads(self.json().decode("utf-8"))
+
+
+# A string's JSON text exactly as json.dumps(ensure_ascii=False) writes it (the C encoder).
+_JSON_STR = json.encoder.encode_basestring
+# One listing entry, keys sorted: escaped, gid, mode, origin, path, size, target, type, uid.
+_ENTRY = '{%s"gid":%d,"mode":"%04o",%s"path":%s,"size":%d,%s"type":"%s","uid":%d}'
+
+
+def _origin_json(label):
+    """The `"origin":...,` part of the entries of one label."""
+    text = _JSON_STR(label) if type(label) is str else canonical_json(label).decode("utf-8")
+    return '"origin":%s,' % text
+
+
 def write_tar(members, stream, mtime, layer):
     """Streams the members (collect.Layer.finalize's order) into `stream` (a TarStream) with
-    `mtime` on every member; returns the listing (one dict per member, in tar order).
+    `mtime` on every member; returns the Listing (one entry per member, in tar order).
 
     Decides what finalize leaves to it (`layer`: the collect.Layer): the mode of each file whose
     mode comes from its content, from the first bytes of the one read of that content, and
     hardlinks: a file whose source, mode, uid and gid equal an earlier file's is a hardlink to
     it (its content is not read again)."""
-    listing = []
+    parts = []
     first = {}  # (source key, mode, uid, gid) -> path of the file that holds the content
+    known = layer.exec_by_content  # source key -> mode, of the sources already looked at
+    origins = {}  # label -> its "origin" part
     for m in members:
         kind = m.kind
-        name = enc(m.path)
-        linkname = b""
+        path = m.path
+        name = path.encode("utf-8", "surrogateescape")
+        uid = m.uid
+        gid = m.gid
         size = 0
+        target = None  # a link's target as listed
         if kind == "file":
             mode = m.mode
+            key = m.source.key
             if mode is None:
-                mode = m.mode = layer.known_mode(m)
-            if mode is None and (
-                    (m.source.key, 0o755, m.uid, m.gid) in first or
-                    (m.source.key, 0o644, m.uid, m.gid) in first):
-                mode = m.mode = _look_at(layer, m)  # maybe a hardlink: look before reading
-            target = None if mode is None else first.get((m.source.key, mode, m.uid, m.gid))
-            if target is None:
+                mode = known.get(key)
+                if mode is None and ((key, 0o755, uid, gid) in first or
+                                     (key, 0o644, uid, gid) in first):
+                    mode = _look_at(layer, m)  # maybe a hardlink: look before reading
+                m.mode = mode
+            to = None if mode is None else first.get((key, mode, uid, gid))
+            if to is None:
                 _write_file(stream, m, name, mtime, layer)
-                first[(m.source.key, m.mode, m.uid, m.gid)] = m.path
+                mode = m.mode
+                first[(key, mode, uid, gid)] = path
                 size = m.size
             else:
                 kind = m.kind = "hardlink"
-                m.target = target
-                linkname = enc(target)
-                stream.write(tar_header(name, mode, m.uid, m.gid, 0, mtime, b"1", linkname))
+                m.target = to
+                target = "/" + to
+                stream.write(tar_header(name, mode, uid, gid, 0, mtime, b"1",
+                                        to.encode("utf-8", "surrogateescape")))
         else:
+            mode = m.mode
             if kind == "dir":
-                name += b"/"
+                stream.write(tar_header(name + b"/", mode, uid, gid, 0, mtime, b"5"))
             else:  # symlink
-                linkname = enc(m.target)
-            stream.write(tar_header(name, m.mode, m.uid, m.gid, 0, mtime, _TYPEFLAGS[kind],
-                                    linkname))
-        shown = ["/" + m.path]
-        if kind == "symlink":
-            shown.append(m.target)
-        elif kind == "hardlink":
-            shown.append("/" + m.target)
-        if all(n.isascii() for n in shown):
-            escaped = False  # listed as they are (the common case, without encoding them)
+                target = m.target
+                stream.write(tar_header(name, mode, uid, gid, 0, mtime, b"2",
+                                        target.encode("utf-8", "surrogateescape")))
+        shown = "/" + path
+        if shown.isascii() and (target is None or target.isascii()):
+            escaped = ""  # listed as they are (the common case, without encoding them)
         else:
-            shown, escaped = listed_names(shown)
-        entry = {"path": shown[0], "type": kind, "mode": "%04o" % m.mode,
-                 "uid": m.uid, "gid": m.gid, "size": size}
-        if len(shown) > 1:
-            entry["target"] = shown[1]
-        if escaped:
-            entry["escaped"] = True
-        if not m.implicit:
-            entry["origin"] = m.origin.label
-        listing.append(entry)
+            names, esc = listed_names([shown] if target is None else [shown, target])
+            shown = names[0]
+            target = names[1] if target is not None else None
+            escaped = '"escaped":true,' if esc else ""
+        if m.implicit:
+            origin = ""
+        else:
+            label = m.origin.label
+            origin = origins.get(label) if type(label) is str else None
+            if origin is None:
+                origin = _origin_json(label)
+                if type(label) is str:
+                    origins[label] = origin
+        parts.append(_ENTRY % (escaped, gid, mode, origin, _JSON_STR(shown), size,
+                               "" if target is None else '"target":%s,' % _JSON_STR(target),
+                               kind, uid))
     stream.close()
-    return listing
+    return Listing(parts)
 
 
 def _look_at(layer, m, f=None):
