@@ -753,17 +753,26 @@ def test_explicit_modes_win_over_content(tmp_path):
     assert [by[n].mode for n in "abcd"] == [0o640] * 4
 
 
-def test_content_read_only_when_the_mode_is_not_given(tmp_path, monkeypatch):
-    from python_tools.shiko.layer import members, walk
+def _count_opens(monkeypatch, shown=lambda p: p):
+    """Records the files the layer code opens (os.open, the one way it opens sources)."""
+    from python_tools.shiko.layer import members, writer
 
     opened = []
-    real_open = members.FsSource.open
+    real_open = os.open
 
-    def counting_open(self):
-        opened.append(self.path)
-        return real_open(self)
+    def counting_open(path, *a, **kw):
+        opened.append(shown(path))
+        return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(members.FsSource, "open", counting_open)
+    monkeypatch.setattr(members.os, "open", counting_open)
+    monkeypatch.setattr(writer, "os_open", counting_open)
+    return opened
+
+
+def test_content_read_only_when_the_mode_is_not_given(tmp_path, monkeypatch):
+    from python_tools.shiko.layer import walk
+
+    opened = _count_opens(monkeypatch)
     heads = []
     real_looks = walk.looks_executable
     monkeypatch.setattr(walk, "looks_executable", lambda h: heads.append(h) or real_looks(h))
@@ -788,12 +797,7 @@ def test_content_decides_the_mode_in_the_one_read_of_each_source(tmp_path, monke
     # front of it afterwards): one open per source, also for content that does not fit in the
     # current 1 MiB buffer, names that need a pax header, and a source whose earlier path has
     # a mode of its own (a hardlink candidate, looked at before its content is read).
-    from python_tools.shiko.layer import members
-
-    opened = []
-    real_open = members.FsSource.open
-    monkeypatch.setattr(members.FsSource, "open",
-                        lambda self: opened.append(os.path.basename(self.path)) or real_open(self))
+    opened = _count_opens(monkeypatch, os.path.basename)
     big = write(tmp_path / "s" / "big", b"\x7fELF" + b"\1" * (3 << 19))  # 1.5 MiB
     big_plain = write(tmp_path / "s" / "big_plain", b"\x7fELx" + b"\2" * (3 << 19))
     script = write(tmp_path / "s" / "script", "#!/bin/sh\necho\n")
@@ -826,14 +830,15 @@ def test_content_decides_the_mode_in_the_one_read_of_each_source(tmp_path, monke
 
 @pytest.mark.parametrize("size", [100, 3 << 19])
 def test_unreadable_source_whose_mode_comes_from_content(tmp_path, monkeypatch, size):
-    from python_tools.shiko.layer import members
+    from python_tools.shiko.layer import members, writer
 
     f = write(tmp_path / "s" / "f", "#" * size)
 
-    def denied(self):
+    def denied(path, *a, **kw):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(members.FsSource, "open", denied)
+    monkeypatch.setattr(members.os, "open", denied)
+    monkeypatch.setattr(writer, "os_open", denied)
     e = user_error(tmp_path, manifest([f_entry("x/f", f, label="//x:f")]))
     assert e.render() == ("//pkg:img_layer: attribute 'files': '/x/f': cannot read the source "
                           "%r of //x:f: Permission denied" % str(f))
@@ -1297,6 +1302,28 @@ def test_copy_from_a_source_that_shrank(size, have):
     with pytest.raises(RuntimeError) as e:
         s.copy_from(_Chunky(b"a" * size, 1 << 20, have), size, lambda: "the source of /x")
     assert str(e.value) == "the source of /x shrank while it was being read"
+
+
+def test_file_read_in_place_short_reads_and_a_source_that_shrank(tmp_path, monkeypatch):
+    # The writer's common path reads a file's content with one readv to its place in the
+    # buffer: a short read is continued, a file that shrank since it was listed is an error.
+    from python_tools.shiko.layer import writer
+
+    data = b"#!/bin/sh\n" + bytes(range(256)) * 20
+    f = write(tmp_path / "s" / "f", data)
+    real = writer.readv
+    monkeypatch.setattr(writer, "readv", lambda fd, bufs: real(fd, [bufs[0][:7]]))
+    b = build(tmp_path, manifest([f_entry("f", f)]))
+    assert b.content("f") == data and b.by_name()["f"].mode == 0o755
+
+    def shrinking(fd, bufs):
+        os.truncate(f, 100)
+        return real(fd, bufs)
+
+    monkeypatch.setattr(writer, "readv", shrinking)
+    with pytest.raises(RuntimeError) as e:
+        build(tmp_path, manifest([f_entry("f", f)]), name="shrank.out")
+    assert str(e.value) == "the source of /f shrank while it was being read"
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])

@@ -11,11 +11,18 @@ listed path or target that is not UTF-8 is escaped: see `listed_names`.
 """
 
 import json
+import os
 from zlib import adler32
 
 from python_tools.shiko.files import canonical_json
-from python_tools.shiko.layer.members import enc
+from python_tools.shiko.layer import walk
+from python_tools.shiko.layer.members import FsSource, enc
 from python_tools.shiko.layer.walk import HEAD_SIZE
+
+os_open = os.open
+os_close = os.close
+readv = os.readv
+_O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 BLOCK = 512
 
@@ -262,6 +269,9 @@ def write_tar(members, stream, mtime, layer):
     first = {}  # (source key, mode, uid, gid) -> path of the file that holds the content
     known = layer.exec_by_content  # source key -> mode, of the sources already looked at
     origins = {}  # label -> its "origin" part
+    looks_executable = walk.looks_executable
+    bs = stream.bs
+    one_block = mtime <= _OCTAL11_MAX  # and names, uids and gids that fit: no pax header
     for m in members:
         kind = m.kind
         path = m.path
@@ -281,10 +291,45 @@ def write_tar(members, stream, mtime, layer):
                 m.mode = mode
             to = None if mode is None else first.get((key, mode, uid, gid))
             if to is None:
-                _write_file(stream, m, name, mtime, layer)
-                mode = m.mode
-                first[(key, mode, uid, gid)] = path
                 size = m.size
+                src = m.source
+                start = stream.pos + BLOCK
+                end = start + size
+                if (end <= bs and size and one_block and type(src) is FsSource and
+                        len(name) <= 100 and uid <= _OCTAL7_MAX and gid <= _OCTAL7_MAX):
+                    # The common case, inline: a file on disk whose one-block header and content
+                    # fit in the current buffer. One open and one read: the content goes
+                    # straight to its place after the header's block, then the header, whose
+                    # mode may come from the content's first bytes, goes in front of it.
+                    mv = stream.mv
+                    content = mv[start:end]
+                    try:
+                        fd = os_open(src.path, _O_READ)
+                        try:
+                            n = readv(fd, [content])
+                            if n < size:
+                                _read_rest(fd, content, n, m)
+                        finally:
+                            os_close(fd)
+                    except OSError as e:
+                        if mode is None:
+                            raise layer.read_error(m, e)
+                        raise
+                    if mode is None:
+                        mode = m.mode = known[key] = (
+                            0o755 if looks_executable(bytes(content[:HEAD_SIZE])) else 0o644)
+                    pos = stream.pos
+                    mv[pos:start] = _ustar(name, mode, uid, gid, size, mtime, b"0", b"")
+                    pad = -size % BLOCK
+                    if pad:
+                        mv[end:end + pad] = _ZEROS[:pad]
+                    stream.pos = end + pad
+                    if end + pad == bs:  # the buffer is full (pos is a multiple of BLOCK)
+                        stream._emit()
+                else:
+                    _write_file(stream, m, name, mtime, layer)
+                    mode = m.mode
+                first[(key, mode, uid, gid)] = path
             else:
                 kind = m.kind = "hardlink"
                 m.target = to
@@ -321,6 +366,15 @@ def write_tar(members, stream, mtime, layer):
                                kind, uid))
     stream.close()
     return Listing(parts)
+
+
+def _read_rest(fd, mv, n, m):
+    """Reads on after a short read of n bytes until `mv` is full (the file may have shrunk)."""
+    while n < len(mv):
+        k = os.readv(fd, [mv[n:]])
+        if not k:
+            raise RuntimeError("the source of /%s shrank while it was being read" % m.path)
+        n += k
 
 
 def _look_at(layer, m, f=None):
