@@ -1326,6 +1326,28 @@ def test_file_read_in_place_short_reads_and_a_source_that_shrank(tmp_path, monke
     assert str(e.value) == "the source of /f shrank while it was being read"
 
 
+def test_no_cyclic_gc_while_a_layer_is_built(tmp_path, monkeypatch, src):
+    # build_layer turns the cyclic garbage collector off while it builds (its objects are
+    # freed by reference counting) and back to what it was after, also after an error.
+    import gc
+    from python_tools.shiko.layer import build as build_mod
+
+    seen = []
+    real = build_mod.write_tar
+    monkeypatch.setattr(build_mod, "write_tar", lambda *a: seen.append(gc.isenabled()) or real(*a))
+    assert gc.isenabled()
+    build(tmp_path, manifest([f_entry("a", src / "app.conf")]))
+    assert seen == [False] and gc.isenabled()
+    user_error(tmp_path, manifest([f_entry("a", tmp_path / "missing")]))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        build(tmp_path, manifest([f_entry("a", src / "app.conf")]), name="off.out")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
 def test_pipeline_abort_mid_stream_stops_its_threads(tmp_path, compression):
     # build_layer aborts the pipeline when reading a source fails half-way: every block already
