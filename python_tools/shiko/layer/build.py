@@ -28,9 +28,9 @@ def build_layer(manifest, output, _threads=None):
     backend = None
     sink = None
     # No cyclic garbage collection while the layer is built: its members (a few objects per
-    # file, freed by reference counting) would start a collection every few hundred files,
-    # each walking the worker's long-lived objects too (~10% of the main thread on the small
-    # bench tree). Restored as it was when the layer is written or fails.
+    # file, freed by reference counting) start a collection every few hundred files (22 young
+    # and 2 middle-generation collections, ~16 ms per layer of the small bench tree on a loaded
+    # machine, ~5% of the main thread). Restored as it was when the layer is written or fails.
     gc_on = gc.isenabled()
     gc.disable()
     try:
