@@ -77,7 +77,8 @@ imported tar; `defaults.file_mode`; 0755 if the entry says "executable": true, 0
 and otherwise (`executable` null or absent: source files, and every file found by walking a
 directory, tree artifact or source directory) decided by CONTENT: 0755 iff the file starts
 with `#!` (a script) or with the ELF magic `\x7fELF` (a program or shared object), else 0644.
-Only the first 4 bytes are read, and only when no earlier rule gives the mode.
+Only the first 4 bytes are looked at, and only when no earlier rule gives the mode; they are
+read with the content (one read of the file for both), the header is written in front after.
 
 The permission bits of the inputs are never read: they depend on how the action's inputs were
 materialized, not on the sources (Bazel writes every output 0555; under remote execution
@@ -154,10 +155,10 @@ FLAGS = [
 
 
 def run(args, manifest):
-    desc, entries = build_layer(manifest, args.output)
+    desc, listing = build_layer(manifest, args.output)
     write_file_atomic(args.descriptor, canonical_json(desc))
     if args.listing:
-        write_file_atomic(args.listing, canonical_json(entries))
+        write_file_atomic(args.listing, listing.json())
 
 
 if __name__ == "__main__":

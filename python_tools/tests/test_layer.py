@@ -110,7 +110,10 @@ class Built(object):
 def build(tmp_path, m, name="layer.out", **kw):
     out = str(tmp_path / name)
     desc, listing = build_layer(m, out, **kw)
-    return Built(out, desc, listing)
+    # The listing's text is the canonical JSON of its entries (it is written without them).
+    entries = listing.entries()
+    assert canonical_json(entries) == listing.json() and len(listing) == len(entries)
+    return Built(out, desc, entries)
 
 
 def user_error(tmp_path, m):
@@ -230,6 +233,22 @@ def test_listing_matches_tar(tmp_path, src):
          "target": "/a/x", "origin": "//x:src"},
     ]
     assert b.desc["tar_size"] == len(b.tar)
+
+
+def test_listing_text_is_canonical_json_for_any_name_and_label(tmp_path):
+    # The listing is written as text, without json.dumps: every character JSON escapes (quote,
+    # backslash, controls) and every non-ASCII one (kept as UTF-8), in paths, targets and
+    # labels, gives what canonical_json gives for the entries (the `build` helper checks it).
+    odd = 'q"b\\s\tt\nn\x01c\x7f\u00e9\u2028\U0001F600'
+    f = write(tmp_path / "s" / "f", "x\n")
+    b = build(tmp_path, manifest([f_entry("a/" + odd, f, label="//x:" + odd),
+                                  link_entry("l/" + odd, "../" + odd, label='//"l"'),
+                                  f_entry("h/" + odd, f, label="//x:" + odd)]))
+    by = {e["path"]: e for e in b.listing}
+    assert by["/a/" + odd]["origin"] == "//x:" + odd and "escaped" not in by["/a/" + odd]
+    assert by["/l/" + odd]["target"] == "../" + odd and by["/l/" + odd]["origin"] == '//"l"'
+    assert by["/h/" + odd]["type"] == "hardlink" and by["/h/" + odd]["target"] == "/a/" + odd
+    assert "origin" not in by["/a"]
 
 
 def test_listing_origins_of_trees_and_tars(tmp_path, src):
@@ -734,17 +753,26 @@ def test_explicit_modes_win_over_content(tmp_path):
     assert [by[n].mode for n in "abcd"] == [0o640] * 4
 
 
-def test_content_read_only_when_the_mode_is_not_given(tmp_path, monkeypatch):
-    from python_tools.shiko.layer import members, walk
+def _count_opens(monkeypatch, shown=lambda p: p):
+    """Records the files the layer code opens (os.open, the one way it opens sources)."""
+    from python_tools.shiko.layer import members, writer
 
     opened = []
-    real_open = members.FsSource.open
+    real_open = os.open
 
-    def counting_open(self):
-        opened.append(self.path)
-        return real_open(self)
+    def counting_open(path, *a, **kw):
+        opened.append(shown(path))
+        return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(members.FsSource, "open", counting_open)
+    monkeypatch.setattr(members.os, "open", counting_open)
+    monkeypatch.setattr(writer, "os_open", counting_open)
+    return opened
+
+
+def test_content_read_only_when_the_mode_is_not_given(tmp_path, monkeypatch):
+    from python_tools.shiko.layer import walk
+
+    opened = _count_opens(monkeypatch)
     heads = []
     real_looks = walk.looks_executable
     monkeypatch.setattr(walk, "looks_executable", lambda h: heads.append(h) or real_looks(h))
@@ -755,13 +783,65 @@ def test_content_read_only_when_the_mode_is_not_given(tmp_path, monkeypatch):
                   dict(f_entry("c", c), executable=True)], overrides={"b": {"mode": "0600"}})
     by = build(tmp_path, m).by_name()
     assert by["a"].mode == 0o755 and by["a2"].islnk() and by["b"].mode == 0o600
-    # One 4-byte look at `a` (not again for its second path), none at b (override) or c (hint);
-    # then the writer reads a, b and c once each.
+    # One look at `a`'s first bytes, in the one read of its content (a2, a hardlink to it, is
+    # not read), none at b (override) or c (hint): a, b and c are opened once each.
     assert heads == [b"#!/b"]
-    assert sorted(opened) == sorted([a, a, b, c])
+    assert sorted(opened) == sorted([a, b, c])
     heads.clear()
     build(tmp_path, dict(m, defaults=dict(m["defaults"], file_mode="0644")), name="fm.out")
     assert heads == []
+
+
+def test_content_decides_the_mode_in_the_one_read_of_each_source(tmp_path, monkeypatch):
+    # The writer reads a by-content file's first bytes with its content (the header goes in
+    # front of it afterwards): one open per source, also for content that does not fit in the
+    # current 1 MiB buffer, names that need a pax header, and a source whose earlier path has
+    # a mode of its own (a hardlink candidate, looked at before its content is read).
+    opened = _count_opens(monkeypatch, os.path.basename)
+    big = write(tmp_path / "s" / "big", b"\x7fELF" + b"\1" * (3 << 19))  # 1.5 MiB
+    big_plain = write(tmp_path / "s" / "big_plain", b"\x7fELx" + b"\2" * (3 << 19))
+    script = write(tmp_path / "s" / "script", "#!/bin/sh\necho\n")
+    plain = write(tmp_path / "s" / "plain", "#not a script\n")
+    m = manifest([f_entry("a/big", big), f_entry("b/big_plain", big_plain),
+                  f_entry("c/" + "n" * 120, script), f_entry("d/explicit", script),
+                  f_entry("e/by_content", script), f_entry("f/plain", plain),
+                  f_entry("g/plain", plain)],
+                 overrides={"d/explicit": {"mode": "0755"}}, compression="gzip")
+    b = build(tmp_path, m)
+    by = b.by_name()
+    assert by["a/big"].mode == 0o755 and b.content("a/big") == open(big, "rb").read()
+    assert by["b/big_plain"].mode == 0o644 and b.content("b/big_plain") == open(big_plain, "rb").read()
+    assert by["c/" + "n" * 120].mode == 0o755
+    assert by["d/explicit"].islnk() and by["d/explicit"].linkname == "c/" + "n" * 120
+    assert by["e/by_content"].islnk() and by["e/by_content"].linkname == "c/" + "n" * 120
+    assert by["f/plain"].mode == 0o644 and by["g/plain"].islnk()
+    assert sorted(opened) == ["big", "big_plain", "plain", "script"]
+    # A by-content source first seen after a path with a mode of its own: looked at (4 bytes),
+    # then stored as a hardlink without reading its content.
+    opened.clear()
+    m2 = manifest([f_entry("a", script), f_entry("b", script)], overrides={"a": {"mode": "0755"}})
+    by = build(tmp_path, m2, name="m2.out").by_name()
+    assert by["a"].mode == 0o755 and by["b"].islnk() and by["b"].linkname == "a"
+    assert opened == ["script", "script"]
+    m3 = manifest([f_entry("a", plain), f_entry("b", plain)], overrides={"a": {"mode": "0755"}})
+    by = build(tmp_path, m3, name="m3.out").by_name()
+    assert by["a"].mode == 0o755 and by["b"].isfile() and by["b"].mode == 0o644
+
+
+@pytest.mark.parametrize("size", [100, 3 << 19])
+def test_unreadable_source_whose_mode_comes_from_content(tmp_path, monkeypatch, size):
+    from python_tools.shiko.layer import members, writer
+
+    f = write(tmp_path / "s" / "f", "#" * size)
+
+    def denied(path, *a, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(members.os, "open", denied)
+    monkeypatch.setattr(writer, "os_open", denied)
+    e = user_error(tmp_path, manifest([f_entry("x/f", f, label="//x:f")]))
+    assert e.render() == ("//pkg:img_layer: attribute 'files': '/x/f': cannot read the source "
+                          "%r of //x:f: Permission denied" % str(f))
 
 
 def test_executable_hint_must_be_bool(tmp_path, src):
@@ -1222,6 +1302,50 @@ def test_copy_from_a_source_that_shrank(size, have):
     with pytest.raises(RuntimeError) as e:
         s.copy_from(_Chunky(b"a" * size, 1 << 20, have), size, lambda: "the source of /x")
     assert str(e.value) == "the source of /x shrank while it was being read"
+
+
+def test_file_read_in_place_short_reads_and_a_source_that_shrank(tmp_path, monkeypatch):
+    # The writer's common path reads a file's content with one readv to its place in the
+    # buffer: a short read is continued, a file that shrank since it was listed is an error.
+    from python_tools.shiko.layer import writer
+
+    data = b"#!/bin/sh\n" + bytes(range(256)) * 20
+    f = write(tmp_path / "s" / "f", data)
+    real = writer.readv
+    monkeypatch.setattr(writer, "readv", lambda fd, bufs: real(fd, [bufs[0][:7]]))
+    b = build(tmp_path, manifest([f_entry("f", f)]))
+    assert b.content("f") == data and b.by_name()["f"].mode == 0o755
+
+    def shrinking(fd, bufs):
+        os.truncate(f, 100)
+        return real(fd, bufs)
+
+    monkeypatch.setattr(writer, "readv", shrinking)
+    with pytest.raises(RuntimeError) as e:
+        build(tmp_path, manifest([f_entry("f", f)]), name="shrank.out")
+    assert str(e.value) == "the source of /f shrank while it was being read"
+
+
+def test_no_cyclic_gc_while_a_layer_is_built(tmp_path, monkeypatch, src):
+    # build_layer turns the cyclic garbage collector off while it builds (its objects are
+    # freed by reference counting) and back to what it was after, also after an error.
+    import gc
+    from python_tools.shiko.layer import build as build_mod
+
+    seen = []
+    real = build_mod.write_tar
+    monkeypatch.setattr(build_mod, "write_tar", lambda *a: seen.append(gc.isenabled()) or real(*a))
+    assert gc.isenabled()
+    build(tmp_path, manifest([f_entry("a", src / "app.conf")]))
+    assert seen == [False] and gc.isenabled()
+    user_error(tmp_path, manifest([f_entry("a", tmp_path / "missing")]))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        build(tmp_path, manifest([f_entry("a", src / "app.conf")]), name="off.out")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])

@@ -238,7 +238,7 @@ def _build(tmp_path, name, files):
     out = str(tmp_path / (name + ".tar.gz"))
     desc, entries = build_layer(_layer_manifest(entries), out)
     (tmp_path / (name + ".layer.json")).write_bytes(canonical_json(desc))
-    (tmp_path / (name + ".listing.json")).write_bytes(canonical_json(entries))
+    (tmp_path / (name + ".listing.json")).write_bytes(entries.json())
     return desc
 
 

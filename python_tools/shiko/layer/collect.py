@@ -4,7 +4,8 @@
     try:
         layer.collect()
         members = layer.finalize()      # sorted bytewise, parents first, modes/owners decided
-        ...                             # write them (writer.write_tar) while the sources are open
+        ...                             # write them (writer.write_tar(members, stream, mtime,
+                                        # layer): it decides modes by content and hardlinks)
     finally:
         layer.close()                   # imported tars closed, scratch directory removed
 
@@ -13,7 +14,8 @@ defaults, the first such tar in entry order wins); regular files with identical 
 resolved source, or same size and sha256) and symlinks with the same target keep the first;
 anything else is an error naming the path and both origins. Regular files with the same source
 and the same final mode/uid/gid are stored once, at the first path in output order; later paths
-become hardlinks to it.
+become hardlinks to it (decided by the writer, which learns the modes decided by content as it
+reads the files).
 """
 
 import hashlib
@@ -21,10 +23,14 @@ import shutil
 
 from python_tools.shiko.layer import walk
 from python_tools.shiko.layer.imports import ImportedTar
-from python_tools.shiko.layer.members import Member, Origin, sort_key
+from python_tools.shiko.layer.members import Member, Origin
 from python_tools.shiko.tar import compression
 
 READ_SIZE = compression.READ_SIZE
+
+
+def _path_key(m):
+    return m.path.encode("utf-8", "surrogateescape")  # members.sort_key, one call less
 
 
 class Layer(object):
@@ -42,7 +48,7 @@ class Layer(object):
         self.tars = []
         self.members = {}
         self._digests = {}
-        self._exec_by_content = {}
+        self.exec_by_content = {}  # source key -> mode, of the files decided by content
 
     def error(self, problem, attr=None, value=None):
         return self.spec.error(problem, attr, value)
@@ -180,10 +186,12 @@ class Layer(object):
     # Final attributes and order
 
     def finalize(self):
-        """Returns the members in output order with modes/owners and hardlinks decided."""
+        """Returns the members in output order with modes and owners decided, except the modes
+        decided by content: those files keep mode None and the writer decides them from the
+        first bytes it reads with their content (`file_mode`). Hardlinks are decided by the
+        writer too (`link_key`), in output order."""
         spec = self.spec
-        out = sorted(self.members.values(), key=lambda m: sort_key(m.path))
-        first = {}
+        out = sorted(self.members.values(), key=_path_key)
         for m in out:
             o = m.override or {}
             if "mode" in o:
@@ -193,49 +201,36 @@ class Layer(object):
             elif m.kind == "file":
                 if spec.file_mode is not None:
                     m.mode = spec.file_mode
+                elif m.exec_bit is not None:
+                    m.mode = 0o755 if m.exec_bit else 0o644
+                elif m.size < 2:
+                    m.mode = 0o644  # too short for "#!" or an ELF header
                 else:
-                    exe = m.exec_bit
-                    if exe is None:
-                        exe = self._looks_executable(m)
-                    m.mode = 0o755 if exe else 0o644
+                    m.mode = None  # by content: the writer decides (file_mode)
             elif m.kind == "dir":
                 m.mode = spec.dir_mode
             else:
                 m.mode = 0o777
             m.uid = o["uid"] if "uid" in o else (m.src_uid if m.src_uid is not None else spec.uid)
             m.gid = o["gid"] if "gid" in o else (m.src_gid if m.src_gid is not None else spec.gid)
-            if m.kind == "file":
-                k = (m.source.key, m.mode, m.uid, m.gid)
-                if k in first:
-                    m.kind = "hardlink"
-                    m.target = first[k]
-                else:
-                    first[k] = m.path
         return out
 
-    def _looks_executable(self, m):
-        """A file without an `executable` hint (a source file, a file of a walked directory):
-        0755 iff its content starts with "#!" or an ELF header. Only the first bytes are read,
-        and only for files whose mode is not given otherwise; never the permission bits, which
-        depend on how the inputs were materialized (a remote worker makes every input 0555)."""
-        if m.size < 2:
-            return False
-        key = m.source.key
-        exe = self._exec_by_content.get(key)
-        if exe is None:
-            n = min(m.size, walk.HEAD_SIZE)
-            buf = bytearray(n)
-            try:
-                f = m.source.open()
-                try:
-                    got = f.readinto(memoryview(buf))
-                finally:
-                    f.close()
-            except OSError as e:
-                raise self.error("cannot read the source %r of %s: %s" % (
-                    m.source.path, m.origin.label, e.strerror), m.origin.attr, "/" + m.path)
-            exe = self._exec_by_content[key] = walk.looks_executable(bytes(buf[:got]))
-        return exe
+    # What the writer asks while it writes the members in output order.
+
+    def file_mode(self, m, head):
+        """The mode of a file whose mode is decided by content (finalize left it None), from
+        `head`, its first bytes (at least walk.HEAD_SIZE of them when it has that many): 0755
+        iff it starts with "#!" or an ELF header. Remembered per source, so the content of a
+        source at several paths is looked at once. Never the permission bits, which depend on
+        how the inputs were materialized (a remote worker makes every input 0555)."""
+        mode = 0o755 if walk.looks_executable(bytes(head[:walk.HEAD_SIZE])) else 0o644
+        self.exec_by_content[m.source.key] = mode
+        return mode
+
+    def read_error(self, m, e):
+        """The error for a source that cannot be opened or read (an OSError `e`)."""
+        return self.error("cannot read the source %r of %s: %s" % (
+            m.source.path, m.origin.label, e.strerror), m.origin.attr, "/" + m.path)
 
     def close(self):
         for t in self.tars:

@@ -43,6 +43,10 @@ class _FdReader(object):
     def readinto(self, mv):
         return os.readv(self.fd, [mv])
 
+    def head(self, n):
+        """The first `n` bytes (fewer if the file is shorter), wherever the reads are."""
+        return os.pread(self.fd, n, 0)
+
     def close(self):
         os.close(self.fd)
 

@@ -15,8 +15,9 @@ by content (`looks_executable`).
 import os
 import posixpath
 import stat
+from stat import S_ISREG
 
-from python_tools.shiko.layer.members import FsSource, Member, sort_key
+from python_tools.shiko.layer.members import FsSource, Member
 from python_tools.shiko.tar import names
 
 
@@ -53,10 +54,15 @@ def looks_executable(head):
 
 
 def _add_file(layer, p, real, st, path, origin, executable=None):
-    # executable None: decided from the first bytes when the mode is needed (collect.finalize),
+    # executable None: decided from the first bytes when the mode is needed (by the writer, in
+    # the read of the content: writer.write_tar),
     # never from st_mode, which depends on how the action's inputs were materialized.
     layer.add(Member(path, "file", origin, size=st.st_size, source=FsSource(p, real),
                      exec_bit=executable))
+
+
+def _name_key(entry):
+    return entry.name.encode("utf-8", "surrogateescape")  # members.sort_key, one call less
 
 
 def _walk(layer, real_dir, resolved, prefix, origin, stack, under_deref, rel=""):
@@ -64,16 +70,29 @@ def _walk(layer, real_dir, resolved, prefix, origin, stack, under_deref, rel="")
     resolved); `rel` is the logical path inside the tree. One lstat per entry (os.scandir)."""
     try:
         with os.scandir(real_dir) as it:
-            entries = sorted(it, key=lambda e: sort_key(e.name))
+            entries = sorted(it, key=_name_key)
     except OSError as e:
         raise layer.error("cannot list %r: %s" % (real_dir, e.strerror), origin.attr,
                           "/" + prefix)
+    rel_pre = rel + "/" if rel else ""
+    path_pre = names.join(prefix, rel) + "/" if prefix or rel else ""
+    real_pre = resolved + "/" if resolved != "/" else "/"
+    members = layer.members
     for entry in entries:
         name = entry.name
-        p = entry.path
-        r = rel + "/" + name if rel else name
-        path = names.join(prefix, r)
+        path = path_pre + name
         st = entry.stat(follow_symlinks=False)
+        if S_ISREG(st.st_mode):  # the common case first: a regular file, not a symlink
+            # executable None: see _add_file.
+            m = Member(path, "file", origin, st.st_size, FsSource(entry.path, real_pre + name),
+                       None, None)
+            if path in members:
+                layer.add(m)  # a conflict or a duplicate
+            else:
+                members[path] = m
+            continue
+        p = entry.path
+        r = rel_pre + name
         deref = under_deref
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(p)
@@ -90,7 +109,7 @@ def _walk(layer, real_dir, resolved, prefix, origin, stack, under_deref, rel="")
             deref = True
             real = os.path.realpath(p)
         else:
-            real = resolved + "/" + name if resolved != "/" else "/" + name
+            real = real_pre + name
         if stat.S_ISDIR(st.st_mode):
             ident = (st.st_dev, st.st_ino)
             if ident in stack:

@@ -10,7 +10,19 @@ as surrogate-escaped strings and are written back as the same bytes). The listin
 listed path or target that is not UTF-8 is escaped: see `listed_names`.
 """
 
-from python_tools.shiko.layer.members import enc
+import json
+import os
+from zlib import adler32
+
+from python_tools.shiko.files import canonical_json
+from python_tools.shiko.layer import walk
+from python_tools.shiko.layer.members import FsSource, enc
+from python_tools.shiko.layer.walk import HEAD_SIZE
+
+os_open = os.open
+os_close = os.close
+readv = os.readv
+_O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 BLOCK = 512
 
@@ -44,12 +56,26 @@ _TAIL = b"ustar\x0000" + b"\0" * 64 + _octal(0, 8) + _octal(0, 8) + b"\0" * (155
 _CHK_SPACES = 8 * ord(" ")  # the checksum is computed with its own field as spaces
 
 
+_TAIL_SUM = _CHK_SPACES + sum(_TAIL)
+
+
+def _byte_sum(b, start=1):
+    """The sum of the bytes of `b` plus start-1, for at most 256 bytes in all: Adler-32's first
+    half is 1 + that sum modulo 65521, which 256 bytes of 255 cannot reach (zlib's C loop is
+    ~20x faster than sum() over the bytes)."""
+    return adler32(b, start) & 0xFFFF
+
+
 def _ustar(name, mode, uid, gid, size, mtime, typeflag, linkname):
     """One ustar header block; the numbers must fit their fields (tar_header sees to it)."""
-    head = b"%s%07o\0%07o\0%07o\0%011o\0%011o\0" % (name.ljust(100, b"\0"), mode, uid, gid, size,
-                                                     mtime)
-    tail = typeflag + linkname.ljust(100, b"\0") + _TAIL
-    return head + b"%06o\0 " % (sum(head) + _CHK_SPACES + sum(tail)) + tail
+    nums = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (mode, uid, gid, size, mtime)
+    # The checksum: the sum of the block's bytes (the NUL padding adds nothing). Name (<= 100
+    # bytes) and numbers (48) in one Adler-32 sum, the link name (<= 100) in another.
+    chk = _byte_sum(nums, _byte_sum(name)) - 1 + typeflag[0] + _TAIL_SUM
+    if linkname:
+        chk += _byte_sum(linkname) - 1
+    return b"%s%s%06o\0 %s%s%s" % (name.ljust(100, b"\0"), nums, chk, typeflag,
+                                   linkname.ljust(100, b"\0"), _TAIL)
 
 
 def tar_header(name, mode, uid, gid, size, mtime, typeflag, linkname=b""):
@@ -148,6 +174,38 @@ class TarStream(object):
         if pad:
             self.write(_ZEROS[:pad])
 
+    def read_in_place(self, f, size, what):
+        """When one header block and `size` bytes fit in the current buffer, reads `size` bytes
+        of the reader `f` (readinto) to where they go after that header and returns them (a
+        memoryview, valid until `put_in_place`); else None, and nothing is read. The header is
+        not known yet: the mode may depend on these bytes (one read for both)."""
+        start = self.pos + BLOCK
+        end = start + size
+        if end > self.bs:
+            return None
+        mv = self.mv[start:end]
+        n = f.readinto(mv)
+        while n < size:  # a short read: read on (the file may have shrunk)
+            k = f.readinto(mv[n:])
+            if not k:
+                raise RuntimeError("%s shrank while it was being read" % what())
+            n += k
+        return mv
+
+    def put_in_place(self, header, size):
+        """Writes the one-block `header` before the content `read_in_place` put in the buffer,
+        then the padding, and moves on past them."""
+        pos = self.pos
+        mv = self.mv
+        mv[pos: pos + BLOCK] = header
+        end = pos + BLOCK + size
+        pad = -size % BLOCK
+        if pad:
+            mv[end: end + pad] = _ZEROS[:pad]
+        self.pos = end + pad
+        if self.pos == self.bs:  # the buffer is full (pos is always a multiple of BLOCK)
+            self._emit()
+
     def close(self):
         self.write(_ZEROS)
         self._emit()
@@ -165,47 +223,215 @@ def listed_names(names):
         return [b.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace") for b in raw], True
 
 
-def write_tar(members, stream, mtime):
+class Listing(object):
+    """The listing: one JSON object per member, in tar order, kept as the text of the
+    canonical JSON (shiko/files.py canonical_json: sorted keys, no spaces, not ASCII-escaped),
+    written as it is (`json`) without building a dict per member and encoding those."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __len__(self):
+        return len(self.parts)
+
+    def json(self):
+        """The bytes canonical_json gives for the list of entries."""
+        return ("[" + ",".join(self.parts) + "]").encode("utf-8")
+
+    def entries(self):
+        """The entries as dicts (reports, tests)."""
+        return json.loads(self.json().decode("utf-8"))
+
+
+# A string's JSON text exactly as json.dumps(ensure_ascii=False) writes it (the C encoder).
+_JSON_STR = json.encoder.encode_basestring
+# One listing entry, keys sorted: escaped, gid, mode, origin, path, size, target, type, uid.
+_ENTRY = '{%s"gid":%d,"mode":"%04o",%s"path":%s,"size":%d,%s"type":"%s","uid":%d}'
+
+
+def _origin_json(label):
+    """The `"origin":...,` part of the entries of one label."""
+    text = _JSON_STR(label) if type(label) is str else canonical_json(label).decode("utf-8")
+    return '"origin":%s,' % text
+
+
+def write_tar(members, stream, mtime, layer):
     """Streams the members (collect.Layer.finalize's order) into `stream` (a TarStream) with
-    `mtime` on every member; returns the listing (one dict per member, in tar order)."""
-    listing = []
+    `mtime` on every member; returns the Listing (one entry per member, in tar order).
+
+    Decides what finalize leaves to it (`layer`: the collect.Layer): the mode of each file whose
+    mode comes from its content, from the first bytes of the one read of that content, and
+    hardlinks: a file whose source, mode, uid and gid equal an earlier file's is a hardlink to
+    it (its content is not read again)."""
+    parts = []
+    first = {}  # (source key, mode, uid, gid) -> path of the file that holds the content
+    known = layer.exec_by_content  # source key -> mode, of the sources already looked at
+    origins = {}  # label -> its "origin" part
+    looks_executable = walk.looks_executable
+    bs = stream.bs
+    one_block = mtime <= _OCTAL11_MAX  # and names, uids and gids that fit: no pax header
     for m in members:
-        name = enc(m.path)
-        linkname = b""
+        kind = m.kind
+        path = m.path
+        name = path.encode("utf-8", "surrogateescape")
+        uid = m.uid
+        gid = m.gid
         size = 0
-        if m.kind == "dir":
-            name += b"/"
-        elif m.kind == "symlink":
-            linkname = enc(m.target)
-        elif m.kind == "hardlink":
-            linkname = enc(m.target)
+        target = None  # a link's target as listed
+        if kind == "file":
+            mode = m.mode
+            key = m.source.key
+            if mode is None:
+                mode = known.get(key)
+                if mode is None and ((key, 0o755, uid, gid) in first or
+                                     (key, 0o644, uid, gid) in first):
+                    mode = _look_at(layer, m)  # maybe a hardlink: look before reading
+                m.mode = mode
+            to = None if mode is None else first.get((key, mode, uid, gid))
+            if to is None:
+                size = m.size
+                src = m.source
+                start = stream.pos + BLOCK
+                end = start + size
+                if (end <= bs and size and one_block and type(src) is FsSource and
+                        len(name) <= 100 and uid <= _OCTAL7_MAX and gid <= _OCTAL7_MAX):
+                    # The common case, inline: a file on disk whose one-block header and content
+                    # fit in the current buffer. One open and one read: the content goes
+                    # straight to its place after the header's block, then the header, whose
+                    # mode may come from the content's first bytes, goes in front of it.
+                    mv = stream.mv
+                    content = mv[start:end]
+                    try:
+                        fd = os_open(src.path, _O_READ)
+                        try:
+                            n = readv(fd, [content])
+                            if n < size:
+                                _read_rest(fd, content, n, m)
+                        finally:
+                            os_close(fd)
+                    except OSError as e:
+                        if mode is None:
+                            raise layer.read_error(m, e)
+                        raise
+                    if mode is None:
+                        mode = m.mode = known[key] = (
+                            0o755 if looks_executable(bytes(content[:HEAD_SIZE])) else 0o644)
+                    pos = stream.pos
+                    mv[pos:start] = _ustar(name, mode, uid, gid, size, mtime, b"0", b"")
+                    pad = -size % BLOCK
+                    if pad:
+                        mv[end:end + pad] = _ZEROS[:pad]
+                    stream.pos = end + pad
+                    if end + pad == bs:  # the buffer is full (pos is a multiple of BLOCK)
+                        stream._emit()
+                else:
+                    _write_file(stream, m, name, mtime, layer)
+                    mode = m.mode
+                first[(key, mode, uid, gid)] = path
+            else:
+                kind = m.kind = "hardlink"
+                m.target = to
+                target = "/" + to
+                stream.write(tar_header(name, mode, uid, gid, 0, mtime, b"1",
+                                        to.encode("utf-8", "surrogateescape")))
         else:
-            size = m.size
-        stream.write(tar_header(name, m.mode, m.uid, m.gid, size, mtime, _TYPEFLAGS[m.kind],
-                                linkname))
-        if m.kind == "file" and size:
-            f = m.source.open()
-            try:
-                stream.copy_from(f, size, lambda: "the source of /" + m.path)
-            finally:
-                f.close()
-        shown = ["/" + m.path]
-        if m.kind == "symlink":
-            shown.append(m.target)
-        elif m.kind == "hardlink":
-            shown.append("/" + m.target)
-        if all(n.isascii() for n in shown):
-            escaped = False  # listed as they are (the common case, without encoding them)
+            mode = m.mode
+            if kind == "dir":
+                stream.write(tar_header(name + b"/", mode, uid, gid, 0, mtime, b"5"))
+            else:  # symlink
+                target = m.target
+                stream.write(tar_header(name, mode, uid, gid, 0, mtime, b"2",
+                                        target.encode("utf-8", "surrogateescape")))
+        shown = "/" + path
+        if shown.isascii() and (target is None or target.isascii()):
+            escaped = ""  # listed as they are (the common case, without encoding them)
         else:
-            shown, escaped = listed_names(shown)
-        entry = {"path": shown[0], "type": m.kind, "mode": "%04o" % m.mode,
-                 "uid": m.uid, "gid": m.gid, "size": size}
-        if len(shown) > 1:
-            entry["target"] = shown[1]
-        if escaped:
-            entry["escaped"] = True
-        if not m.implicit:
-            entry["origin"] = m.origin.label
-        listing.append(entry)
+            names, esc = listed_names([shown] if target is None else [shown, target])
+            shown = names[0]
+            target = names[1] if target is not None else None
+            escaped = '"escaped":true,' if esc else ""
+        if m.implicit:
+            origin = ""
+        else:
+            label = m.origin.label
+            origin = origins.get(label) if type(label) is str else None
+            if origin is None:
+                origin = _origin_json(label)
+                if type(label) is str:
+                    origins[label] = origin
+        parts.append(_ENTRY % (escaped, gid, mode, origin, _JSON_STR(shown), size,
+                               "" if target is None else '"target":%s,' % _JSON_STR(target),
+                               kind, uid))
     stream.close()
-    return listing
+    return Listing(parts)
+
+
+def _read_rest(fd, mv, n, m):
+    """Reads on after a short read of n bytes until `mv` is full (the file may have shrunk)."""
+    while n < len(mv):
+        k = os.readv(fd, [mv[n:]])
+        if not k:
+            raise RuntimeError("the source of /%s shrank while it was being read" % m.path)
+        n += k
+
+
+def _look_at(layer, m, f=None):
+    """The mode of a by-content file from a read of its first bytes alone (before its content
+    is copied from `f`, the open source, or when it may be a hardlink, whose content is not
+    read at all)."""
+    try:
+        g = f if f is not None and hasattr(f, "head") else m.source.open()
+        try:
+            if hasattr(g, "head"):
+                head = g.head(HEAD_SIZE)
+            else:
+                buf = bytearray(HEAD_SIZE)
+                head = bytes(buf[:g.readinto(memoryview(buf))])
+        finally:
+            if g is not f:
+                g.close()
+    except OSError as e:
+        raise layer.read_error(m, e)
+    return layer.file_mode(m, head)
+
+
+def _write_file(stream, m, name, mtime, layer):
+    """Writes a regular file: header, content, padding; decides its mode when it is None."""
+    size = m.size
+    if not size:
+        stream.write(tar_header(name, m.mode, m.uid, m.gid, 0, mtime, b"0"))
+        return
+    by_content = m.mode is None
+    try:
+        f = m.source.open()
+    except OSError as e:
+        if by_content:
+            raise layer.read_error(m, e)
+        raise
+    what = lambda: "the source of /" + m.path  # noqa: E731
+    try:
+        if len(name) <= 100 and m.uid <= _OCTAL7_MAX and (
+                m.gid <= _OCTAL7_MAX and mtime <= _OCTAL11_MAX):
+            # The common case: a one-block header (no pax) and the content fit in the current
+            # buffer. The content is read first, straight to its place; the header, which may
+            # depend on it (the mode), then goes before it.
+            try:
+                content = stream.read_in_place(f, size, what)
+            except OSError as e:
+                if by_content:
+                    raise layer.read_error(m, e)
+                raise
+            if content is not None:
+                if by_content:
+                    m.mode = layer.file_mode(m, content[:HEAD_SIZE])
+                stream.put_in_place(_ustar(name, m.mode, m.uid, m.gid, size, mtime, b"0", b""),
+                                    size)
+                return
+        if by_content:
+            m.mode = _look_at(layer, m, f)
+        stream.write(tar_header(name, m.mode, m.uid, m.gid, size, mtime, b"0"))
+        stream.copy_from(f, size, what)
+    finally:
+        f.close()
