@@ -328,14 +328,15 @@ def test_deb_repository_fetches_verifies_and_explains(bazel, tmp_path):
         assert "HTTP 404" in res.stderr
         assert "Re-lock to the current versions: bazel run //:lock.update" in res.stderr
 
-        # 3. The right lock: exactly the locked files, checked.
+        # 3. The right lock: exactly the locked files, checked, in the architecture's own
+        # repository (@debs//:amd64 is an alias to @debs__amd64//:amd64).
         res = build([good["alpha"], good["beta"]])
         assert res.returncode == 0, res.stderr[-3000:]
-        repo = os.path.join(output_base, "external", "debs")
+        repo = os.path.join(output_base, "external", "debs__amd64")
         if not os.path.isdir(repo):  # bzlmod: a canonical name
             repo = [os.path.join(output_base, "external", d)
                     for d in os.listdir(os.path.join(output_base, "external"))
-                    if d.endswith("debs") and os.path.isdir(os.path.join(output_base, "external", d))][0]
+                    if d.endswith("debs__amd64") and os.path.isdir(os.path.join(output_base, "external", d))][0]
         for name, entry in good.items():
             with open(os.path.join(repo, "amd64", name + ".deb"), "rb") as f:
                 assert hashlib.sha256(f.read()).hexdigest() == entry["sha256"]
