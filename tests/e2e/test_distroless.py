@@ -359,6 +359,16 @@ def test_deb_repository_fetches_verifies_and_explains(bazel, tmp_path):
         res = build([good["alpha"], good["beta"]])
         assert res.returncode == 0, res.stderr[-3000:]
         assert os.path.exists(os.path.join(repo, "amd64", "beta.deb"))
+
+        # 5. WORKSPACE declares a repository for each of Debian's release architectures: a lock
+        # with another one says to list it in `architectures` (a module extension reads the lock).
+        res = build([good["alpha"], good["beta"]], {"hurd-amd64": {"packages": [], "assumed": []}})
+        if repo == os.path.join(output_base, "external", "debs__amd64"):  # WORKSPACE mode
+            assert res.returncode != 0
+            assert ("@debs: the lock has architecture \"hurd-amd64\", which has no repository: list the "
+                    "lock's architectures you use in `architectures`") in res.stderr, res.stderr[-3000:]
+        else:
+            assert res.returncode == 0, res.stderr[-3000:]
     finally:
         bazel("shutdown", startup=startup, cwd=ws, check=False, timeout=120)
         server.close()
