@@ -84,7 +84,8 @@ def _debs_impl(mctx):
             archs = tag.architectures
             if not archs:
                 lock = json.decode(mctx.read(mctx.path(tag.lock)))
-                archs = sorted(lock.get("architectures", {}).keys()) if type(lock) == "dict" else []
+                ok = type(lock) == "dict" and type(lock.get("architectures")) == "dict"
+                archs = sorted(lock["architectures"].keys()) if ok else []  # else @<name> says what is wrong
             for arch in archs:
                 deb_arch_repository_rule(name = arch_repository_name(tag.name, arch), apparent_name = tag.name, architecture = arch, **kwargs)
             deb_repository_rule(name = tag.name, apparent_name = tag.name, declared = archs, **kwargs)
