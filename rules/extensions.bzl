@@ -29,7 +29,7 @@ the host or for an image's platform; the same labels as `pip_lock_repository` in
 """
 
 load("//rules/private/repo:dependencies.bzl", "TOOL_PYTHON_ARCHITECTURES", "build_info_repository")
-load("//rules/private/repo:deb_repository.bzl", "DEB_REPOSITORY_ATTRS", "deb_repository_rule")
+load("//rules/private/repo:deb_repository.bzl", "DEB_REPOSITORY_ATTRS", "arch_repository_name", "deb_arch_repository_rule", "deb_repository_rule")
 load("//rules/private/repo:pip_hub.bzl", "PIP_HUB_ATTRS", "pip_hub_repository")
 load("//rules/private/repo:pip_repository.bzl", "PIP_LOCK_ATTRS", "pip_lock_repository")
 load("//rules/private/repo:pull.bzl", "PULL_ATTRS", "image_pull_rule")
@@ -73,7 +73,22 @@ _deb_lock_tag = tag_class(
 )
 
 def _debs_impl(mctx):
-    _declare(mctx, "debs", "lock", deb_repository_rule, DEB_REPOSITORY_ATTRS.keys())
+    # The lock names the architectures: one repository each (fetched only when used) and the hub.
+    seen = {}
+    for mod in mctx.modules:
+        for tag in mod.tags.lock:
+            if tag.name in seen:
+                fail("debs.lock: name %r is declared twice (modules %s and %s)" % (tag.name, seen[tag.name], mod.name))
+            seen[tag.name] = mod.name
+            kwargs = {a: getattr(tag, a) for a in DEB_REPOSITORY_ATTRS.keys()}
+            archs = tag.architectures
+            if not archs:
+                lock = json.decode(mctx.read(mctx.path(tag.lock)))
+                ok = type(lock) == "dict" and type(lock.get("architectures")) == "dict"
+                archs = sorted(lock["architectures"].keys()) if ok else []  # else @<name> says what is wrong
+            for arch in archs:
+                deb_arch_repository_rule(name = arch_repository_name(tag.name, arch), apparent_name = tag.name, architecture = arch, **kwargs)
+            deb_repository_rule(name = tag.name, apparent_name = tag.name, declared = archs, **kwargs)
 
 debs = module_extension(
     implementation = _debs_impl,

@@ -175,8 +175,8 @@ class World:
             json.dump(lock, f, indent=self._indent)
 
     def fetched(self, output_base=None):
-        """{name: sha256} of the .deb files in @debs//:amd64 of an output base."""
-        repo = os.path.join(output_base or self.output_base, "external", "debs", "amd64")
+        """{name: sha256} of the .deb files in @debs//:amd64 (@debs__amd64) of an output base."""
+        repo = os.path.join(output_base or self.output_base, "external", "debs__amd64", "amd64")
         out = {}
         for name in ("alpha", "beta"):
             with open(os.path.join(repo, name + ".deb"), "rb") as f:

@@ -233,7 +233,7 @@ load("@rules_shiko//rules:repositories.bzl", "deb_repository")
 deb_repository(
     name = "debs",
     lock = "//:packages.lock.json",
-    archives = {{"*": "{url}"}},
+    {archives},
     update_target = "//:lock.update",
 )
 """
@@ -247,7 +247,7 @@ debs = use_extension("@rules_shiko//rules:extensions.bzl", "debs")
 debs.lock(
     name = "debs",
     lock = "//:packages.lock.json",
-    archives = {{"*": "{url}"}},
+    {archives},
     update_target = "//:lock.update",
 )
 use_repo(debs, "debs")
@@ -296,17 +296,21 @@ def test_deb_repository_fetches_verifies_and_explains(bazel, tmp_path):
                           "suite": "bookworm", "path": path,
                           "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob),
                           "depends": []}
-        for fname, text in (("WORKSPACE", _WORKSPACE), ("MODULE.bazel", _MODULE)):
-            with open(os.path.join(ws, fname), "w") as f:
-                f.write(text.format(root=REPO_ROOT, url=server.url))
+        def write_workspace(archives):
+            for fname, text in (("WORKSPACE", _WORKSPACE), ("MODULE.bazel", _MODULE)):
+                with open(os.path.join(ws, fname), "w") as f:
+                    f.write(text.format(root=REPO_ROOT, archives=archives))
+
+        write_workspace('archives = {"*": "%s"}' % server.url)
         with open(os.path.join(ws, ".bazelrc"), "w") as f:
             f.write("import %s/.bazelrc\n" % REPO_ROOT)
         with open(os.path.join(ws, "BUILD.bazel"), "w") as f:
             f.write("exports_files([\"packages.lock.json\"])\n")
 
-        def build(entries):
+        def build(entries, others=None):
             lock = {"lock_version": 1, "manifest_sha256": "0" * 64, "suites": ["bookworm"],
                     "architectures": {"amd64": {"packages": entries, "assumed": []}}}
+            lock["architectures"].update(others or {})
             with open(os.path.join(ws, "packages.lock.json"), "w") as f:
                 json.dump(lock, f)
             return bazel("build", "--repository_cache=" + os.path.join(work, "cache"),
@@ -328,19 +332,43 @@ def test_deb_repository_fetches_verifies_and_explains(bazel, tmp_path):
         assert "HTTP 404" in res.stderr
         assert "Re-lock to the current versions: bazel run //:lock.update" in res.stderr
 
-        # 3. The right lock: exactly the locked files, checked.
-        res = build([good["alpha"], good["beta"]])
+        # 3. The right lock: exactly the locked files, checked, in the architecture's own
+        # repository (@debs//:amd64 is an alias to @debs__amd64//:amd64). The lock's arm64
+        # package is not in the archive: fetching it would fail, and an amd64 build must not.
+        arm64 = dict(good["alpha"], architecture="arm64", path="pool/main/alpha_1.0-1_arm64.deb",
+                     sha256=hashlib.sha256(b"no such arm64 package").hexdigest())
+        res = build([good["alpha"], good["beta"]], {"arm64": {"packages": [arm64], "assumed": []}})
         assert res.returncode == 0, res.stderr[-3000:]
-        repo = os.path.join(output_base, "external", "debs")
+        repo = os.path.join(output_base, "external", "debs__amd64")
         if not os.path.isdir(repo):  # bzlmod: a canonical name
             repo = [os.path.join(output_base, "external", d)
                     for d in os.listdir(os.path.join(output_base, "external"))
-                    if d.endswith("debs") and os.path.isdir(os.path.join(output_base, "external", d))][0]
+                    if d.endswith("debs__amd64") and os.path.isdir(os.path.join(output_base, "external", d))][0]
         for name, entry in good.items():
             with open(os.path.join(repo, "amd64", name + ".deb"), "rb") as f:
                 assert hashlib.sha256(f.read()).hexdigest() == entry["sha256"]
         with open(os.path.join(repo, "amd64", "packages.json")) as f:
             assert [p["name"] for p in json.load(f)["packages"]] == ["alpha", "beta"]
+        assert not [d for d in os.listdir(os.path.join(output_base, "external")) if d.endswith("debs__arm64")]
+
+        # 4. A new output base with those .debs in the repository cache needs no URL: with no
+        # `archives` and no apt sources at all, the packages come from the cache by sha256.
+        write_workspace('apt_dir = "%s"' % os.path.join(work, "no-apt"))
+        bazel("shutdown", startup=startup, cwd=ws, check=False, timeout=120)
+        shutil.rmtree(output_base, ignore_errors=True)
+        res = build([good["alpha"], good["beta"]])
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert os.path.exists(os.path.join(repo, "amd64", "beta.deb"))
+
+        # 5. WORKSPACE declares a repository for each of Debian's release architectures: a lock
+        # with another one says to list it in `architectures` (a module extension reads the lock).
+        res = build([good["alpha"], good["beta"]], {"hurd-amd64": {"packages": [], "assumed": []}})
+        if repo == os.path.join(output_base, "external", "debs__amd64"):  # WORKSPACE mode
+            assert res.returncode != 0
+            assert ("@debs: the lock has architecture \"hurd-amd64\", which has no repository: list the "
+                    "lock's architectures you use in `architectures`") in res.stderr, res.stderr[-3000:]
+        else:
+            assert res.returncode == 0, res.stderr[-3000:]
     finally:
         bazel("shutdown", startup=startup, cwd=ws, check=False, timeout=120)
         server.close()

@@ -21,9 +21,17 @@ point release or a security update replaces it; the snapshot still has it, for g
 name is ever written in the repository by rules_shiko: the user gives the snapshot roots.
 
 The repository holds, per architecture A of the lock:
-    @<name>//:A                 filegroup: A/packages.json (the lock's entries) + A/<package>.deb
+    @<name>//:A                 A/packages.json (the lock's entries) + A/<package>.deb
     @<name>//:lock.json         the lock itself
 Pass `@<name>//:A` to `deb_layer` / `distroless_base` (packages = ...).
+
+Each architecture is a repository of its own, `@<name>__A`, behind the alias `@<name>//:A`
+(`@<name>` itself only reads the lock): a build fetches the .debs of the architectures it
+uses, e.g. an amd64 image never copies the arm64 packages out of the repository cache.
+
+A .deb already in Bazel's repository cache (by its sha256) is taken from there before any URL
+is worked out: the machine's apt sources are read (with the host's python3) only for a
+package the cache does not have.
 
 Errors: a .deb whose sha256 is not the lock's names the package and both digests; a version no
 source has any more (Debian removes superseded versions) is one line naming the package, the
@@ -171,7 +179,9 @@ def _snapshot_urls(name, rctx, snapshot):
     return out
 
 def read_lock(rctx):
-    """(lock dict, suites, {suite: [URL, ...]} incl. snapshot URLs, snapshot) of rctx.attr.lock."""
+    """The lock of rctx.attr.lock, checked: struct(lock, suites, snapshot, snapshot_urls, urls).
+    `urls` ({suite: [archive URL, ...]}) starts empty: archive_urls() fills it when a download
+    needs it (reading the apt sources runs python3; a repository cache hit needs no URL)."""
     name = _label_name(rctx)
     lock = json.decode(rctx.read(rctx.path(rctx.attr.lock)))
     if type(lock) != "dict" or lock.get("lock_version") != 1 or type(lock.get("architectures")) != "dict":
@@ -180,8 +190,18 @@ def read_lock(rctx):
     suites = lock.get("suites", [])
     snapshot = _check_snapshot(name, rctx, lock)
     snapshot_urls = _snapshot_urls(name, rctx, snapshot)
-    urls = _archive_urls(rctx, suites, optional = bool(snapshot_urls))
-    return struct(lock = lock, suites = suites, urls = urls, snapshot_urls = snapshot_urls, snapshot = snapshot)
+    return struct(lock = lock, suites = suites, urls = {}, snapshot_urls = snapshot_urls, snapshot = snapshot)
+
+def archive_urls(rctx, locked):
+    """{suite: [URL, ...]} of the lock's suites (archives, else the apt sources), computed once."""
+    if not locked.urls:
+        locked.urls.update(_archive_urls(rctx, locked.suites, optional = bool(locked.snapshot_urls)))
+    return locked.urls
+
+def _cached(rctx, entry, output):
+    """Whether Bazel's repository cache had this .deb (by sha256; then it is at `output`)."""
+    return rctx.download(["file:///shiko-repository-cache-only/" + entry["sha256"]], output = output,
+                         sha256 = entry["sha256"], allow_fail = True).success
 
 def fetch_arch(rctx, locked, arch, out_dir):
     """Downloads every locked .deb of `arch` to `out_dir/<package>.deb` (checked by sha256);
@@ -193,50 +213,82 @@ def fetch_arch(rctx, locked, arch, out_dir):
     entries = locked.lock["architectures"][arch]["packages"]
     files = []
     for i, e in enumerate(entries):
-        if e["suite"] not in locked.urls:
+        if e["suite"] not in locked.suites:
             fail("@%s: package '%s' (%s) comes from suite %r, which the lock's suites don't list" %
                  (name, e["name"], arch, e["suite"]))
         rctx.report_progress("%s: %s %s (%d/%d)" % (arch, e["name"], e["version"], i + 1, len(entries)))
         out = "%s/%s.deb" % (out_dir, e["name"])
-        _fetch(rctx, name, e, arch, locked.urls[e["suite"]] + locked.snapshot_urls, out, locked.snapshot)
+        if not _cached(rctx, e, out):
+            urls = archive_urls(rctx, locked)
+            _fetch(rctx, name, e, arch, urls[e["suite"]] + locked.snapshot_urls, out, locked.snapshot)
         files.append(out)
     return entries, files
 
+def _archs(rctx, lock):
+    """The architectures to provide: `architectures`, checked against the lock, or all of its."""
+    for arch in rctx.attr.architectures:
+        if arch not in lock["architectures"]:
+            fail("@%s: attribute 'architectures': %r: the lock has %s only" %
+                 (_label_name(rctx), arch, ", ".join(sorted(lock["architectures"].keys()))))
+    return rctx.attr.architectures or sorted(lock["architectures"].keys())
+
+def arch_repository_name(name, arch):
+    """The repository holding one architecture's .debs of the deb_repository `name`."""
+    return "%s__%s" % (name, arch)
+
 def _deb_repository_impl(rctx):
+    """@<name>: the lock and one alias per architecture to its own repository (not fetched here)."""
     name = _label_name(rctx)
     locked = read_lock(rctx)
-    lock = locked.lock
-    suites = locked.suites
-    archs = rctx.attr.architectures or sorted(lock["architectures"].keys())
-    lock_sha256 = file_sha256(rctx, rctx.path(rctx.attr.lock), "_lock_sha256")
     build = [
         "# Generated by rules_shiko's deb_repository from %s." % rctx.attr.lock,
+        "# Each architecture's .debs are in a repository of their own, fetched only when used.",
         "package(default_visibility = [\"//visibility:public\"])",
         "",
         "exports_files([\"lock.json\"])",
         "",
     ]
-    for arch in archs:
-        entries, debs = fetch_arch(rctx, locked, arch, arch)
-        files = [arch + "/packages.json"] + debs
-        rctx.file(arch + "/packages.json", json.encode({
-            "architecture": arch,
-            "suites": suites,
-            "packages": entries,
-            # Provenance: the lock these packages come from (a material of every image).
-            "lock": str(rctx.attr.lock),
-            "lock_sha256": lock_sha256,
-        }))
+    for arch in _archs(rctx, locked.lock):
+        if arch not in rctx.attr.declared:
+            fail(("@%s: the lock has architecture %r, which has no repository: list the lock's " +
+                  "architectures you use in `architectures`") % (name, arch))
         build += [
-            "filegroup(",
+            "alias(",
             "    name = \"%s\"," % arch,
-            "    srcs = %s," % repr(files),
+            "    actual = \"@%s//:%s\"," % (arch_repository_name(name, arch), arch),
             ")",
             "",
         ]
-    rctx.file("lock.json", json.encode_indent(lock, indent = "  ") + "\n")
+    rctx.file("lock.json", json.encode_indent(locked.lock, indent = "  ") + "\n")
     rctx.file("WORKSPACE", "workspace(name = \"%s\")\n" % name)
     rctx.file("BUILD.bazel", "\n".join(build))
+
+def _deb_arch_repository_impl(rctx):
+    """@<name>__<arch>: one architecture's .debs and packages.json, target `:<arch>`."""
+    name = _label_name(rctx)
+    locked = read_lock(rctx)
+    arch = rctx.attr.architecture
+    _archs(rctx, locked.lock)
+    entries, debs = fetch_arch(rctx, locked, arch, arch)
+    rctx.file(arch + "/packages.json", json.encode({
+        "architecture": arch,
+        "suites": locked.suites,
+        "packages": entries,
+        # Provenance: the lock these packages come from (a material of every image).
+        "lock": str(rctx.attr.lock),
+        "lock_sha256": file_sha256(rctx, rctx.path(rctx.attr.lock), "_lock_sha256"),
+    }))
+    rctx.file("WORKSPACE", "workspace(name = \"%s\")\n" % arch_repository_name(name, arch))
+    rctx.file("BUILD.bazel", "\n".join([
+        "# Generated by rules_shiko's deb_repository (@%s, %s) from %s." % (name, arch, rctx.attr.lock),
+        "package(default_visibility = [\"//visibility:public\"])",
+        "",
+        "filegroup(",
+        "    name = \"%s\"," % arch,
+        "    srcs = %s," % repr([arch + "/packages.json"] + debs),
+        ")",
+        "",
+    ]))
 
 DEB_REPOSITORY_ATTRS = {
     "lock": attr.label(
@@ -259,7 +311,11 @@ DEB_REPOSITORY_ATTRS = {
               "optional.",
     ),
     "architectures": attr.string_list(
-        doc = "Architectures of the lock to fetch. Default: all of them.",
+        doc = "Architectures of the lock to provide as `@<name>//:<arch>`. Default: all of the lock's. Each " +
+              "architecture's .debs are a repository of their own (`@<name>__<arch>`), fetched only by a " +
+              "build that uses it. In WORKSPACE mode, a lock with an architecture that is not one of Debian's " +
+              "release architectures (amd64, arm64, armel, armhf, i386, mips64el, ppc64el, riscv64, s390x) " +
+              "needs it listed here.",
     ),
     "apt_dir": attr.string(
         default = "/etc/apt",
@@ -270,19 +326,57 @@ DEB_REPOSITORY_ATTRS = {
     ),
 }
 
+# Debian's release architectures (bookworm and trixie): the repositories deb_repository declares
+# when `architectures` is not given (a repository that nothing uses is never fetched; declaring
+# one costs a few milliseconds of WORKSPACE evaluation, hence not every port). A lock with
+# another architecture needs it listed in `architectures`.
+DEBIAN_ARCHITECTURES = [
+    "amd64",
+    "arm64",
+    "armel",
+    "armhf",
+    "i386",
+    "mips64el",
+    "ppc64el",
+    "riscv64",
+    "s390x",
+]
+
+_INTERNAL_ATTRS = {
+    "apparent_name": attr.string(
+        doc = "The name users refer to (module extensions give the repository a longer canonical name).",
+    ),
+}
+
 deb_repository_rule = repository_rule(
     implementation = _deb_repository_impl,
-    doc = "Fetches exactly the .deb files pinned (by sha256) in a deb_lock lock file.",
-    attrs = dict(DEB_REPOSITORY_ATTRS, apparent_name = attr.string(
-        doc = "The name users refer to (module extensions give the repository a longer canonical name).",
-    )),
+    doc = "The lock of a deb_lock and `@<name>//:<arch>` aliases to the per-architecture repositories.",
+    attrs = dict(DEB_REPOSITORY_ATTRS, **dict(_INTERNAL_ATTRS, declared = attr.string_list(
+        doc = "The architectures whose repositories were declared (`<name>__<arch>`).",
+    ))),
+)
+
+deb_arch_repository_rule = repository_rule(
+    implementation = _deb_arch_repository_impl,
+    doc = "Fetches exactly the .deb files of one architecture pinned (by sha256) in a deb_lock lock file.",
+    attrs = dict(DEB_REPOSITORY_ATTRS, **dict(_INTERNAL_ATTRS, architecture = attr.string(
+        mandatory = True,
+        doc = "The Debian architecture of the lock to fetch.",
+    ))),
 )
 
 def deb_repository(name, **kwargs):
-    """The Debian packages of a deb_lock lock file, as `@name//:<architecture>` filegroups.
+    """The Debian packages of a deb_lock lock file, as `@name//:<architecture>`.
+
+    Declares `@name` (the lock, and an alias per architecture) and `@name__<arch>` for each
+    architecture (of `architectures`, default: Debian's release architectures): only the ones
+    a build uses are fetched.
 
     Args:
       name: repository name.
       **kwargs: lock (label, required), archives, snapshots, architectures, apt_dir, update_target.
     """
-    deb_repository_rule(name = name, apparent_name = name, **kwargs)
+    archs = kwargs.get("architectures") or DEBIAN_ARCHITECTURES
+    for arch in archs:
+        deb_arch_repository_rule(name = arch_repository_name(name, arch), apparent_name = name, architecture = arch, **kwargs)
+    deb_repository_rule(name = name, apparent_name = name, declared = archs, **kwargs)

@@ -142,9 +142,11 @@ def wheel_file_name(stem, tags):
     return "%s-%s.whl" % (stem, "-".join([".".join(g) for g in groups]))
 
 def _from_repository_cache(rctx, versions, hashes, platforms, pyver):
-    """{norm: (unpacked dir, wheel name)} of every pinned wheel, from Bazel's repository cache by
-    sha256 (no pip, no network); None unless each package has exactly one cached, compatible
-    wheel (anything else is left to pip, which picks as it always has)."""
+    """{norm: (unpacked dir, wheel name, zip)} of every pinned wheel, from Bazel's repository
+    cache by sha256 (no pip, no network); None unless each package has exactly one cached,
+    compatible wheel (anything else is left to pip, which picks as it always has). The unpacked
+    dir of the wheel taken is kept (it becomes the package's site-packages); the others' are
+    removed."""
     found = {}
     for norm in sorted(versions):
         hits = []
@@ -153,12 +155,15 @@ def _from_repository_cache(rctx, versions, hashes, platforms, pyver):
             res = rctx.download(["file:///shiko-repository-cache-only/" + h], output = zip_name, sha256 = h, allow_fail = True)
             if not res.success:
                 continue
-            out = "_check/" + h
+            out = "_unpacked/" + h
             rctx.extract(zip_name, output = out)
             stem, tags = _wheel_tags(rctx, out)
             if stem and [t for t in tags if wheel_python_ok(t[0], t[1], pyver) and wheel_platform_ok(t[2], platforms)]:
                 hits.append((out, wheel_file_name(stem, tags), zip_name))
+            else:
+                rctx.delete(out)
         if len(hits) != 1:
+            rctx.delete("_unpacked")
             return None
         found[norm] = hits[0]
     return found
@@ -270,8 +275,12 @@ def _pip_lock_repository_impl(rctx):
     hashes = lock_hashes(rctx.read(lock_path))
     cached = _from_repository_cache(rctx, versions, hashes, platforms, pyver)
     if cached != None:
-        rctx.delete("_check")
-        _write_packages(rctx, versions, {n: (rctx.path(c[2]), c[1], c[2].split("/")[-1][:-len(".zip")]) for n, c in cached.items()})
+        _write_packages(
+            rctx,
+            versions,
+            {n: (rctx.path(c[2]), c[1], c[2].split("/")[-1][:-len(".zip")]) for n, c in cached.items()},
+            unpacked = {n: c[0] for n, c in cached.items()},
+        )
         return
 
     python = _find_python(rctx)
@@ -330,8 +339,9 @@ def _pip_lock_repository_impl(rctx):
 
 WHEEL_METADATA = "rules_shiko_wheel.json"
 
-def _write_packages(rctx, versions, wheels):
-    """One py_library package per pinned wheel; wheels: {norm: (wheel file, its name, sha256)}."""
+def _write_packages(rctx, versions, wheels, unpacked = {}):
+    """One py_library package per pinned wheel; wheels: {norm: (wheel file, its name, sha256)};
+    unpacked: {norm: a directory of the repository where the wheel is already unpacked}."""
     lock_sha256 = file_sha256(rctx, rctx.path(rctx.attr.requirements_lock), "_lock_sha256")
     for norm in sorted(versions):
         name, version = versions[norm]
@@ -345,9 +355,13 @@ def _write_packages(rctx, versions, wheels):
             "lock_sha256": lock_sha256,
         }) + "\n")
 
-        # Bazel 4's extract() refuses the .whl suffix: give it a .zip name.
-        rctx.symlink(whl, "_zips/%s.zip" % norm)
-        rctx.extract("_zips/%s.zip" % norm, output = norm + "/site-packages")
+        if norm in unpacked:
+            # Unpacked once already (to read its tags): the same files, not a second extraction.
+            rctx.symlink(unpacked[norm], norm + "/site-packages")
+        else:
+            # Bazel 4's extract() refuses the .whl suffix: give it a .zip name.
+            rctx.symlink(whl, "_zips/%s.zip" % norm)
+            rctx.extract("_zips/%s.zip" % norm, output = norm + "/site-packages")
         rctx.symlink(whl, "%s/%s" % (norm, whl_name))
         deps = []
         for d in rctx.path(norm + "/site-packages").readdir():
