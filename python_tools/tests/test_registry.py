@@ -601,10 +601,60 @@ def test_push_index_children_first_then_skip(plain_registry, tmp_path):
     # Again: every blob is there, no byte is sent.
     digest2, again = push.push(plan, ref, ["multi"], Client(plain_registry.host, env=env), env=env)
     assert digest2 == digest and (again.pushed, again.skipped, again.bytes_sent) == (0, 3, 0)
+    assert again.already and not result.already
+    # A new tag beside one that resolves to the image: nothing but the new tag is PUT.
+    _, tagged = push.push(plan, ref, ["multi", "other"], Client(plain_registry.host, env=env), env=env)
+    assert (tagged.pushed, tagged.skipped, tagged.already) == (0, 3, True)
+    assert client.manifest_digest("unit/index", "other", scopes) == top["digest"]
     # To another repository of the same registry: remembered blobs are mounted, not sent.
     ref2 = reference.parse(plain_registry.host + "/unit/index-copy")
     _, third = push.push(plan, ref2, [], Client(plain_registry.host, env=env), env=env)
     assert (third.pushed, third.mounted, third.bytes_sent) == (0, 3, 0)
+
+
+@pytest.mark.parametrize("registry_says", ["this image", "no digest header", "another image", "a child missing"])
+def test_repush_of_an_image_the_registry_has_is_one_head(tmp_path, registry_says):
+    """A re-push HEADs the manifest under its tag first: when it resolves to this image (and an
+    index's children are there), nothing else is asked or sent; any other answer (no
+    Docker-Content-Digest, another digest, a child missing) gets the full push."""
+    multi = registry_says == "a child missing"
+    top, children = make_layout(str(tmp_path / "l"), platforms=(("amd64", ""), ("arm64", "v8")) if multi else (("amd64", ""),))
+    plan = push.read_plan(str(tmp_path / "l"), "//t:push")
+
+    def answer(seen):
+        if seen.path == "/v2/":
+            return rf.Answer(200)
+        if seen.method == "HEAD" and "/manifests/" in seen.path:
+            ref = seen.path.rsplit("/", 1)[1]
+            digest = {"this image": top["digest"], "another image": "sha256:" + "0" * 64,
+                      "a child missing": top["digest"]}.get(registry_says)
+            if ref.startswith("sha256:"):
+                return rf.Answer(404)  # the children, in the "a child missing" case
+            return rf.Answer(200, {"Docker-Content-Digest": digest} if digest else {})
+        if seen.method == "HEAD":  # blobs: all there
+            return rf.Answer(200, {"Content-Length": "1"})
+        if seen.method == "PUT" and "/manifests/" in seen.path:
+            return rf.Answer(201)
+        return rf.Answer(404)
+
+    env = {"HOME": str(tmp_path), "SHIKO_BLOB_SOURCES": str(tmp_path / "sources.json")}
+    with rf.FakeRegistry(answer) as reg:
+        ref = reference.parse(reg.host + "/a")
+        digest, result = push.push(plan, ref, ["t"], Client(reg.host, env={}, retry=fast_policy()), env=env)
+        asked = [(r.method, r.path) for r in reg.requests if r.path != "/v2/"]
+    assert digest == top["digest"]
+    if registry_says == "this image":
+        assert asked == [("HEAD", "/v2/a/manifests/t")]
+        assert result.already and (result.pushed, result.skipped) == (0, len(plan.blobs))
+    else:
+        assert not result.already
+        assert sorted(p for m, p in asked if m == "HEAD" and "/blobs/" in p) == sorted(
+            "/v2/a/blobs/" + d for d in plan.blobs)
+        puts = [p for m, p in asked if m == "PUT"]
+        if multi:  # the tag already resolves to the index: only the missing children are PUT
+            assert puts == ["/v2/a/manifests/" + c["digest"] for c in children]
+        else:
+            assert puts == ["/v2/a/manifests/t"]
 
 
 def test_push_rejects_a_corrupt_layout(plain_registry, tmp_path):

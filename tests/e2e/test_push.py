@@ -108,8 +108,11 @@ def test_push_http_roundtrip_and_repush(bazel, registry, static_c_image, push_en
         res = bazel_push(bazel, push_env, repo, "--tag", "t1")
         assert last_line(res.stdout) == "%s@%s" % (repo, digest)
         assert "0 blobs pushed, 2 skipped" in summary(res.stderr)
+        assert "the registry already had this image" in summary(res.stderr)
         assert proxy.upload_bytes == 0 and sent_bytes(res.stderr) == 0
-        assert not [r for r in proxy.requests if "/blobs/uploads/" in r[1]], proxy.requests
+        # The tag resolves to this image: one HEAD of the manifest, no blob looked at, no PUT.
+        api = [(m, p) for m, p, _ in proxy.requests if p != "/v2/"]
+        assert api == [("HEAD", "/v2/e2e/push-http/manifests/t1")], proxy.requests
 
 
 def test_push_default_repository_and_mount(bazel, registry, static_c_image, push_env):
@@ -296,7 +299,7 @@ def test_push_fails_cleanly_when_faults_never_stop(bazel, registry, static_c_ima
         assert "Traceback" not in res.stderr
         assert [line for line in res.stderr.splitlines() if line.startswith("ERROR")] == [line]
         assert res.stdout.strip() == ""  # no digest line: nothing was pushed
-        assert not [r for r in proxy.requests if "/manifests/" in r[1]], "a manifest was sent"
+        assert not [r for r in proxy.requests if r[0] == "PUT" and "/manifests/" in r[1]], "a manifest was sent"
     # The registry has no such tag (nor any manifest in that repository).
     p = subprocess.run([tool("skopeo"), "inspect", "--tls-verify=false",
                         "docker://%s/e2e/faults-forever:never" % registry.host],

@@ -9,6 +9,13 @@ or pulled it from before, remembered by sources.py); else uploaded, streamed fro
 the manifests: an index's children by digest, then the top manifest under each tag (by digest
 when there is none): a tag never points at a manifest whose blobs aren't all there, and no
 manifest is sent twice under the same name.
+
+A re-push first HEADs the top manifest under each name (tag, or digest): when a name already
+resolves to it (and, for an index, each child is there by digest), the registry holds the whole
+image (a registry accepts a manifest only once what it references is there), so no blob is
+looked at and only the names that don't resolve to it yet are PUT; a re-push of an unchanged
+image is one HEAD. As crane does; a registry that answers otherwise (no Docker-Content-Digest,
+an error) gets the full push.
 """
 
 import json
@@ -21,7 +28,7 @@ from python_tools.shiko.errors import UserError
 from python_tools.shiko.oci import media_types, reference
 from python_tools.shiko.oci.layout import MAX_INDEX_DEPTH, Layout
 from python_tools.shiko.registry import sources, tokens
-from python_tools.shiko.registry.errors import AuthError
+from python_tools.shiko.registry.errors import AuthError, RegistryError
 from python_tools.shiko.registry.progress import Cancelled, Progress, human
 
 # --- Reading what to push ----------------------------------------------------------------------
@@ -106,6 +113,7 @@ class Result(object):
         self.skipped = 0
         self.mounted = 0
         self.bytes_sent = 0
+        self.already = False  # the registry held the whole image: no blob was looked at
         self.lock = threading.Lock()
 
 
@@ -170,6 +178,50 @@ def _push(plan, ref, tags, client, jobs, mount_from, chunk_size, live, env, reme
         return [r for r in mount_from if r != repo] + [r for r in own if r not in mount_from]
 
     result = Result()
+    top_desc, top_data, top_media = plan.manifests[-1]
+    names = tags or [top_desc["digest"]]
+    present, whole = _already_there(client, repo, plan, names, scopes)
+    if whole:
+        # The registry holds this very image (it accepts a manifest only once its blobs and an
+        # index's children are there): no blob to HEAD, nothing to send but the missing tags.
+        result.skipped = len(digests)
+        result.already = True
+    else:
+        _push_blobs(client, repo, scopes, plan, digests, sources_for, result, live, jobs, chunk_size)
+        # Child manifests (of an index) by digest.
+        for desc, data, media in plan.manifests[:-1]:
+            client.put_manifest(repo, desc["digest"], data, media, scopes)
+    # The top manifest under each tag (the registry stores it by digest too), or by digest when
+    # there is no tag: each manifest is sent once per name it gets, like docker and skopeo do,
+    # and not at all under a name that already resolves to it.
+    for name in names:
+        if name not in present:
+            client.put_manifest(repo, name, top_data, top_media, scopes)
+    sources.remember_sources(ref.registry, repo, digests, env)
+    return top_desc["digest"], result
+
+
+def _already_there(client, repo, plan, names, scopes):
+    """(the names among `names` that already resolve to the top manifest, whether the registry
+    holds the whole image). One HEAD per name, plus one per child of an index when a name
+    matched; when no tag matched, the image is taken as new (no HEAD by digest). A registry
+    that answers none of this as expected (no Docker-Content-Digest, errors): nothing is taken
+    as present, and the push goes on as usual."""
+    top = plan.manifests[-1][0]["digest"]
+    try:
+        present = set(n for n in names if client.manifest_digest(repo, n, scopes) == top)
+        whole = bool(present)
+        for desc, _, _ in plan.manifests[:-1] if whole else ():
+            if client.manifest_digest(repo, desc["digest"], scopes) != desc["digest"]:
+                whole = False
+                break
+    except RegistryError:
+        return set(), False
+    return present, whole
+
+
+def _push_blobs(client, repo, scopes, plan, digests, sources_for, result, live, jobs, chunk_size):
+    """Every blob of the plan, `jobs` at a time, largest first (push_blob)."""
     progress = Progress(live)
     order = sorted(digests, key=lambda d: -plan.blobs[d][0]["size"])
     progress.start(len(order))
@@ -194,16 +246,6 @@ def _push(plan, ref, tags, client, jobs, mount_from, chunk_size, live, env, reme
                 raise first_error
     finally:
         progress.stop()
-    # Child manifests (of an index) by digest; the top manifest under each tag (the registry
-    # stores it by digest too), or by digest when there is no tag: each manifest is sent once
-    # per name it gets, like docker and skopeo do.
-    for desc, data, media in plan.manifests[:-1]:
-        client.put_manifest(repo, desc["digest"], data, media, scopes)
-    top_desc, top_data, top_media = plan.manifests[-1]
-    for name in tags or [top_desc["digest"]]:
-        client.put_manifest(repo, name, top_data, top_media, scopes)
-    sources.remember_sources(ref.registry, repo, digests, env)
-    return top_desc["digest"], result
 
 
 # --- Destination ---------------------------------------------------------------------------
@@ -247,9 +289,10 @@ def resolve_destination(target, repository, default_repository, tags, default_ta
 
 def summary(ref, result, elapsed, retries, plan, tags):
     """The summary line: blobs pushed/skipped/mounted, bytes sent, time, retries, manifests, tags."""
-    return ("%s: %d blobs pushed, %d skipped, %d mounted; %d bytes sent (%s) in %.2f s%s; %s%s"
+    return ("%s: %d blobs pushed, %d skipped, %d mounted; %d bytes sent (%s) in %.2f s%s; %s%s%s"
             % (ref.name, result.pushed, result.skipped, result.mounted, result.bytes_sent,
                human(result.bytes_sent), elapsed,
                ", %d retries" % retries if retries else "",
                "%d manifest%s" % (len(plan.manifests), "s" if len(plan.manifests) > 1 else ""),
-               ("; tags: " + ", ".join(tags)) if tags else "; no tags"))
+               ("; tags: " + ", ".join(tags)) if tags else "; no tags",
+               "; the registry already had this image" if result.already else ""))
