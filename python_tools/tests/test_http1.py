@@ -181,10 +181,38 @@ def test_client_hello_is_one_tls_record_with_a_line_end():
     assert b"\r\n" in hello[11:43]  # a line-reading plain HTTP server answers at once
 
 
-def test_push_path_imports_no_http_client_email_or_ssl():
+def test_push_path_imports_no_http_client_email_ssl_or_libcrypto():
     code = ("import sys, python_tools.push\n"
             "print(sorted(m for m in ('http.client', 'email', 'email.utils', 'ssl', 'random', 'calendar',"
-            " 'datetime') if m in sys.modules))")
+            " 'datetime', 'hashlib', '_hashlib', 'urllib.parse', 'ipaddress', 'base64', 'contextlib')"
+            " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, check=True,
                          text=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("url", [
+    "https://registry.example/v2/", "http://127.0.0.1:5000/v2/a/b/manifests/v1",
+    "https://h:443/v2/x/blobs/uploads/?mount=sha256:ab&from=y", "http://[::1]:5000/v2/", "https://H.Example:08/v2/",
+    "http://h:99999/v2/", "http://h:/v2/", "https://user:pw@h/v2/", "https://h/v2/#frag", "https://h?x=1",
+    "https://h", "HTTPS://h/v2/", "https://h/v2/a b", "https://h/v2/\u00e9", "ftp://h/x", "//h/x", "/v2/x",
+])
+def test_split_url_and_origin_agree_with_urllib(url):
+    import urllib.parse
+    u = urllib.parse.urlsplit(url)
+    assert transport.split_url(url) == (u.scheme, u.netloc, u.path + ("?" + u.query if u.query else ""))
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    want = (u.scheme.lower(), (u.hostname or "").lower(), port or transport.DEFAULT_PORTS.get(u.scheme.lower()))
+    assert transport.origin(url) == want
+
+
+def test_push_path_splits_its_urls_without_urllib():
+    code = ("import sys\n"
+            "from python_tools.shiko.registry import transport\n"
+            "transport.split_url('http://127.0.0.1:5000/v2/a/manifests/t'); transport.origin('https://h:1/v2/')\n"
+            "print('urllib.parse' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, check=True, text=True).stdout
+    assert out.strip() == "False"

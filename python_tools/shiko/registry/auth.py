@@ -10,7 +10,6 @@ base64 `user:password`, `username`/`password`, `identitytoken`, `registrytoken`;
 `{"Username", "Secret"}` on stdout; Username `<token>` means Secret is an identity token).
 """
 
-import base64
 import json
 import os
 
@@ -35,6 +34,8 @@ class Credential(object):
         if self.username is None or self.password is None:
             return None
         raw = ("%s:%s" % (self.username, self.password)).encode("utf-8")
+        import base64  # lazily: only a registry that asks for credentials needs it
+
         return "Basic " + base64.b64encode(raw).decode("ascii")
 
     def __repr__(self):
@@ -131,6 +132,8 @@ def _entry_credential(entry, source):
         return None
     user, password = entry.get("username"), entry.get("password")
     if entry.get("auth"):
+        import base64  # lazily (see basic_header)
+
         try:
             raw = base64.b64decode(entry["auth"]).decode("utf-8")
         except (ValueError, UnicodeDecodeError):

@@ -6,12 +6,10 @@ PATCHes), at most `RetryPolicy.attempts` times; a download is verified against i
 size before it is kept, and retried from the start after a short read or a reset.
 """
 
-import hashlib
 import os
 import re
-import urllib.parse
 
-from python_tools.shiko.files import CHUNK, sha256_file
+from python_tools.shiko.files import CHUNK, new_sha256, sha256_file
 from python_tools.shiko.registry.errors import DigestMismatch, RegistryError, Retryable
 from python_tools.shiko.registry.transport import RETRYABLE_EXC, FileBody, StreamBody, exc_text
 
@@ -150,7 +148,7 @@ def download(session, repo, digest, dest, scopes, size=None, progress=None):
         try:
             resp = session.request("GET", "/v2/%s/blobs/%s" % (repo, digest), scopes=scopes, ok=(200,),
                                 what=what, stream=True)
-            h = hashlib.sha256()
+            h = new_sha256()
             n = 0
             with open(tmp, "wb") as f:
                 try:
@@ -198,6 +196,8 @@ def download(session, repo, digest, dest, scopes, size=None, progress=None):
 
 
 def _add_query(url, key, value):
+    import urllib.parse  # lazily: only uploads need it
+
     sep = "&" if urllib.parse.urlsplit(url).query else "?"
     return url + sep + urllib.parse.urlencode([(key, value)])
 

@@ -18,10 +18,9 @@ It does what docker and podman do, in these parts (one concept each):
     client.put_manifest("team/app", "v1", body, media_types.OCI_MANIFEST, scopes)
 """
 
-import hashlib
 import json
-import urllib.parse
 
+from python_tools.shiko.files import sha256_hex
 from python_tools.shiko.oci import media_types
 from python_tools.shiko.oci.reference import DIGEST_RE
 from python_tools.shiko.registry import blobs
@@ -77,6 +76,8 @@ class Client(object):
 
     def mount_blob(self, repo, digest, from_repo, scopes):
         """Cross-repository mount: True if mounted (201); False if the registry declined."""
+        import urllib.parse  # lazily: a push that sends nothing mounts nothing
+
         q = urllib.parse.urlencode([("mount", digest), ("from", from_repo)])
         resp = self.request("POST", "/v2/%s/blobs/uploads/?%s" % (repo, q), scopes=scopes, ok=(201, 202),
                             what="mount blob %s from %s" % (digest, from_repo))
@@ -108,7 +109,7 @@ class Client(object):
         resp = self.request("GET", "/v2/%s/manifests/%s" % (repo, reference), headers={"Accept": MANIFEST_ACCEPT},
                             scopes=scopes, ok=(200,), what=what, max_body=MAX_MANIFEST_BYTES)
         body = resp.body or b""
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = "sha256:" + sha256_hex(body)
         if DIGEST_RE.match(reference) and digest != reference:
             raise DigestMismatch("registry %s: manifest %s of %s: digest mismatch: got %s"
                                  % (self.registry, reference, repo, digest))
@@ -131,7 +132,7 @@ class Client(object):
 
     def put_manifest(self, repo, reference, body, media_type, scopes):
         """PUT a manifest under a digest or tag; checks the digest the registry reports."""
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        digest = "sha256:" + sha256_hex(body)
         what = "PUT manifest %s" % (digest if reference == digest else "%s (tag %s)" % (digest, reference))
         resp = self.request("PUT", "/v2/%s/manifests/%s" % (repo, reference), headers={"Content-Type": media_type},
                             body=body, scopes=scopes, ok=(200, 201, 202), what=what)

@@ -29,14 +29,13 @@ verified as it passes: the read that completes it checks its sha256 before handi
 last bytes (VerifiedStream).
 """
 
-import hashlib
 import json
 import os
 import threading
 
 from python_tools.shiko import cli
 from python_tools.shiko.errors import UserError
-from python_tools.shiko.files import CHUNK
+from python_tools.shiko.files import CHUNK, new_sha256, sha256_hex
 from python_tools.shiko.oci import media_types, reference
 from python_tools.shiko.oci.reference import DIGEST_RE
 from python_tools.shiko.registry import tokens
@@ -75,7 +74,7 @@ class VerifiedStream(object):
         self.raw = raw
         self.blob = blob
         self.origin = origin
-        self.h = hashlib.sha256()
+        self.h = new_sha256()
         self.n = 0
         self._close = close
 
@@ -310,9 +309,9 @@ class ImageParts(object):
             raise UserError("the image's manifest, config or blob map is not JSON: %s" % e, target, "image",
                             manifest_path)
         config_desc = self.manifest.get("config") or {}
-        if config_desc.get("digest") != "sha256:" + hashlib.sha256(self.config_bytes).hexdigest():
+        if config_desc.get("digest") != "sha256:" + sha256_hex(self.config_bytes):
             raise UserError("the config does not match the manifest", target, "image", config_path)
-        self.digest = "sha256:" + hashlib.sha256(self.manifest_bytes).hexdigest()
+        self.digest = "sha256:" + sha256_hex(self.manifest_bytes)
         self.paths = {config_desc["digest"]: config_path}
 
         runfiles = runfiles_root(blob_map_path, blob_map["self"])

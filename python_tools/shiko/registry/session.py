@@ -19,7 +19,6 @@
 
 import os
 import threading
-import urllib.parse
 
 from python_tools.shiko.registry.errors import AuthError, RegistryError, Retryable
 from python_tools.shiko.registry.tokens import Authenticator, scope_repository
@@ -35,6 +34,7 @@ from python_tools.shiko.registry.transport import (
     is_loopback,
     registry_errors,
     same_origin,
+    split_url,
     ssl_error,
 )
 
@@ -85,6 +85,8 @@ class Session(object):
 
     def absolute(self, location):
         """A `Location` header (relative or not) as an absolute URL."""
+        import urllib.parse  # lazily: Locations come with uploads, not with a push that sends nothing
+
         return urllib.parse.urljoin(self.base_url() + "/", location)
 
     def _ensure_scheme(self):
@@ -148,7 +150,7 @@ class Session(object):
             h = {"User-Agent": USER_AGENT}
             h.update(headers or {})
             if own:
-                auth = self.auth.header(scopes, urllib.parse.urlsplit(url).scheme,
+                auth = self.auth.header(scopes, split_url(url)[0],
                                         force_refresh=auth_state.get("refresh", False))
                 auth_state["refresh"] = False
                 if auth:
@@ -188,6 +190,8 @@ class Session(object):
                     redirects += 1
                     if redirects > 5:
                         raise RegistryError("registry %s: %s: too many redirects" % (self.registry, what))
+                    import urllib.parse  # lazily (see absolute)
+
                     target = urllib.parse.urljoin(url, resp.header("location"))
                     self._check_redirect(url, target, what)
                     url = target
@@ -230,6 +234,8 @@ class Session(object):
 
     def _check_redirect(self, url, target, what):
         """Refuses a redirect to another scheme than http(s), and HTTPS -> HTTP unless insecure."""
+        import urllib.parse  # lazily (see absolute)
+
         frm, to = urllib.parse.urlsplit(url).scheme.lower(), urllib.parse.urlsplit(target).scheme.lower()
         where = "%s://%s" % (to, urllib.parse.urlsplit(target).netloc)  # never the path: it may be signed
         if to not in ("https", "http"):

@@ -16,7 +16,6 @@ import json
 import re
 import threading
 import time
-import urllib.parse
 
 from python_tools.shiko.registry import auth
 from python_tools.shiko.registry.errors import AuthError
@@ -177,6 +176,8 @@ class Authenticator(object):
     def fetch_token(self, params, scopes, repository=None):
         """(token, seconds it lives) from the realm of a Bearer challenge, for these scopes, with
         the credentials of `repository` (None: the registry's)."""
+        import urllib.parse  # lazily: only a token server needs it
+
         realm = params["realm"]
         r = urllib.parse.urlsplit(realm)
         if r.scheme not in ("https", "http") or not r.netloc:
