@@ -14,7 +14,10 @@ remote cache given by --remote_cache, $SHIKO_REMOTE_CACHE or the target's
 //settings:remote_cache, and only when the registry lacks it (shiko/registry/image_blobs.py).
 
 What it pushes: the layout's index.json must name one descriptor: an image manifest, or an
-image index (multi-platform), whose child manifests are pushed first. Order: every blob
+image index (multi-platform), whose child manifests are pushed first. First the manifest is
+HEADed under each tag: when a tag already resolves to this very image (and an index's children
+are there), the registry holds all of it and nothing else is sent but the tags that don't
+resolve to it yet (a re-push of an unchanged image is one HEAD). Otherwise: every blob
 (config and layers of all manifests) in parallel, `--jobs` at a time, largest first: HEAD
 first and skipped when present; else mounted from another repository of the same registry
 when one is known to have it (`--mount_from`, and the repositories this machine pushed it to
