@@ -68,6 +68,10 @@ class Connection(object):
         self.rfile = None
 
     def connect(self):
+        self.sock = self._socket()
+        self.rfile = self.sock.makefile("rb")
+
+    def _socket(self):
         sock = socket.create_connection((self.host, self.port), self.timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -76,8 +80,7 @@ class Connection(object):
         except BaseException:
             sock.close()
             raise
-        self.sock = sock
-        self.rfile = sock.makefile("rb")
+        return sock
 
     def request(self, method, path, headers, body=None):
         """Sends the request line and headers, and `body` (bytes) when given; a streamed body
@@ -161,7 +164,7 @@ class UnixConnection(Connection):
         super().__init__("http", host_header, timeout)
         self.unix_path = path
 
-    def connect(self):
+    def _socket(self):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
@@ -169,8 +172,7 @@ class UnixConnection(Connection):
         except BaseException:
             sock.close()
             raise
-        self.sock = sock
-        self.rfile = sock.makefile("rb")
+        return sock
 
 
 class Response(object):
