@@ -175,7 +175,7 @@ DIGESTS = [
     "examples/python_app/image.digest",
     "examples/python_app/index.digest",
 ]
-TOOL_LAUNCHER = re.compile(r"(^|/)bin/python_tools/\w+_hermetic$")
+TOOL_LAUNCHER = re.compile(r"(^|/)bin/python_tools/\w+_hermetic\.exec$")
 
 
 def registry_digest(registry, repo, tag):

@@ -70,6 +70,14 @@ ExecutablesInfo = provider(
     },
 )
 
+ShikoToolInfo = provider(
+    doc = "How an action starts one of rules_shiko's hermetic tools (rules/private/python/tool.bzl's py_tool): from the execution root, with the tool's files as the action's tools, so Bazel makes no runfiles tree for it.",
+    fields = {
+        "launcher": "File: a /bin/sh script that starts the tool with paths below the action's working directory (the execution root).",
+        "inputs": "depset of File: everything the launcher starts (the interpreter and its libraries, boot.py, the tool's sources and wheels).",
+    },
+)
+
 ToolPythonInfo = provider(
     doc = "The tools' own Python (@rules_shiko_python_<arch>, rules/private/repo/tool_python.bzl): CPython from locked Debian packages, started through its own dynamic loader.",
     fields = {

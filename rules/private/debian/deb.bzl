@@ -16,6 +16,7 @@ which an `image_layer` imports (`tars`), so the layer tool writes it reproducibl
 
 load("//rules/private/common:macros.bzl", "helper_kwargs")
 load("//rules/private/common:providers.bzl", "DebPackagesInfo")
+load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load("//rules/private/image:image.bzl", "image")
 load("//rules/private/layer:layer.bzl", "image_layer")
@@ -75,7 +76,8 @@ def _run_deb_tool(ctx, manifest, inputs, message):
     args.add("--output", out)
     args.add("--packages", inventory)
     ctx.actions.run(
-        executable = ctx.executable._deb_tool,
+        executable = tool_executable(ctx, "_deb_tool"),
+        tools = tool_inputs(ctx, "_deb_tool"),
         arguments = [args],
         inputs = depset([manifest_file] + inputs),
         outputs = [out, inventory],

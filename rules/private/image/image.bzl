@@ -2,6 +2,7 @@
 
 load("//rules/private/common:providers.bzl", "ImageInfo", "LayerInfo")
 load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
+load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load(":report.bzl", "REPORT_ATTRS", "explain_target", "image_report")
 load(":sbom.bzl", "SBOM_ATTRS", "sbom_outputs")
@@ -159,7 +160,8 @@ def image_impl(ctx, computed = None):
     args.add("--output_config", config)
     args.add("--output_manifest", image_manifest)
     ctx.actions.run(
-        executable = ctx.executable._image_tool,
+        executable = tool_executable(ctx, "_image_tool"),
+        tools = tool_inputs(ctx, "_image_tool"),
         arguments = [args],
         inputs = depset([manifest_file] + base_meta_inputs + descriptors + stamp_files),
         outputs = [digest, config, image_manifest],
@@ -185,7 +187,8 @@ def image_impl(ctx, computed = None):
     largs.add("--manifest", layout_spec)
     largs.add("--output_layout", layout.path)
     ctx.actions.run(
-        executable = ctx.executable._image_tool,
+        executable = tool_executable(ctx, "_image_tool"),
+        tools = tool_inputs(ctx, "_image_tool"),
         arguments = [largs],
         inputs = depset([layout_spec, config, image_manifest] + base_lay_inputs + descriptors + blobs),
         outputs = [layout],
@@ -207,7 +210,8 @@ def image_impl(ctx, computed = None):
     targs.add("--manifest", tar_manifest)
     targs.add("--output", tarball)
     ctx.actions.run(
-        executable = ctx.executable._tarball_tool,
+        executable = tool_executable(ctx, "_tarball_tool"),
+        tools = tool_inputs(ctx, "_tarball_tool"),
         arguments = [targs],
         inputs = depset([tar_manifest, layout] + stamp_files),
         outputs = [tarball],

@@ -3,6 +3,7 @@
 load("//rules/private/common:launcher.bzl", "runfile_arg", "runfiles_path", "write_launcher")
 load("//rules/private/common:platforms.bzl", "platform_key", "platform_name")
 load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
+load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 
 _DRIVERS = ["auto", "docker", "podman", "none"]
 
@@ -84,7 +85,8 @@ def _image_test_impl(ctx):
     args.add("--manifest", manifest)
     args.add("--output", spec)
     ctx.actions.run(
-        executable = ctx.executable._validator,
+        executable = tool_executable(ctx, "_validator"),
+        tools = tool_inputs(ctx, "_validator"),
         arguments = [args],
         inputs = [manifest] + spec_inputs,
         outputs = [spec],

@@ -15,6 +15,7 @@ layout is the `layout` output group.
 
 load("//rules/private/common:platforms.bzl", "platform_key", "platform_name")
 load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
+load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load(":image.bzl", "layout_ref_name")
 load(":sbom.bzl", "SBOM_ATTRS", "index_sbom_outputs")
@@ -82,7 +83,8 @@ def _image_index_impl(ctx):
     for _, i in children:
         meta_inputs += [i.manifest, i.config]
     ctx.actions.run(
-        executable = ctx.executable._index_tool,
+        executable = tool_executable(ctx, "_index_tool"),
+        tools = tool_inputs(ctx, "_index_tool"),
         arguments = [args],
         inputs = depset(meta_inputs),
         outputs = [index, digest],
@@ -106,7 +108,8 @@ def _image_index_impl(ctx):
     largs.add("--manifest", lspec)
     largs.add("--output_layout", layout.path)
     ctx.actions.run(
-        executable = ctx.executable._index_tool,
+        executable = tool_executable(ctx, "_index_tool"),
+        tools = tool_inputs(ctx, "_index_tool"),
         arguments = [largs],
         inputs = depset([lspec, index] + meta_inputs[1:] + [i.layout for _, i in children]),
         outputs = [layout],

@@ -3,6 +3,7 @@
 load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
 load("//rules/private/common:providers.bzl", "ImageIndexInfo", "ImageInfo")
 load("//rules/private/common:stamp.bzl", "STAMP_ATTRS", "stamp_inputs", "stamp_manifest")
+load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 load(":image_parts.bzl", "IMAGE_PARTS_ATTRS", "image_parts")
 
 def _image_load_impl(ctx):
@@ -26,7 +27,8 @@ def _image_load_impl(ctx):
     args.add("--manifest", manifest_file)
     args.add("--output_run_manifest", run_manifest)
     ctx.actions.run(
-        executable = ctx.executable._load_tool_exec,
+        executable = tool_executable(ctx, "_load_tool_exec"),
+        tools = tool_inputs(ctx, "_load_tool_exec"),
         arguments = [args],
         inputs = depset([manifest_file] + stamp_files),
         outputs = [run_manifest],

@@ -26,6 +26,7 @@ cache, at the price of Bazel's repository cache (see docs/performance.md).
 """
 
 load("//rules/private/common:providers.bzl", "ImageInfo")
+load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 
 def _pulled_image_impl(ctx):
     small = ctx.files.layout_files
@@ -50,7 +51,8 @@ def _pulled_image_impl(ctx):
             continue
         out = ctx.actions.declare_file("%s.layers/%s" % (ctx.label.name, digest[len("sha256:"):]))
         ctx.actions.run(
-            executable = ctx.executable._pull_tool,
+            executable = tool_executable(ctx, "_pull_tool"),
+            tools = tool_inputs(ctx, "_pull_tool"),
             arguments = ["fetch"] + registry_args + ["--dir", out.dirname, "--blob", spec, "--jobs", "1"],
             inputs = ca,
             outputs = [out],
@@ -71,7 +73,8 @@ def _pulled_image_impl(ctx):
     args.add_all(by_digest.values(), before_each = "--blob_file")
     args.add("--output", layout.path)
     ctx.actions.run(
-        executable = ctx.executable._pull_tool,
+        executable = tool_executable(ctx, "_pull_tool"),
+        tools = tool_inputs(ctx, "_pull_tool"),
         arguments = [args],
         inputs = small + by_digest.values(),
         outputs = [layout],

@@ -10,6 +10,7 @@ same as one self-contained page). `bazel run //pkg:image.explain` prints it as a
 load("//rules/private/common:launcher.bzl", "runfile_arg", "write_launcher")
 load("//rules/private/common:macros.bzl", "helper_kwargs")
 load("//rules/private/common:providers.bzl", "ImageInfo")
+load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load(":sbom.bzl", "chain_layers", "wheel_origin")
 
@@ -79,7 +80,8 @@ def image_report(ctx, info):
     args = worker_args(ctx)
     args.add("--manifest", manifest)
     ctx.actions.run(
-        executable = ctx.executable._report_tool,
+        executable = tool_executable(ctx, "_report_tool"),
+        tools = tool_inputs(ctx, "_report_tool"),
         arguments = [args],
         inputs = depset([manifest] + inputs),
         outputs = [out_json, out_html],

@@ -6,6 +6,7 @@ origin label), Debian inventories (LayerInfo.packages) and wheel identity files
 (LayerInfo.wheels); a pulled base counts as one pkg:oci component. No layer bytes are read.
 """
 
+load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
 def chain_layers(info):
@@ -105,7 +106,8 @@ def _run_sbom_tool(ctx, spec, inputs, with_provenance, message):
         args.add("--provenance", prov)
         outputs.append(prov)
     ctx.actions.run(
-        executable = ctx.executable._sbom_tool,
+        executable = tool_executable(ctx, "_sbom_tool"),
+        tools = tool_inputs(ctx, "_sbom_tool"),
         arguments = [args],
         inputs = depset([manifest], transitive = [inputs]),
         outputs = outputs,

@@ -3,6 +3,7 @@
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest", "normalize_dest_or_root", "package_relative_path", "parse_octal", "parse_owner")
 load("//rules/private/common:providers.bzl", "DebPackagesInfo", "ExecutablesInfo", "LayerInfo")
 load("//rules/private/common:runfiles.bzl", "walk_runfiles")
+load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
 _EXTENSIONS = {
@@ -251,7 +252,8 @@ def write_layer(ctx, entries, inputs, overrides = {}, packages = [], wheels = []
     args.add("--descriptor", descriptor)
     args.add("--listing", listing)
     ctx.actions.run(
-        executable = ctx.executable._layer_tool,
+        executable = tool_executable(ctx, "_layer_tool"),
+        tools = tool_inputs(ctx, "_layer_tool"),
         arguments = [args],
         inputs = depset([manifest_file] + inputs),
         outputs = [blob, descriptor, listing],

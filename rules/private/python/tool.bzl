@@ -18,7 +18,7 @@
 
 load("@rules_python//python:defs.bzl", "PyInfo")
 load("//rules/private/common:launcher.bzl", "runfiles_path", "sh_quote")
-load("//rules/private/common:providers.bzl", "ToolPythonInfo")
+load("//rules/private/common:providers.bzl", "ShikoToolInfo", "ToolPythonInfo")
 
 def _tool_python_impl(ctx):
     files = depset(ctx.files.files + [ctx.file.loader, ctx.file.interpreter])
@@ -64,6 +64,23 @@ case "$r" in /*) ;; *) r="$PWD/$r" ;; esac
 exec "$r/{loader}" --library-path "$r/{libdir}" "$r/{interpreter}" -I -S -B "$r/{boot}" "$r" {imports} {main_rpath} "$@"
 """
 
+_EXEC_LAUNCHER = """#!/bin/sh
+# {label}: {source} under the tools' own Python ({python}), as actions start it: from the execution
+# root, which holds every file it needs (the action's tools). Written by rules_shiko
+# (rules/private/python/tool.bzl).
+r="$PWD"
+exec "$r/{loader}" --library-path "$r/{libdir}" "$r/{interpreter}" -I -S -B "$r/{boot}" "$r" {imports} {main} "$@"
+"""
+
+def _exec_import(ctx, path):
+    """A PyInfo import (below the runfiles root: `<repository>/dir`) as a path below the
+    execution root: the main repository's files are at its top, other repositories' under
+    external/."""
+    repo, _, rest = path.partition("/")
+    if repo == ctx.workspace_name:
+        return rest or "."
+    return "external/" + path
+
 def _py_tool_impl(ctx):
     py = ctx.attr.python[ToolPythonInfo]
     main = ctx.file.main
@@ -90,7 +107,23 @@ def _py_tool_impl(ctx):
     )
     for d in ctx.attr.deps:
         runfiles = runfiles.merge(d[DefaultInfo].default_runfiles)
-    return [DefaultInfo(executable = launcher, files = depset([launcher]), runfiles = runfiles)]
+
+    exec_launcher = ctx.actions.declare_file(ctx.label.name + ".exec")
+    ctx.actions.write(exec_launcher, _EXEC_LAUNCHER.format(
+        label = ctx.label,
+        source = main.short_path,
+        python = ctx.attr.python.label,
+        loader = py.loader.path,
+        libdir = py.loader.dirname,
+        interpreter = py.interpreter.path,
+        boot = ctx.file._boot.path,
+        imports = sh_quote(":".join([_exec_import(ctx, i) for i in imports])),
+        main = sh_quote(main.path),
+    ), is_executable = True)
+    return [
+        DefaultInfo(executable = launcher, files = depset([launcher]), runfiles = runfiles),
+        ShikoToolInfo(launcher = exec_launcher, inputs = runfiles.files),
+    ]
 
 py_tool = rule(
     implementation = _py_tool_impl,

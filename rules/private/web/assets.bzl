@@ -1,6 +1,7 @@
 """hashed_assets: static web assets with content-hashed names, a manifest and .gz/.br variants."""
 
 load("//rules/private/common:paths.bzl", "package_relative_path")
+load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 
 def _hashed_assets_impl(ctx):
@@ -34,7 +35,8 @@ def _hashed_assets_impl(ctx):
     args.add("--manifest", manifest)
     args.add("--output_dir", out.path)
     ctx.actions.run(
-        executable = ctx.executable._assets_tool,
+        executable = tool_executable(ctx, "_assets_tool"),
+        tools = tool_inputs(ctx, "_assets_tool"),
         arguments = [args],
         inputs = [manifest] + ctx.files.srcs,
         outputs = [out],
