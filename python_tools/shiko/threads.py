@@ -12,8 +12,17 @@ much of it. Threads start
 when tasks are submitted (at most `workers`); tasks run in submission order.
 """
 
+import os
 import queue
 import threading
+
+
+def usable_cores():
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class Cancelled(Exception):

@@ -412,3 +412,67 @@ def test_packages_inventory(tmp_path):
     # Every non-directory member of the tar is attributed.
     with tarfile.open(str(tmp_path / "out.tar")) as tf:
         assert sorted(files) == sorted("/" + m.name for m in tf.getmembers() if not m.isdir())
+
+
+def _many(repo, n=6):
+    for i in range(n):
+        repo.add("pkg%d" % i, "1", [("./usr/share/p%d/data" % i, "file", os.urandom(3000) * 50, 0o644),
+                                    ("./usr/bin/p%d" % i, "file", b"#!p\n", 0o755)])
+
+
+def test_packages_read_ahead_on_threads_give_the_same_bytes(tmp_path, monkeypatch):
+    """.debs are read, checked and decompressed ahead of the caller on two threads when there
+    are cores for it: the tar is the same as read one by one."""
+    from python_tools.shiko.debian import debfile
+    repo = Repo(tmp_path / "repo")
+    _many(repo)
+    manifest = repo.manifest()
+    threaded = []
+    real_pool = debfile.threads_mod.Pool
+
+    def pool(n):
+        threaded.append(n)
+        return real_pool(n)
+    monkeypatch.setattr(debfile.threads_mod, "Pool", pool)
+    build_tar(manifest, str(tmp_path / "threads.tar"))
+    assert threaded == [2]
+    monkeypatch.setattr(debfile.threads_mod, "usable_cores", lambda: 1)  # one core
+    build_tar(manifest, str(tmp_path / "one.tar"))
+    assert threaded == [2]
+    assert sha256_file(str(tmp_path / "threads.tar")) == sha256_file(str(tmp_path / "one.tar"))
+
+
+def test_errors_come_in_package_order_when_read_ahead(tmp_path):
+    """A later package's problem (tampered, not a .deb, corrupt data.tar) found by the threads
+    reading ahead never hides an earlier package's: errors name the first bad package in the
+    manifest's order, as when read one by one; a tampered .deb is never decompressed."""
+    repo = Repo(tmp_path / "repo")
+    repo.add("armlib", "1", [("./usr/lib/x", "file", b"x", 0o644)], arch="arm64")
+    _many(repo, 3)
+    bad = os.path.join(repo.root, "amd64", "pkg2.deb")
+    with open(bad, "r+b") as f:  # corrupt the end of data.tar.xz, sha256 updated: a corrupt .deb
+        f.seek(-40, os.SEEK_END)
+        f.write(b"\0" * 40)
+    repo.entries[-1]["sha256"] = sha256_file(bad)[0]
+    err = errors_of(repo.manifest(), tmp_path / "out.tar")
+    assert "'armlib': armlib 1: built for arm64, the image is amd64" in err
+    # Without armlib, the corrupt one is the first problem.
+    err = errors_of(repo.manifest(names=["pkg0", "pkg1", "pkg2"]), tmp_path / "out.tar")
+    assert err.startswith("ERROR: %s: attribute 'packages': 'pkg2': " % TARGET), err
+    assert not os.path.exists(str(tmp_path / "out.tar"))
+
+
+def test_a_tampered_deb_is_never_decompressed(tmp_path, monkeypatch):
+    from python_tools.shiko.debian import debfile
+    from python_tools.shiko.errors import UserError
+    repo = Repo(tmp_path / "repo")
+    _many(repo, 3)
+    with open(os.path.join(repo.root, "amd64", "pkg1.deb"), "r+b") as f:
+        f.seek(-10, os.SEEK_END)
+        f.write(b"0123456789")
+    seen = []
+    real = debfile.data_tar
+    monkeypatch.setattr(debfile, "data_tar", lambda members, what: seen.append(what) or real(members, what))
+    with pytest.raises(UserError, match="'pkg1': pkg1.deb has sha256"):
+        build_tar(repo.manifest(), str(tmp_path / "out.tar"))
+    assert "pkg1 1" not in seen and "pkg0 1" in seen

@@ -369,6 +369,24 @@ def test_deb_repository_fetches_verifies_and_explains(bazel, tmp_path):
                     "lock's architectures you use in `architectures`") in res.stderr, res.stderr[-3000:]
         else:
             assert res.returncode == 0, res.stderr[-3000:]
+
+        # 6. The tools' Python for an architecture the lock lacks: the error names that
+        # repository's own attribute, `architecture` (WORKSPACE mode: the module extension
+        # declares it from the lock).
+        if repo == os.path.join(output_base, "external", "debs__amd64"):
+            with open(os.path.join(ws, "WORKSPACE"), "a") as f:
+                f.write('load("@rules_shiko//rules/private/repo:tool_python.bzl", '
+                        '"tool_python_repository")\n'
+                        'tool_python_repository(name = "tp", lock = "//:packages.lock.json", '
+                        'architecture = "arm64", archives = {"*": "%s"})\n' % server.url)
+            with open(os.path.join(ws, "packages.lock.json"), "w") as f:
+                json.dump({"lock_version": 1, "manifest_sha256": "0" * 64, "suites": ["bookworm"],
+                           "architectures": {"amd64": {"packages": [good["alpha"]], "assumed": []}}}, f)
+            res = bazel("build", "--repository_cache=" + os.path.join(work, "cache"), "@tp//:python",
+                        startup=startup, cwd=ws, check=False, timeout=900)
+            assert res.returncode != 0
+            assert "@tp: attribute 'architecture': \"arm64\": the lock has amd64 only" in res.stderr, \
+                res.stderr[-3000:]
     finally:
         bazel("shutdown", startup=startup, cwd=ws, check=False, timeout=120)
         server.close()

@@ -28,7 +28,7 @@ import posixpath
 import shutil
 import tarfile
 
-from python_tools.shiko.debian.unpack import data_members, read_ar
+from python_tools.shiko.debian.debfile import data_members, read_ar
 from python_tools.shiko.files import sha256_file
 
 # Parts of the standard library no tool can use (GUIs, test suites, installers, the 2to3

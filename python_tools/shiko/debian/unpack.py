@@ -10,26 +10,15 @@ target, the attribute 'packages' and the package.
 
 import io
 import posixpath
-import stat
 import tarfile
 
-from python_tools.shiko.debian import deb822
+from python_tools.shiko.debian import debfile
+from python_tools.shiko.debian.debfile import (
+    Entry, data_members, parse_control, read_control, status_record)
 from python_tools.shiko.debian.errors import DebError
 from python_tools.shiko.errors import UserError
-from python_tools.shiko.files import read_json, sha256_file
+from python_tools.shiko.files import read_json
 from python_tools.shiko.tar import compression
-from python_tools.shiko.tar import names
-
-CONTROL_FIELDS = frozenset(("Package", "Version", "Architecture", "Source"))
-
-DROPPED_TREES = (
-    "usr/share/man",
-    "usr/share/info",
-    "usr/share/locale",
-    "usr/share/lintian",
-    "usr/share/linda",
-    "usr/share/doc-base",
-)
 
 PASSWD = (
     "root:x:0:0:root:/root:/sbin/nologin\n"
@@ -71,165 +60,8 @@ CA_CONF_HEADER = (
 )
 
 
-class Entry:
-    """One member of the output: kind file|dir|symlink|hardlink."""
-
-    __slots__ = ("kind", "mode", "uid", "gid", "data", "target", "pkg")
-
-    def __init__(self, kind, mode, uid=0, gid=0, data=b"", target="", pkg=""):
-        self.kind = kind
-        self.mode = mode
-        self.uid = uid
-        self.gid = gid
-        self.data = data
-        self.target = target
-        self.pkg = pkg
-
-
 def _err(target, attr, value, problem):
     return UserError(problem, target, attr, value)
-
-
-# --- reading a .deb ----------------------------------------------------------------------------
-
-def read_ar(data, what):
-    """{member name: bytes} of a Debian `ar` archive (common and GNU name formats)."""
-    if not data.startswith(b"!<arch>\n"):
-        raise ValueError("%s is not a .deb (no ar archive header)" % what)
-    pos = 8
-    out = {}
-    order = []
-    while pos < len(data):
-        if pos + 60 > len(data):
-            raise ValueError("%s: truncated ar header at byte %d" % (what, pos))
-        header = data[pos:pos + 60]
-        if header[58:60] != b"`\n":
-            raise ValueError("%s: bad ar member header at byte %d" % (what, pos))
-        name = header[0:16].decode("ascii", "replace").strip()
-        if name.endswith("/"):
-            name = name[:-1]
-        try:
-            size = int(header[48:58].decode("ascii").strip())
-        except ValueError:
-            raise ValueError("%s: bad ar member size at byte %d" % (what, pos))
-        start = pos + 60
-        if start + size > len(data):
-            raise ValueError("%s: truncated ar member %r" % (what, name))
-        out[name] = data[start:start + size]
-        order.append(name)
-        pos = start + size + (size & 1)
-    return out, order
-
-
-def _decompress(name, blob, what):
-    """The plain tar bytes of a control.tar.* / data.tar.* member (format from its suffix)."""
-    fmt = compression.suffix_format(name)
-    if fmt is None:
-        raise ValueError("%s: unsupported member %r" % (what, name))
-    return compression.decompress(blob, fmt, what)
-
-
-def _member(members, prefix, what):
-    found = [n for n in members if n == prefix or n.startswith(prefix + ".")]
-    if len(found) != 1:
-        raise ValueError("%s: expected one %s.* member, found %s" % (what, prefix, found or "none"))
-    return found[0]
-
-
-def _norm(name):
-    """Member name without "./" and trailing "/" (shiko/tar/names.py); "" for the root; None if
-    unsafe (absolute, "..")."""
-    try:
-        return names.normalize(name, allow_absolute=False)
-    except names.BadName:
-        return None
-
-
-def read_control(members, what):
-    cname = _member(members, "control.tar", what)
-    raw = _decompress(cname, members[cname], what)
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
-        for m in tf.getmembers():
-            if _norm(m.name) == "control" and m.isfile():
-                return tf.extractfile(m).read().decode("utf-8", "replace")
-    raise ValueError("%s: control.tar has no control file" % what)
-
-
-def parse_control(text):
-    """The Package, Version and Architecture fields of a control file (its first paragraph)."""
-    stanzas = deb822.parse_stanzas(text, fields=CONTROL_FIELDS)
-    return stanzas[0] if stanzas else {}
-
-
-def status_record(control_text):
-    """The control paragraph with `Status: install ok installed` after its Package line."""
-    lines = control_text.rstrip("\n").split("\n")
-    out = []
-    for line in lines:
-        if not line.strip():
-            break
-        out.append(line)
-        if line.startswith("Package:"):
-            out.append("Status: install ok installed")
-    return ("\n".join(out) + "\n").encode("utf-8")
-
-
-def _dropped(path):
-    for t in DROPPED_TREES:
-        if path == t or path.startswith(t + "/"):
-            return True
-    if path.startswith("usr/share/doc/"):
-        parts = path.split("/")
-        if len(parts) == 4:
-            return False  # usr/share/doc/<pkg> (directory or symlink)
-        if len(parts) == 5 and parts[4] == "copyright":
-            return False
-        return True
-    return False
-
-
-def data_members(members, what, keep_docs):
-    """[(path, Entry)] of a .deb's data.tar, in archive order."""
-    dname = _member(members, "data.tar", what)
-    raw = _decompress(dname, members[dname], what)
-    out = []
-    contents = {}  # path -> bytes of regular files (for hardlinks to dropped files)
-    kept = set()
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
-        for m in tf.getmembers():
-            path = _norm(m.name)
-            if path is None:
-                raise ValueError("%s: unsafe member name %r in %s" % (what, m.name, dname))
-            if path == "":
-                continue
-            mode = stat.S_IMODE(m.mode)
-            if m.isdir():
-                e = Entry("dir", mode, m.uid, m.gid)
-            elif m.isreg():
-                data = tf.extractfile(m).read()
-                contents[path] = (data, mode, m.uid, m.gid)
-                e = Entry("file", mode, m.uid, m.gid, data=data)
-            elif m.issym():
-                e = Entry("symlink", 0o777, m.uid, m.gid, target=m.linkname)
-            elif m.islnk():
-                target = _norm(m.linkname)
-                if target is None or target not in contents:
-                    raise ValueError("%s: hardlink %r -> %r whose target is not a file of the "
-                                     "package" % (what, m.name, m.linkname))
-                if target in kept or keep_docs or not _dropped(target):
-                    e = Entry("hardlink", mode, m.uid, m.gid, target=target)
-                else:
-                    data, tmode, tuid, tgid = contents[target]
-                    e = Entry("file", tmode, tuid, tgid, data=data)
-                contents[path] = contents[target]
-            else:
-                raise ValueError("%s: member %r is a device, FIFO or another special file" %
-                                 (what, m.name))
-            if not keep_docs and _dropped(path):
-                continue
-            kept.add(path)
-            out.append((path, e))
-    return out
 
 
 # --- build-time maintainer work ----------------------------------------------------------------
@@ -361,44 +193,62 @@ def packages_entries(manifest, controls=None):
         raise _err(target, "packages", manifest["index"],
                    "holds packages for %r, not %r" % (index.get("architecture"), arch))
     locked = {p["name"]: p for p in index.get("packages", [])}
+    for deb in manifest["debs"]:
+        if deb["name"] not in locked:
+            raise _err(target, "packages", deb["name"], "is not in the lock for %s" % arch)
     entries = {}
     names = []
-    for deb in manifest["debs"]:
-        name = deb["name"]
-        names.append(name)
-        lock = locked.get(name)
-        if lock is None:
-            raise _err(target, "packages", name, "is not in the lock for %s" % arch)
-        got, size = sha256_file(deb["src"])
-        if got != lock["sha256"]:
-            raise _err(target, "packages", name,
-                       "%s has sha256 %s (%d bytes), the lock says %s (%s): the file is not the "
-                       "locked package (tampered or corrupt); fetch it again" % (
-                           posixpath.basename(deb["src"]), got, size, lock["sha256"], lock["path"]))
-        with open(deb["src"], "rb") as f:
-            data = f.read()
-        what = "%s %s" % (name, lock["version"])
-        try:
-            members, _ = read_ar(data, what)
-            control = read_control(members, what)
-            fields = parse_control(control)
-            if fields.get("Package") != name or fields.get("Version") != lock["version"]:
-                raise ValueError("%s: the .deb is %s %s" % (what, fields.get("Package"),
-                                                            fields.get("Version")))
-            if fields.get("Architecture") not in (arch, "all"):
-                raise ValueError("%s: built for %s, the image is %s" % (
-                    what, fields.get("Architecture"), arch))
-            members_list = data_members(members, what, keep_docs)
-            if controls is not None:
-                controls[name] = fields
-        except (tarfile.TarError, DebError) + compression.errors() as e:
-            raise _err(target, "packages", name, str(e))
-        for path, e in members_list:
-            e.pkg = name
-            _add(entries, path, e, target, what)
-        _add(entries, "var/lib/dpkg/status.d/" + name,
-             Entry("file", 0o644, data=status_record(control), pkg=name), target, what)
+    pool, loads = debfile.load_all(manifest["debs"], locked)
+    try:
+        for deb, load in zip(manifest["debs"], loads):
+            names.append(deb["name"])
+            _add_package(entries, deb, locked[deb["name"]], load.result(), target, arch,
+                         keep_docs, controls)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel=True)
+    _maintainer_work(entries, names, target)
+    return entries
 
+
+def _add_package(entries, deb, lock, loaded, target, arch, keep_docs, controls):
+    """Adds one checked package's files and status record to `entries`."""
+    name = deb["name"]
+    if loaded.sha256 != lock["sha256"]:
+        raise _err(target, "packages", name,
+                   "%s has sha256 %s (%d bytes), the lock says %s (%s): the file is not the "
+                   "locked package (tampered or corrupt); fetch it again" % (
+                       posixpath.basename(deb["src"]), loaded.sha256, loaded.size,
+                       lock["sha256"], lock["path"]))
+    what = "%s %s" % (name, lock["version"])
+    try:
+        if loaded.ar_error is not None:
+            raise loaded.ar_error
+        members = loaded.members
+        control = read_control(members, what)
+        fields = parse_control(control)
+        if fields.get("Package") != name or fields.get("Version") != lock["version"]:
+            raise ValueError("%s: the .deb is %s %s" % (what, fields.get("Package"),
+                                                        fields.get("Version")))
+        if fields.get("Architecture") not in (arch, "all"):
+            raise ValueError("%s: built for %s, the image is %s" % (
+                what, fields.get("Architecture"), arch))
+        if loaded.data_error is not None:
+            raise loaded.data_error
+        members_list = data_members(members, what, keep_docs, loaded.data)
+        if controls is not None:
+            controls[name] = fields
+    except (tarfile.TarError, DebError) + compression.errors() as e:
+        raise _err(target, "packages", name, str(e))
+    for path, e in members_list:
+        e.pkg = name
+        _add(entries, path, e, target, what)
+    _add(entries, "var/lib/dpkg/status.d/" + name,
+         Entry("file", 0o644, data=status_record(control), pkg=name), target, what)
+
+
+def _maintainer_work(entries, names, target):
+    """What the packages' maintainer scripts would add: certificates, the time zone, nsswitch."""
     if "ca-certificates" in names:
         files, count = ca_certificates_files(entries)
         if not count:
@@ -415,7 +265,6 @@ def packages_entries(manifest, controls=None):
     if "base-files" in names and ns is not None and ns.kind == "file" and "etc/nsswitch.conf" not in entries:
         _add(entries, "etc/nsswitch.conf", Entry("file", 0o644, data=ns.data, pkg="base-files"),
              target, "base-files")
-    return entries
 
 
 def _generated_os_release(index):

@@ -34,7 +34,6 @@ import gzip
 import hashlib
 import io
 import lzma
-import os
 import queue
 import struct
 import sys
@@ -206,11 +205,7 @@ class Sink(object):
 
 
 def _workers():
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
+    return min(threads_mod.usable_cores(), 8)
 
 
 class Pipeline(object):

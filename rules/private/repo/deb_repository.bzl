@@ -203,13 +203,14 @@ def _cached(rctx, entry, output):
     return rctx.download(["file:///shiko-repository-cache-only/" + entry["sha256"]], output = output,
                          sha256 = entry["sha256"], allow_fail = True).success
 
-def fetch_arch(rctx, locked, arch, out_dir):
+def fetch_arch(rctx, locked, arch, out_dir, attr = "architectures"):
     """Downloads every locked .deb of `arch` to `out_dir/<package>.deb` (checked by sha256);
-    returns (the lock's entries, the paths written)."""
+    returns (the lock's entries, the paths written). `attr` names the caller's attribute that
+    chose `arch`, for the error when the lock lacks it."""
     name = _label_name(rctx)
     if arch not in locked.lock["architectures"]:
-        fail("@%s: attribute 'architectures': %r: the lock has %s only" %
-             (name, arch, ", ".join(sorted(locked.lock["architectures"].keys()))))
+        fail("@%s: attribute '%s': %r: the lock has %s only" %
+             (name, attr, arch, ", ".join(sorted(locked.lock["architectures"].keys()))))
     entries = locked.lock["architectures"][arch]["packages"]
     files = []
     for i, e in enumerate(entries):

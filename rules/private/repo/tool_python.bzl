@@ -28,7 +28,7 @@ _TOOL_BZL = Label("//rules/private/python:tool.bzl")
 # What the tool imports: read here so that a change to them re-runs this rule.
 _TOOL_LIBS = [
     Label("//python_tools:shiko/debian/interpreter.py"),
-    Label("//python_tools:shiko/debian/unpack.py"),
+    Label("//python_tools:shiko/debian/debfile.py"),
     Label("//python_tools/interpreter:pyzip.py"),
 ]
 
@@ -93,7 +93,7 @@ def _tool_python_impl(rctx):
              (name, ", ".join(tried)))
     tool = str(rctx.path(_TOOL))
     locked = read_lock(rctx)
-    _, debs = fetch_arch(rctx, locked, arch, "_debs")
+    _, debs = fetch_arch(rctx, locked, arch, "_debs", attr = "architecture")
     rctx.report_progress("unpacking %d packages" % len(debs))
     res = rctx.execute([python, "-I", "-S", tool, "assemble", "--out", ".", "--triplet", _TRIPLETS[arch],
                         "--target", "@" + name] + ["--deb=" + d for d in debs], quiet = True, timeout = 600)

@@ -1,0 +1,250 @@
+"""Reading .deb files: the ar container, control.tar and data.tar (any compression dpkg
+writes), checked against the lock's sha256 before anything in them is decompressed.
+
+    pool, tasks = load_all(manifest_debs, locked)   # each .deb read ahead, in order
+    loaded = tasks[0].result()                      # Loaded: sha256, members, data.tar
+    entries = data_members(loaded.members, what, keep_docs, loaded.data)
+
+Used by unpack.py (package groups) and interpreter.py (the tools' Python).
+"""
+
+import io
+import stat
+import tarfile
+
+from python_tools.shiko import threads as threads_mod
+from python_tools.shiko.debian import deb822
+from python_tools.shiko.debian.errors import DebError
+from python_tools.shiko.files import sha256_hex
+from python_tools.shiko.tar import compression
+from python_tools.shiko.tar import names
+
+CONTROL_FIELDS = frozenset(("Package", "Version", "Architecture", "Source"))
+
+DROPPED_TREES = (
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "usr/share/linda",
+    "usr/share/doc-base",
+)
+
+
+class Entry:
+    """One member of the output: kind file|dir|symlink|hardlink."""
+
+    __slots__ = ("kind", "mode", "uid", "gid", "data", "target", "pkg")
+
+    def __init__(self, kind, mode, uid=0, gid=0, data=b"", target="", pkg=""):
+        self.kind = kind
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.data = data
+        self.target = target
+        self.pkg = pkg
+
+
+# --- reading a .deb ----------------------------------------------------------------------------
+
+def read_ar(data, what):
+    """{member name: bytes} of a Debian `ar` archive (common and GNU name formats)."""
+    if not data.startswith(b"!<arch>\n"):
+        raise ValueError("%s is not a .deb (no ar archive header)" % what)
+    pos = 8
+    out = {}
+    order = []
+    while pos < len(data):
+        if pos + 60 > len(data):
+            raise ValueError("%s: truncated ar header at byte %d" % (what, pos))
+        header = data[pos:pos + 60]
+        if header[58:60] != b"`\n":
+            raise ValueError("%s: bad ar member header at byte %d" % (what, pos))
+        name = header[0:16].decode("ascii", "replace").strip()
+        if name.endswith("/"):
+            name = name[:-1]
+        try:
+            size = int(header[48:58].decode("ascii").strip())
+        except ValueError:
+            raise ValueError("%s: bad ar member size at byte %d" % (what, pos))
+        start = pos + 60
+        if start + size > len(data):
+            raise ValueError("%s: truncated ar member %r" % (what, name))
+        out[name] = data[start:start + size]
+        order.append(name)
+        pos = start + size + (size & 1)
+    return out, order
+
+
+def _decompress(name, blob, what):
+    """The plain tar bytes of a control.tar.* / data.tar.* member (format from its suffix)."""
+    fmt = compression.suffix_format(name)
+    if fmt is None:
+        raise ValueError("%s: unsupported member %r" % (what, name))
+    return compression.decompress(blob, fmt, what)
+
+
+def _member(members, prefix, what):
+    found = [n for n in members if n == prefix or n.startswith(prefix + ".")]
+    if len(found) != 1:
+        raise ValueError("%s: expected one %s.* member, found %s" % (what, prefix, found or "none"))
+    return found[0]
+
+
+def _norm(name):
+    """Member name without "./" and trailing "/" (shiko/tar/names.py); "" for the root; None if
+    unsafe (absolute, "..")."""
+    try:
+        return names.normalize(name, allow_absolute=False)
+    except names.BadName:
+        return None
+
+
+def read_control(members, what):
+    cname = _member(members, "control.tar", what)
+    raw = _decompress(cname, members[cname], what)
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+        for m in tf.getmembers():
+            if _norm(m.name) == "control" and m.isfile():
+                return tf.extractfile(m).read().decode("utf-8", "replace")
+    raise ValueError("%s: control.tar has no control file" % what)
+
+
+def parse_control(text):
+    """The Package, Version and Architecture fields of a control file (its first paragraph)."""
+    stanzas = deb822.parse_stanzas(text, fields=CONTROL_FIELDS)
+    return stanzas[0] if stanzas else {}
+
+
+def status_record(control_text):
+    """The control paragraph with `Status: install ok installed` after its Package line."""
+    lines = control_text.rstrip("\n").split("\n")
+    out = []
+    for line in lines:
+        if not line.strip():
+            break
+        out.append(line)
+        if line.startswith("Package:"):
+            out.append("Status: install ok installed")
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def _dropped(path):
+    for t in DROPPED_TREES:
+        if path == t or path.startswith(t + "/"):
+            return True
+    if path.startswith("usr/share/doc/"):
+        parts = path.split("/")
+        if len(parts) == 4:
+            return False  # usr/share/doc/<pkg> (directory or symlink)
+        if len(parts) == 5 and parts[4] == "copyright":
+            return False
+        return True
+    return False
+
+
+def data_tar(members, what):
+    """(member name, plain tar bytes) of a .deb's data.tar.*."""
+    dname = _member(members, "data.tar", what)
+    return dname, _decompress(dname, members[dname], what)
+
+
+def data_members(members, what, keep_docs, data=None):
+    """[(path, Entry)] of a .deb's data.tar, in archive order (`data`: data_tar's result when
+    it was already taken)."""
+    dname, raw = data or data_tar(members, what)
+    out = []
+    contents = {}  # path -> bytes of regular files (for hardlinks to dropped files)
+    kept = set()
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+        for m in tf.getmembers():
+            path = _norm(m.name)
+            if path is None:
+                raise ValueError("%s: unsafe member name %r in %s" % (what, m.name, dname))
+            if path == "":
+                continue
+            mode = stat.S_IMODE(m.mode)
+            if m.isdir():
+                e = Entry("dir", mode, m.uid, m.gid)
+            elif m.isreg():
+                data = tf.extractfile(m).read()
+                contents[path] = (data, mode, m.uid, m.gid)
+                e = Entry("file", mode, m.uid, m.gid, data=data)
+            elif m.issym():
+                e = Entry("symlink", 0o777, m.uid, m.gid, target=m.linkname)
+            elif m.islnk():
+                target = _norm(m.linkname)
+                if target is None or target not in contents:
+                    raise ValueError("%s: hardlink %r -> %r whose target is not a file of the "
+                                     "package" % (what, m.name, m.linkname))
+                if target in kept or keep_docs or not _dropped(target):
+                    e = Entry("hardlink", mode, m.uid, m.gid, target=target)
+                else:
+                    data, tmode, tuid, tgid = contents[target]
+                    e = Entry("file", tmode, tuid, tgid, data=data)
+                contents[path] = contents[target]
+            else:
+                raise ValueError("%s: member %r is a device, FIFO or another special file" %
+                                 (what, m.name))
+            if not keep_docs and _dropped(path):
+                continue
+            kept.add(path)
+            out.append((path, e))
+    return out
+
+
+class Loaded(object):
+    """One .deb read: its sha256 and size, and when it is the locked file, its ar members and
+    data.tar (or the error reading them raised; raised in turn when the caller uses them)."""
+
+    __slots__ = ("sha256", "size", "members", "ar_error", "data", "data_error")
+
+    def __init__(self, sha256, size):
+        self.sha256 = sha256
+        self.size = size
+        self.members = self.ar_error = self.data = self.data_error = None
+
+
+def load(src, lock):
+    """Reads one .deb, checks its sha256 and, only when it is the locked file, splits it and
+    decompresses its data.tar (xz: most of a package group's time)."""
+    with open(src, "rb") as f:
+        blob = f.read()
+    out = Loaded(sha256_hex(blob), len(blob))
+    if out.sha256 != lock["sha256"]:
+        return out  # never decompressed: not the file the lock pins
+    what = "%s %s" % (lock["name"], lock["version"])
+    try:
+        out.members, _ = read_ar(blob, what)
+    except ValueError as e:
+        out.ar_error = e
+        return out
+    try:
+        out.data = data_tar(out.members, what)
+    except (tarfile.TarError, DebError, ValueError) + compression.errors() as e:
+        out.data_error = e
+    return out
+
+
+def load_all(debs, locked):
+    """(pool or None, [task]): each .deb loaded (load) in order; with more than one .deb and
+    more than one core, on up to two threads ahead of the caller (liblzma releases the GIL, so
+    the next packages decompress while this one is parsed; the output does not depend on it)."""
+    if len(debs) < 2 or threads_mod.usable_cores() < 2:
+        return None, [_Lazy(d["src"], locked[d["name"]]) for d in debs]
+    pool = threads_mod.Pool(2)
+    return pool, [pool.submit(load, d["src"], locked[d["name"]]) for d in debs]
+
+
+class _Lazy(object):
+    """A load done when its result is asked for (one .deb, or one core)."""
+
+    __slots__ = ("src", "lock")
+
+    def __init__(self, src, lock):
+        self.src = src
+        self.lock = lock
+
+    def result(self):
+        return load(self.src, self.lock)
