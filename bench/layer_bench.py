@@ -10,8 +10,11 @@ times, in rounds (every tool once per round, the order reversed every other roun
                worker process started and warmed up before the rounds, as Bazel keeps it; each
                round is one WorkRequest -> WorkResponse), and as a fresh process.
 Prints every round's seconds, CPU seconds and peak RSS, the load average at the start of each
-round, a markdown table with the medians, and the targets (ratios of median times; layer.py
-also computes both sha256 digests, which the pipelines do not):
+round, a markdown table with the medians, the floor of this machine (`floor()`: the CPU seconds
+that reading the tree, compressing it as layer.py does and both sha256 digests take on one thread
+each, over the cores: what a writer that hashes can at best reach, to set against each pipeline),
+and the targets (ratios of median times; layer.py also computes both sha256 digests, which the
+pipelines do not):
   layer.py zstd >= 1.0x `tar | zstd -3 -T2`; layer.py gzip >= 1.3x `tar | igzip -1`;
   small layers, worker >= 1.0x `tar | igzip -1`; (--slow) layer.py gzip >= 8x stdlib tarfile.
 With --check the exit status is 1 when a target is missed. --baseline=CHECKOUT also runs another
@@ -313,6 +316,66 @@ def tools(args, worker, baseline_worker=None):
     return out
 
 
+def floor(tree):
+    """The least work any layer writer must do on the large tree here, measured on one thread
+    each: (seconds, {part: CPU seconds}) per compression, where seconds is the sum of the parts
+    over the usable cores (perfect parallelism, no start-up, no hand-offs). The parts: reading
+    the files (readinto a reused buffer), compressing the tar exactly as shiko/tar/compression.py
+    does (zstd: level 3, 8 MiB frames with checksums; gzip: ISA-L level 1, 1 MiB blocks primed
+    with 32 KiB and sync-flushed), and sha256 of the tar and of the blob (both digests). A
+    pipeline that does not hash can be faster than this floor: then no layer writer that hashes
+    can reach it on this machine."""
+    sys.path.insert(0, REPO)
+    import hashlib
+    from python_tools.shiko.tar import compression as comp
+    cores = comp._workers()
+    buf = bytearray(1 << 20)
+    t = time.process_time()
+    for d, _, names in os.walk(tree):
+        for n in names:
+            p = os.path.join(d, n)
+            if os.path.islink(p):
+                continue
+            with open(p, "rb", buffering=0) as f:
+                while f.readinto(buf):
+                    pass
+    read = time.process_time() - t
+    data = subprocess.run(["bash", "-c", TAR.format(tree=tree)], stdout=subprocess.PIPE,
+                          check=True).stdout
+    mv = memoryview(data)
+
+    def cpu(fn):
+        t = time.process_time()
+        out = fn()
+        return time.process_time() - t, out
+
+    sha_tar, _ = cpu(lambda: hashlib.sha256(mv).digest())
+    out = {}
+    for name in ("zstd", "gzip"):
+        sink = type("Sink", (), {"write": lambda self, b: None})()
+        if name == "zstd":
+            pipe = comp.ZstdPipeline(sink, 3, threads=1)
+        else:
+            pipe = comp.GzipPipeline(sink, 1, threads=1)
+        size = pipe.block_size
+
+        def compress():
+            n = 0
+            for i in range(0, len(mv), size):
+                block = mv[i:i + size]
+                n += len(pipe._compress(block, pipe._context(block)))  # freed as it goes
+            return n
+        c, blob_size = cpu(compress)
+        pipe.abort()
+        # sha256 takes the same time on any bytes: the blob's size of the tar stands for it.
+        sha_blob, _ = cpu(lambda: hashlib.sha256(mv[:blob_size]).digest())
+        parts = {"read": read, "compress": c, "sha256 tar": sha_tar, "sha256 blob": sha_blob}
+        if name == "gzip":
+            parts["crc32"], _ = cpu(lambda: pipe.zlib.crc32(mv))
+        out[name] = (sum(parts.values()) / cores, parts, cores)
+    return out
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -423,6 +486,19 @@ def main():
                 label, ratio, per_round, target, "met" if ok else "NOT met"))
             if not ok:
                 missed.append(label)
+        if "large" in {k for _, _, k in todo}:
+            print()
+            print("Floor on this machine (the work both digests need, on one thread each, "
+                  "summed over the cores):")
+            floors = floor(trees["large"])
+            for name, pipe_name in (("zstd", PIPE_ZSTD), ("gzip", PIPE_IGZIP)):
+                secs, parts, cores = floors[name]
+                line = "- %s: %.2f s = (%s) CPU s / %d cores" % (
+                    name, secs, " + ".join("%s %.2f" % kv for kv in parts.items()), cores)
+                if pipe_name in med:
+                    line += "; `%s` median %.2f s: at most %.2fx for any writer that hashes" % (
+                        pipe_name.strip("`"), med[pipe_name], med[pipe_name] / secs)
+                print(line)
         if args.check and missed:
             print("CHECK FAILED: %s" % "; ".join(missed))
             return 1
