@@ -476,3 +476,36 @@ def test_a_tampered_deb_is_never_decompressed(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="'pkg1': pkg1.deb has sha256"):
         build_tar(repo.manifest(), str(tmp_path / "out.tar"))
     assert "pkg1 1" not in seen and "pkg0 1" in seen
+
+
+def test_read_ahead_is_bounded_and_in_order(monkeypatch):
+    """load_all loads at most `ahead` .debs beyond the one the caller is at, and yields them in
+    the manifest's order; closing it early cancels what is queued."""
+    import threading
+    import time
+    from python_tools.shiko.debian import debfile
+    started = []
+    lock = threading.Lock()
+
+    def load(src, entry):
+        with lock:
+            started.append(src)
+        time.sleep(0.005 * (len(src) % 3))  # finish out of order
+        return src
+    monkeypatch.setattr(debfile, "load", load)
+    monkeypatch.setattr(debfile.threads_mod, "usable_cores", lambda: 2)
+    debs = [{"name": "p%d" % i, "src": "p%d.deb" % i} for i in range(12)]
+    locked = {d["name"]: {} for d in debs}
+    got = []
+    for k, (deb, loaded) in enumerate(debfile.load_all(debs, locked, ahead=3)):
+        assert loaded == deb["src"]
+        with lock:
+            assert len(started) <= 3 + k + 1, (k, started)
+        got.append(loaded)
+    assert got == [d["src"] for d in debs]
+    started[:] = []
+    gen = debfile.load_all(debs, locked, ahead=3)
+    next(gen)
+    gen.close()
+    time.sleep(0.05)
+    assert len(started) <= 4, started

@@ -1,13 +1,13 @@
 """Reading .deb files: the ar container, control.tar and data.tar (any compression dpkg
 writes), checked against the lock's sha256 before anything in them is decompressed.
 
-    pool, tasks = load_all(manifest_debs, locked)   # each .deb read ahead, in order
-    loaded = tasks[0].result()                      # Loaded: sha256, members, data.tar
-    entries = data_members(loaded.members, what, keep_docs, loaded.data)
+    for deb, loaded in load_all(manifest_debs, locked):   # read ahead, in order
+        entries = data_members(loaded.members, what, keep_docs, loaded.data)
 
 Used by unpack.py (package groups) and interpreter.py (the tools' Python).
 """
 
+import collections
 import io
 import stat
 import tarfile
@@ -227,24 +227,29 @@ def load(src, lock):
     return out
 
 
-def load_all(debs, locked):
-    """(pool or None, [task]): each .deb loaded (load) in order; with more than one .deb and
-    more than one core, on up to two threads ahead of the caller (liblzma releases the GIL, so
-    the next packages decompress while this one is parsed; the output does not depend on it)."""
+def load_all(debs, locked, ahead=4):
+    """Yields (deb, Loaded) for each manifest entry of `debs`, in order. With more than one .deb
+    and more than one core, up to `ahead` of them are loaded (`load`) ahead of the caller on two
+    threads (liblzma releases the GIL: the next packages decompress while this one is parsed;
+    the output does not depend on it, and memory holds at most `ahead` data.tars more). Close
+    the generator when stopping early: queued loads are cancelled."""
     if len(debs) < 2 or threads_mod.usable_cores() < 2:
-        return None, [_Lazy(d["src"], locked[d["name"]]) for d in debs]
+        for d in debs:
+            yield d, load(d["src"], locked[d["name"]])
+        return
     pool = threads_mod.Pool(2)
-    return pool, [pool.submit(load, d["src"], locked[d["name"]]) for d in debs]
-
-
-class _Lazy(object):
-    """A load done when its result is asked for (one .deb, or one core)."""
-
-    __slots__ = ("src", "lock")
-
-    def __init__(self, src, lock):
-        self.src = src
-        self.lock = lock
-
-    def result(self):
-        return load(self.src, self.lock)
+    try:
+        todo = iter(debs)
+        tasks = collections.deque()
+        for d in todo:
+            tasks.append((d, pool.submit(load, d["src"], locked[d["name"]])))
+            if len(tasks) == ahead:
+                break
+        while tasks:
+            d, task = tasks.popleft()
+            for nxt in todo:
+                tasks.append((nxt, pool.submit(load, nxt["src"], locked[nxt["name"]])))
+                break
+            yield d, task.result()
+    finally:
+        pool.shutdown(cancel=True)

@@ -198,15 +198,14 @@ def packages_entries(manifest, controls=None):
             raise _err(target, "packages", deb["name"], "is not in the lock for %s" % arch)
     entries = {}
     names = []
-    pool, loads = debfile.load_all(manifest["debs"], locked)
+    loads = debfile.load_all(manifest["debs"], locked)
     try:
-        for deb, load in zip(manifest["debs"], loads):
+        for deb, loaded in loads:
             names.append(deb["name"])
-            _add_package(entries, deb, locked[deb["name"]], load.result(), target, arch,
-                         keep_docs, controls)
+            _add_package(entries, deb, locked[deb["name"]], loaded, target, arch, keep_docs,
+                         controls)
     finally:
-        if pool is not None:
-            pool.shutdown(cancel=True)
+        loads.close()
     _maintainer_work(entries, names, target)
     return entries
 
