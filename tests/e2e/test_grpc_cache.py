@@ -26,6 +26,9 @@ class Machine:
     def __init__(self, bazel, root, cache):
         self.bazel = bazel
         self.startup = ["--output_user_root=" + root]
+        # Its own memory of where blobs were pushed (shiko/registry/sources.py): a fresh CI
+        # machine does not know another's pushes, so none of its pushes mounts from them.
+        self.blob_sources = os.path.join(root, "blob_sources.json")
         self.flags = ["--config=ci", "--remote_cache=" + cache.url,
                       "--remote_instance_name=" + cache.instance]
 
@@ -33,6 +36,8 @@ class Machine:
         return self.bazel("build", "--color=no", "--curses=no", *self.flags, *args, startup=self.startup)
 
     def run(self, *args, env=None, check=True):
+        env = dict(os.environ if env is None else env)
+        env.setdefault("SHIKO_BLOB_SOURCES", self.blob_sources)
         return self.bazel("run", "--color=no", "--curses=no", *self.flags, *args, startup=self.startup,
                           env=env, check=check)
 

@@ -46,6 +46,9 @@ class Machine:
     def __init__(self, src, root, repo_cache):
         self.bazel = Bazel(src)
         self.startup = ["--output_user_root=" + root]
+        # Its own memory of where blobs were pushed (shiko/registry/sources.py): a fresh CI
+        # machine does not know another's pushes, so none of its pushes mounts from them.
+        self.blob_sources = os.path.join(root, "blob_sources.json")
         self.repo_cache = repo_cache
 
     def build(self, *args, check=True):
@@ -61,6 +64,8 @@ class Machine:
                           *args, check=check)
 
     def run(self, *args, env=None):
+        env = dict(os.environ if env is None else env)
+        env.setdefault("SHIKO_BLOB_SOURCES", self.blob_sources)
         return self.bazel("run", "--color=no", "--curses=no", "--repository_cache=" + self.repo_cache,
                           *args, startup=self.startup, env=env)
 
