@@ -22,8 +22,13 @@ the edit (both push v1, then v2 after the edit, through tests/e2e/fault_proxy.py
 blob uploads and manifest PUTs), and digest reproducibility (Bazel: a second copy elsewhere with
 its own output base; BuildKit: two `--no-cache` builds).
 
+--cold_rounds=N adds N paired cold builds at the end, the order alternating per round, since
+this machine's speed can drift by tens of percent within minutes: a fresh dockerd's first build
+(base imported untimed) against a fresh output base (one command); it prints every pair and the
+median of the per-round ratios.
+
 Run from the repository root, as root (debootstrap, dockerd):
-  /usr/bin/python3 bench/python_app_bench.py [--keep=DIR] [--edits=3]
+  /usr/bin/python3 bench/python_app_bench.py [--keep=DIR] [--edits=3] [--cold_rounds=N]
 --keep caches the debootstrap root and the downloaded wheels (default /var/tmp/shiko-pyapp-bench).
 Prints a markdown table (record it in docs/performance.md) and per-step details on stderr.
 """
@@ -270,6 +275,10 @@ def main():
     ap.add_argument("--keep", default="/var/tmp/shiko-pyapp-bench",
                     help="cache for the debootstrap root and the wheels")
     ap.add_argument("--edits", type=int, default=3, help="one-line edits to time (best counts)")
+    ap.add_argument("--cold_rounds", type=int, default=0,
+                    help="paired cold builds after the rest, in alternating order: each a fresh "
+                         "dockerd's first build (base imported untimed) and a fresh output base "
+                         "(one command); medians and per-round ratios")
     args = ap.parse_args()
     os.makedirs(args.keep, exist_ok=True)
 
@@ -390,6 +399,8 @@ def main():
                     docker_build(dockerd, ctx, BK_TAG, no_cache=True))
                 ids.append(dockerd.docker("image", "inspect", "-f", "{{.Id}}", BK_TAG).stdout.strip())
             res["buildkit"]["repro"] = tuple(ids)
+        if args.cold_rounds:
+            res["rounds"] = cold_rounds(args.cold_rounds, rootfs, ctx, copies[0].tree, work)
     finally:
         for c in copies:
             c.shutdown()
@@ -398,8 +409,51 @@ def main():
     report(res)
 
 
+def cold_rounds(n, rootfs, ctx, tree, work):
+    """[(BuildKit s, Bazel s)] of n paired cold builds, the order alternating per round (the
+    host's speed drifts: a pair is measured within seconds). BuildKit: a fresh dockerd with the
+    base imported (untimed), then its first build. Bazel: a fresh output base on the same copy,
+    one command (base from .debs, wheels, app, tarball), its server shut down afterwards."""
+    def buildkit(i):
+        with services.Dockerd() as d:
+            timed(["sh", "-c", "tar -C %s --numeric-owner -c . | %s import - %s" % (
+                rootfs, DOCKER, BASE_TAG)], env=d.env)
+            return docker_build(d, ctx, BK_TAG)
+
+    def bazel(i):
+        ob = os.path.join(work, "ob_round%d" % i)
+        b = BazelCopy(tree, ob)
+        try:
+            return b.build("--output_groups=+tarball")
+        finally:
+            b.shutdown()
+            remove_tree(ob)
+
+    pairs = []
+    for i in range(n):
+        if i % 2 == 0:
+            bk = buildkit(i)
+            bz = bazel(i)
+        else:
+            bz = bazel(i)
+            bk = buildkit(i)
+        log("cold round %d: BuildKit %.2f s, Bazel %.2f s (load %s)" % (
+            i + 1, bk, bz, open("/proc/loadavg").read().split()[0]))
+        pairs.append((bk, bz))
+    return pairs
+
+
 def report(res):
     bz, bk = res["bazel"], res["buildkit"]
+    if res.get("rounds"):
+        pairs = res["rounds"]
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        print("Paired cold rounds (fresh dockerd's first build / fresh output base, one command; "
+              "s): %s" % ", ".join("%.2f / %.2f" % p for p in pairs))
+        print("Medians: BuildKit %.2f s, Bazel %.2f s; Bazel / BuildKit per round: %s (median %.2fx)"
+              % (med([p[0] for p in pairs]), med([p[1] for p in pairs]),
+                 ", ".join("%.2f" % (p[1] / p[0]) for p in pairs), med([p[1] / p[0] for p in pairs])))
+        print()
     mb = lambda n: "%.1f" % (n / 1e6)  # noqa: E731
     d = bz["edit_detail"]
     detail = ", ".join("%s %.0f ms" % (k, sum(v)) for k, v in sorted(d.items()) if k in ("layer", "image"))
