@@ -503,9 +503,26 @@ def test_read_ahead_is_bounded_and_in_order(monkeypatch):
             assert len(started) <= 3 + k + 1, (k, started)
         got.append(loaded)
     assert got == [d["src"] for d in debs]
+
+    # Closing early: p1 and p2 hold both threads until the close has begun, so p3 (submitted
+    # when p0 was taken) is still queued then; it must be cancelled, never started.
     started[:] = []
+    release = threading.Event()
+
+    def held(src, entry):
+        with lock:
+            started.append(src)
+        if src != "p0.deb":
+            release.wait(5)
+        return src
+    monkeypatch.setattr(debfile, "load", held)
     gen = debfile.load_all(debs, locked, ahead=3)
-    next(gen)
+    assert next(gen)[1] == "p0.deb"
+    deadline = time.monotonic() + 5
+    while len(started) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    timer = threading.Timer(0.1, release.set)
+    timer.start()
     gen.close()
-    time.sleep(0.05)
-    assert len(started) <= 4, started
+    timer.join()
+    assert sorted(started) == ["p0.deb", "p1.deb", "p2.deb"], started

@@ -222,7 +222,7 @@ def load(src, lock):
         return out
     try:
         out.data = data_tar(out.members, what)
-    except (tarfile.TarError, DebError, ValueError) + compression.errors() as e:
+    except (tarfile.TarError, DebError) + compression.errors() as e:  # ValueError included
         out.data_error = e
     return out
 
