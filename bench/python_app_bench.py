@@ -29,6 +29,7 @@ median of the per-round ratios.
 
 Run from the repository root, as root (debootstrap, dockerd):
   /usr/bin/python3 bench/python_app_bench.py [--keep=DIR] [--edits=3] [--cold_rounds=N]
+  /usr/bin/python3 bench/python_app_bench.py --rounds_only [--cold_rounds=N]   # only the pairs
 --keep caches the debootstrap root and the downloaded wheels (default /var/tmp/shiko-pyapp-bench).
 Prints a markdown table (record it in docs/performance.md) and per-step details on stderr.
 """
@@ -279,8 +280,12 @@ def main():
                     help="paired cold builds after the rest, in alternating order: each a fresh "
                          "dockerd's first build (base imported untimed) and a fresh output base "
                          "(one command); medians and per-round ratios")
+    ap.add_argument("--rounds_only", action="store_true",
+                    help="only the --cold_rounds pairs (default 5), nothing else")
     args = ap.parse_args()
     os.makedirs(args.keep, exist_ok=True)
+    if args.rounds_only:
+        args.cold_rounds = args.cold_rounds or 5
 
     rootfs = prepare_base(args.keep)
     wheels = prepare_wheels(args.keep)
@@ -290,6 +295,11 @@ def main():
     res = {"bazel": {}, "buildkit": {}}
     copies = []
     try:
+        if args.rounds_only:
+            tree = copy_checkout(REPO, os.path.join(work, "a", "rules_shiko"))
+            res["rounds"] = cold_rounds(args.cold_rounds, rootfs, ctx, tree, work)
+            report_rounds(res["rounds"])
+            return
         with services.Dockerd() as dockerd, services.Registry() as registry, \
                 FaultProxy(registry.port) as proxy:
             took, _ = timed(["sh", "-c", "tar -C %s --numeric-owner -c . | %s import - %s" % (
@@ -443,17 +453,20 @@ def cold_rounds(n, rootfs, ctx, tree, work):
     return pairs
 
 
+def report_rounds(pairs):
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    print("Paired cold rounds (fresh dockerd's first build / fresh output base, one command; "
+          "s): %s" % ", ".join("%.2f / %.2f" % p for p in pairs))
+    print("Medians: BuildKit %.2f s, Bazel %.2f s; Bazel / BuildKit per round: %s (median %.2fx)"
+          % (med([p[0] for p in pairs]), med([p[1] for p in pairs]),
+             ", ".join("%.2f" % (p[1] / p[0]) for p in pairs), med([p[1] / p[0] for p in pairs])))
+    print()
+
+
 def report(res):
     bz, bk = res["bazel"], res["buildkit"]
     if res.get("rounds"):
-        pairs = res["rounds"]
-        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-        print("Paired cold rounds (fresh dockerd's first build / fresh output base, one command; "
-              "s): %s" % ", ".join("%.2f / %.2f" % p for p in pairs))
-        print("Medians: BuildKit %.2f s, Bazel %.2f s; Bazel / BuildKit per round: %s (median %.2fx)"
-              % (med([p[0] for p in pairs]), med([p[1] for p in pairs]),
-                 ", ".join("%.2f" % (p[1] / p[0]) for p in pairs), med([p[1] / p[0] for p in pairs])))
-        print()
+        report_rounds(res["rounds"])
     mb = lambda n: "%.1f" % (n / 1e6)  # noqa: E731
     d = bz["edit_detail"]
     detail = ", ".join("%s %.0f ms" % (k, sum(v)) for k, v in sorted(d.items()) if k in ("layer", "image"))

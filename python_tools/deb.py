@@ -18,7 +18,8 @@ Manifest (JSON, written by Starlark: rules/private/debian/deb.bzl)
     "target": "//pkg:name",
     "architecture": "amd64",
     "index": "external/<repo>/amd64/packages.json",   # the lock's entries for this architecture
-    "debs": [{"name": "libc6", "src": "external/<repo>/amd64/libc6.deb"}, ...],
+    "debs": [{"name": "libc6", "src": "external/<repo>/amd64/libc6.deb",
+              "data": "external/<repo>/amd64/libc6.data.tar"}, ...],   # "data": optional
     "keep_docs": false,
     "basics": null | {                               # the distroless basics instead of packages
         "os_release": null | "NAME=...\\n",           # /etc/os-release content (null: see below)
@@ -26,6 +27,8 @@ Manifest (JSON, written by Starlark: rules/private/debian/deb.bzl)
     }
   }
 `index` is {"architecture": A, "suites": [...], "packages": [lock entries]} (see deb_lock.py).
+`data`, when given, is the package's data.tar already decompressed: it is read instead of the
+.deb's own when its lock entry pins it (`data_sha256`), and must have that sha256.
 
 What goes into the tar
 ======================

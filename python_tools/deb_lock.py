@@ -32,6 +32,11 @@ Subcommands
            "error", "missing"}]}: what each URL serves, in order, up to the first serving
            --sha256: how `deb_repository` tells a changed .deb from a vanished one after
            Bazel's download failed.
+  data     --jobs=JOBS.json
+           JOBS: [{"deb": PATH, "sha256": HEX, "out": PATH, "what": "libc6 2.36-9 (amd64)"}, ...]:
+           writes each .deb's data.tar, decompressed, to `out` (two at a time), after checking the
+           .deb's sha256. `deb_repository` runs it for the packages whose plain data.tar (the
+           lock's `data_sha256`) is not in Bazel's repository cache yet, then puts it there.
 Errors: one line `ERROR: <target>: <problem>` on stderr, exit 1; nothing is written.
 
 Archive URLs
@@ -72,7 +77,8 @@ Lock file (JSON, sorted keys, 2-space indent)
         "packages": [
           {"name": "libc6", "version": "2.36-9+deb12u10", "architecture": "amd64",
            "suite": "bookworm", "path": "pool/main/g/glibc/libc6_2.36-9+deb12u10_amd64.deb",
-           "sha256": "<hex>", "size": 2757936, "depends": ["libgcc-s1"]},
+           "sha256": "<hex>", "size": 2757936, "depends": ["libgcc-s1"],
+           "data_sha256": "<hex of its data.tar, decompressed>"},
           ...                                    # sorted by name
         ],
         "assumed": ["dpkg"]                      # Essential packages not installed
@@ -82,6 +88,9 @@ Lock file (JSON, sorted keys, 2-space indent)
   }
 A package's URLs are `<archive URL of its suite>/<path>`, then, when the lock has a snapshot,
 `<snapshot root>/<snapshot>/<path>` for each snapshot root (all sources share the pool layout).
+`data_sha256` (absent from older locks, which still work) lets deb_repository keep the
+decompressed data.tar in Bazel's repository cache: `lock` reads every .deb once to compute it,
+except those the previous lock pinned already (same sha256), whose digest it keeps.
 """
 
 import json
@@ -118,6 +127,10 @@ SOURCES_FLAGS = [
     cli.multi_string("archive", help="SUITE=URL or *=URL (repeatable)."),
     cli.string("apt_dir", sources.DEFAULT_APT_DIR, help="Where the machine's apt sources are."),
     cli.boolean("optional", help="A suite no source lists gets [] (snapshot archives will do)."),
+    cli.string("target", "deb_repository", help="The label named in errors."),
+]
+DATA_FLAGS = [
+    cli.string("jobs", required=True, help="JSON list of {deb, sha256, out, what} (see above)."),
     cli.string("target", "deb_repository", help="The label named in errors."),
 ]
 PROBE_FLAGS = [
@@ -161,9 +174,9 @@ def run_lock(args):
     def log(msg):
         sys.stderr.write("deb_lock: %s\n" % msg)
 
-    lock = lockfile.build_lock(manifest, digest, urls, args.keyring, args.gpgv, args.ignore_valid_until, log,
-                               snapshot)
     old = lockfile.read_previous(args.lock)
+    lock = lockfile.build_lock(manifest, digest, urls, args.keyring, args.gpgv, args.ignore_valid_until, log,
+                               snapshot, previous=old)
     if not args.snapshot:
         lock = lockfile.keep_previous_snapshot(old, lock)
     lockfile.write(args.lock, lockfile.encode_lock(lock))
@@ -186,10 +199,17 @@ def run_probe(args):
     print(json.dumps(fetch.probe(args.url, args.sha256 or None), sort_keys=True))
 
 
+def run_data(args):
+    with open(args.jobs, "rb") as f:
+        jobs = json.loads(f.read().decode("utf-8"))
+    lockfile.write_plain_data(jobs)
+
+
 COMMANDS = {
     "lock": cli.Command(LOCK_FLAGS, _naming_the_target(run_lock)),
     "sources": cli.Command(SOURCES_FLAGS, _naming_the_target(run_sources)),
     "probe": cli.Command(PROBE_FLAGS, _naming_the_target(run_probe)),
+    "data": cli.Command(DATA_FLAGS, _naming_the_target(run_data)),
 }
 
 

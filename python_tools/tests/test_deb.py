@@ -478,6 +478,63 @@ def test_a_tampered_deb_is_never_decompressed(tmp_path, monkeypatch):
     assert "pkg1 1" not in seen and "pkg0 1" in seen
 
 
+def _with_plain_data(repo, manifest, tmp_path):
+    """The manifest with each package's data.tar decompressed beside it (as deb_repository keeps
+    it when the lock pins `data_sha256`), and the index's entries pinning it."""
+    from python_tools.shiko.debian import debfile
+    for e in repo.entries:
+        with open(os.path.join(repo.root, repo.arch, e["name"] + ".deb"), "rb") as f:
+            digest, raw = debfile.data_digest(f.read(), e["name"])
+        with open(os.path.join(repo.root, repo.arch, e["name"] + ".data.tar"), "wb") as f:
+            f.write(raw)
+        e["data_sha256"] = digest
+    manifest = dict(manifest, index=repo.index())
+    manifest["debs"] = [dict(d, data=d["src"][:-len(".deb")] + ".data.tar") for d in manifest["debs"]]
+    return manifest
+
+
+def test_plain_data_tar_pinned_by_the_lock_is_read_instead_of_decompressing(tmp_path, monkeypatch):
+    """A package's data.tar kept decompressed (deb_repository, when the lock pins its sha256)
+    gives the same tar as the .deb's xz, and no data.tar is decompressed; with other bytes
+    it is an error naming the package and both digests; without the lock's digest it is not
+    read at all."""
+    from python_tools.shiko.debian import debfile
+    from python_tools.shiko.errors import UserError
+    repo = Repo(tmp_path / "repo")
+    _many(repo, 3)
+    libfoo(repo)
+    plain = repo.manifest()
+    build_tar(plain, str(tmp_path / "from_xz.tar"))
+    manifest = _with_plain_data(repo, plain, tmp_path)
+    seen = []
+    real = debfile.data_tar
+    monkeypatch.setattr(debfile, "data_tar", lambda members, what: seen.append(what) or real(members, what))
+    build_tar(manifest, str(tmp_path / "from_plain.tar"))
+    assert seen == []
+    assert sha256_file(str(tmp_path / "from_plain.tar")) == sha256_file(str(tmp_path / "from_xz.tar"))
+
+    # Other bytes than the lock's: an error, nothing written.
+    bad = os.path.join(repo.root, "amd64", "pkg1.data.tar")
+    with open(bad, "r+b") as f:
+        f.seek(600)
+        f.write(b"tampered")
+    pinned = [e["data_sha256"] for e in repo.entries if e["name"] == "pkg1"][0]
+    with pytest.raises(UserError) as e:
+        build_tar(manifest, str(tmp_path / "bad.tar"))
+    msg = str(e.value)
+    assert "'pkg1'" in msg and "pkg1.data.tar has sha256 %s" % sha256_file(bad)[0] in msg
+    assert "the lock's data_sha256 is %s" % pinned in msg
+    assert seen == []
+
+    # A lock without data_sha256 (older locks): the .deb's own data.tar, the tampered file unread.
+    for e in repo.entries:
+        del e["data_sha256"]
+    manifest["index"] = repo.index()
+    build_tar(manifest, str(tmp_path / "old_lock.tar"))
+    assert sha256_file(str(tmp_path / "old_lock.tar")) == sha256_file(str(tmp_path / "from_xz.tar"))
+    assert len(seen) == 4
+
+
 def test_read_ahead_is_bounded_and_in_order(monkeypatch):
     """load_all loads at most `ahead` .debs beyond the one the caller is at, and yields them in
     the manifest's order; closing it early cancels what is queued."""
@@ -487,7 +544,7 @@ def test_read_ahead_is_bounded_and_in_order(monkeypatch):
     started = []
     lock = threading.Lock()
 
-    def load(src, entry):
+    def load(src, entry, data_src=None):
         with lock:
             started.append(src)
         time.sleep(0.005 * (len(src) % 3))  # finish out of order
@@ -509,7 +566,7 @@ def test_read_ahead_is_bounded_and_in_order(monkeypatch):
     started[:] = []
     release = threading.Event()
 
-    def held(src, entry):
+    def held(src, entry, data_src=None):
         with lock:
             started.append(src)
         if src != "p0.deb":

@@ -562,6 +562,79 @@ def test_cli_as_deb_repository_runs_it(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def _plain_data_sha256(path):
+    """The sha256 of a .deb's data.tar, decompressed, read with the xz CLI (not our reader)."""
+    work = os.path.join(os.path.dirname(path), "_ar_" + os.path.basename(path))
+    os.makedirs(work)
+    subprocess.run(["ar", "x", os.path.abspath(path)], cwd=work, check=True)
+    member = [n for n in os.listdir(work) if n.startswith("data.tar")][0]
+    raw = subprocess.run(["xz", "-dc", os.path.join(work, member)], check=True,
+                         stdout=subprocess.PIPE).stdout
+    shutil.rmtree(work)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def test_lock_pins_each_data_tar_and_a_relock_reuses_the_digests(tmp_path, key, monkeypatch):
+    """Each package's data_sha256 is its data.tar's, decompressed (checked with ar + xz); a
+    re-lock keeps them for the files the previous lock pinned (no .deb fetched), reads only a
+    changed one, and an archive serving a .deb its index does not describe is an error."""
+    urls, shas = _archive(tmp_path, key)
+    manifest, digest = lockfile.read_manifest(_manifest(tmp_path))
+    lock = lockfile.build_lock(manifest, digest, urls, key.keyring)
+    for arch in ("amd64", "arm64"):
+        for p in lock["architectures"][arch]["packages"]:
+            base = urls[p["suite"]][0][len("file://"):]
+            assert p["data_sha256"] == _plain_data_sha256(os.path.join(base, p["path"])), p["name"]
+
+    fetched = []
+    real = lockfile.fetch
+    monkeypatch.setattr(lockfile, "fetch", lambda url, *a: fetched.append(url) or real(url, *a))
+    again = lockfile.build_lock(manifest, digest, urls, key.keyring, previous=lock)
+    assert again == lock
+    assert not [u for u in fetched if u.endswith(".deb")]
+
+    # A new libc6 in the security archive: only its two .debs are read.
+    urls2, _ = _archive(tmp_path, key, sec_root=str(tmp_path / "security2"), libc="2.36-9+deb12u2",
+                        root=str(tmp_path / "archive"))
+    newer = lockfile.build_lock(manifest, digest, urls2, key.keyring, previous=lock)
+    assert sorted(u.rsplit("/", 1)[-1] for u in fetched if u.endswith(".deb")) == [
+        "libc6_2.36-9+deb12u2_amd64.deb", "libc6_2.36-9+deb12u2_arm64.deb"]
+    libc = newer["architectures"]["amd64"]["packages"][1]
+    assert libc["version"] == "2.36-9+deb12u2"
+    assert libc["data_sha256"] == _plain_data_sha256(os.path.join(str(tmp_path / "security2"), libc["path"]))
+
+    # The archive serves other bytes than its index says: an error naming the package.
+    rel = shas[("amd64", "app")][0]
+    with open(os.path.join(str(tmp_path / "archive"), rel), "ab") as f:
+        f.write(b"!")
+    with pytest.raises(errors.DebError, match=r"app 1.0-1 \(%s\): the archive serves a .deb with "
+                       r"sha256 [0-9a-f]{64}, its index says %s" % (re.escape(rel), shas[("amd64", "app")][1])):
+        lockfile.build_lock(manifest, digest, urls, key.keyring)
+
+
+def test_cli_data_writes_each_plain_data_tar(tmp_path, capsys):
+    """`data` (deb_repository, once per machine): each .deb's data.tar, decompressed; a .deb
+    with another sha256 than the lock's is one line, and nothing is written for it."""
+    jobs = []
+    for name in ("one", "two", "three"):
+        deb = str(tmp_path / (name + ".deb"))
+        sha, _ = fx.make_deb(deb, name, "1", "amd64", [("./usr/share/%s" % name, "file", name.encode() * 999, 0o644)])
+        jobs.append({"deb": deb, "sha256": sha, "out": deb + ".data.tar", "what": "package '%s' 1" % name})
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    assert main(["data", "--jobs", str(tmp_path / "jobs.json")]) == 0
+    for job in jobs:
+        with open(job["out"], "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == _plain_data_sha256(job["deb"])
+        os.remove(job["out"])
+    jobs[1]["sha256"] = "0" * 64
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    assert main(["data", "--jobs", str(tmp_path / "jobs.json"), "--target", "@debs__amd64"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR: @debs__amd64: package 'two' 1: %s has sha256 " % jobs[1]["deb"]), err
+    assert err.strip().endswith("the lock says " + "0" * 64)
+    assert not os.path.exists(jobs[1]["out"])
+
+
 def test_cli_probe(tmp_path, capsys):
     f = tmp_path / "x.deb"
     f.write_bytes(b"deb bytes")

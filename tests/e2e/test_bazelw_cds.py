@@ -3,7 +3,9 @@
 No archive yet: a server started by `info` gets no archive option, one started by a build
 writes the archive of the classes it loaded when it exits; the next servers map it (the
 JVM's own check: the file is in the server's memory map); a running server keeps the option
-it started with (no restart); SHIKO_BAZEL_CDS=0 adds nothing. Each server is a fresh output
+it started with (no restart); SHIKO_BAZEL_CDS=0 adds nothing. The same for the parallel
+garbage collector: every server gets -XX:+UseParallelGC, SHIKO_BAZEL_GC=default leaves the
+JVM's own choice, and a running server keeps what it started with. Each server is a fresh output
 base and a cheap command (`info release`, `build //platforms:all`); the archive goes to a
 temporary XDG_CACHE_HOME.
 """
@@ -36,7 +38,8 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
     cds_dir = os.path.join(xdg, "rules_shiko", "bazel-cds")
     env = dict(os.environ, XDG_CACHE_HOME=xdg)
     env.pop("SHIKO_BAZEL_CDS", None)
-    off = dict(env, SHIKO_BAZEL_CDS="0")
+    env.pop("SHIKO_BAZEL_GC", None)
+    off = dict(env, SHIKO_BAZEL_CDS="0", SHIKO_BAZEL_GC="default")
     bases = [str(tmp_path / ("ob%d" % i)) for i in range(4)]
     envs = {bases[0]: env, bases[1]: env, bases[2]: env, bases[3]: off}
 
@@ -57,6 +60,7 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
             assert not _archive_args(argv), argv
             return
         assert not _archive_args(argv), argv
+        assert "-XX:+UseParallelGC" in argv, argv
         stop(0)
         assert not os.path.exists(cds_dir) or not os.listdir(cds_dir)
 
@@ -75,16 +79,19 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
         pid, argv, maps = start(2)
         assert _archive_args(argv) == ["-XX:SharedArchiveFile=" + jsa], argv
         assert jsa in maps, "the server did not map %s" % jsa
+        assert argv.count("-XX:+UseParallelGC") == 1, argv
         stop(2)
 
-        # Turned off: no archive option, not mapped; a later command without the variable
-        # keeps the running server as it is (no restart, still no archive).
+        # Turned off: no archive option, not mapped, the JVM's own collector; a later command
+        # without the variables keeps the running server as it is (no restart, still neither).
         pid, argv, maps = start(3)
         assert not _archive_args(argv), argv
         assert jsa not in maps
+        assert not [a for a in argv if a.startswith("-XX:+Use") and a.endswith("GC")], argv
         envs[bases[3]] = env
         pid2, argv, _ = start(3)
         assert pid2 == pid and not _archive_args(argv), argv
+        assert "-XX:+UseParallelGC" not in argv, argv
     finally:
         for i, ob in enumerate(bases):
             if os.path.isdir(ob):

@@ -14,6 +14,10 @@ for the snapshot's locked bytes; a version gone from every source is one line na
 the version, every URL tried and the fixes; a malformed lock snapshot or `snapshots` entry is
 one line naming the attribute and the value. With the server stopped, a new output base builds
 `@debs` from the repository cache, and from `--distdir` alone.
+The lock pins each package's data.tar decompressed (`data_sha256`, checked here with ar and xz):
+`@debs` keeps those plain tars in the repository cache (a new output base copies them from
+there, and the deb action reads them), an older lock without the digests gives the same
+layer, and a wrong digest is one line naming the package and both digests.
 """
 
 import functools
@@ -23,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -88,9 +93,15 @@ deb_repository(
 )
 """
 
-_BUILD = """load("@rules_shiko//rules:defs.bzl", "deb_lock")
+_BUILD = """load("@rules_shiko//rules:defs.bzl", "deb_layer", "deb_lock")
 
 exports_files(["packages.lock.json"])
+
+deb_layer(
+    name = "layer",
+    architecture = "amd64",
+    packages = "@debs//:amd64",
+)
 
 deb_lock(
     name = "lock",
@@ -316,6 +327,86 @@ def test_bad_snapshot_inputs_are_one_line(world, locked):
             assert message in res.stderr, res.stderr[-3000:]
         finally:
             _replace_in(path, '["%s"]' % bad, '["%s"]' % root)
+
+
+def _data_sha256(deb):
+    """The sha256 of a .deb's data.tar, decompressed by the ar and xz programs."""
+    out = os.path.join(os.path.dirname(deb), "_ar")
+    os.makedirs(out)
+    try:
+        subprocess.run(["ar", "x", deb], cwd=out, check=True)
+        raw = subprocess.run(["xz", "-dc", os.path.join(out, "data.tar.xz")], check=True,
+                             stdout=subprocess.PIPE).stdout
+    finally:
+        shutil.rmtree(out)
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _repo_build(ob):
+    with open(os.path.join(ob, "external", "debs__amd64", "BUILD.bazel")) as f:
+        return f.read()
+
+
+def test_plain_data_tars_pinned_by_the_lock_come_from_the_repository_cache(world, locked):
+    pkgs = {p["name"]: p for p in locked["architectures"]["amd64"]["packages"]}
+    for name, p in pkgs.items():
+        assert p["data_sha256"] == _data_sha256(os.path.join(world.snap, p["path"])), name
+    cache = world.cache("plain")
+    ob = world.new_output_base()
+    res = world.run("build", "--repository_cache=" + cache, "//:layer_deb", output_base=ob, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "data.tar decompressed: 2 of 2 packages (0 from the repository cache, 2 written)" in _repo_build(ob)
+    repo = os.path.join(ob, "external", "debs__amd64", "amd64")
+    for name, p in pkgs.items():
+        with open(os.path.join(repo, name + ".data.tar"), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == p["data_sha256"]
+        assert os.path.isfile(os.path.join(cache, "content_addressable", "sha256", p["data_sha256"], "file"))
+    with open(os.path.join(ob, "execroot", "shiko_deb_snapshot_test", "bazel-out", "k8-fastbuild", "bin",
+                           "layer_deb.tar"), "rb") as f:
+        layer_tar = f.read()
+    assert b"usr/share/alpha/VERSION" in layer_tar
+
+    # A new output base with that repository cache copies them from there.
+    ob2 = world.new_output_base()
+    res = world.run("build", "--repository_cache=" + cache, "//:layer_deb", output_base=ob2, check=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "data.tar decompressed: 2 of 2 packages (2 from the repository cache, 0 written)" in _repo_build(ob2)
+
+    lock_path = os.path.join(world.ws, "packages.lock.json")
+    with open(lock_path) as f:
+        good = f.read()
+    try:
+        # An older lock without the digests: no plain tar, the action decompresses the .debs,
+        # and the tar is the same.
+        old = json.loads(good)
+        for p in old["architectures"]["amd64"]["packages"]:
+            del p["data_sha256"]
+        with open(lock_path, "w") as f:
+            json.dump(old, f)
+        res = world.run("build", "--repository_cache=" + cache, "//:layer_deb", output_base=ob2, check=False)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "data.tar decompressed: 0 of 2 packages" in _repo_build(ob2)
+        assert not [n for n in os.listdir(os.path.join(ob2, "external", "debs__amd64", "amd64"))
+                    if n.endswith(".data.tar")]
+        with open(os.path.join(ob2, "execroot", "shiko_deb_snapshot_test", "bazel-out", "k8-fastbuild",
+                               "bin", "layer_deb.tar"), "rb") as f:
+            assert f.read() == layer_tar
+
+        # A wrong digest (a lock edited by hand): one line naming the package and both digests.
+        bad = json.loads(good)
+        wrong = "0" * 64
+        bad["architectures"]["amd64"]["packages"][0]["data_sha256"] = wrong
+        with open(lock_path, "w") as f:
+            json.dump(bad, f)
+        res = world.run("build", "--repository_cache=" + cache, "//:layer_deb", output_base=ob2, check=False)
+        assert res.returncode != 0
+        assert _one_line_error(res.stderr) == (
+            "@debs: package 'alpha' 1.0-1: its data.tar, decompressed, has sha256 %s, the lock's "
+            "data_sha256 is %s: a lock edited by hand? Re-lock: bazel run //:lock.update" % (
+                pkgs["alpha"]["data_sha256"], wrong))
+    finally:
+        with open(lock_path, "w") as f:
+            f.write(good)
 
 
 def test_repository_cache_and_distdir_need_no_network(world, locked):

@@ -4,6 +4,11 @@ writes), checked against the lock's sha256 before anything in them is decompress
     for deb, loaded in load_all(manifest_debs, locked):   # read ahead, in order
         entries = data_members(loaded.members, what, keep_docs, loaded.data)
 
+A lock entry may also pin the .deb's data.tar decompressed (`data_sha256`, written by deb_lock):
+deb_repository then keeps that plain tar in Bazel's repository cache, next to the .deb, and
+`load` reads it (checked by that sha256) instead of decompressing the .deb's xz, the largest
+part of a cold build's package work.
+
 Used by unpack.py (package groups) and interpreter.py (the tools' Python).
 """
 
@@ -150,6 +155,13 @@ def data_tar(members, what):
     return dname, _decompress(dname, members[dname], what)
 
 
+def data_digest(blob, what):
+    """The sha256 of a .deb's data.tar, decompressed (a lock's `data_sha256`), and that tar."""
+    members, _ = read_ar(blob, what)
+    _, raw = data_tar(members, what)
+    return sha256_hex(raw), raw
+
+
 def data_members(members, what, keep_docs, data=None):
     """[(path, Entry)] of a .deb's data.tar, in archive order (`data`: data_tar's result when
     it was already taken)."""
@@ -206,9 +218,11 @@ class Loaded(object):
         self.members = self.ar_error = self.data = self.data_error = None
 
 
-def load(src, lock):
+def load(src, lock, data_src=None):
     """Reads one .deb, checks its sha256 and, only when it is the locked file, splits it and
-    decompresses its data.tar (xz: most of a package group's time)."""
+    decompresses its data.tar (xz: most of a package group's time). `data_src`: that data.tar
+    already decompressed (deb_repository's `<package>.data.tar`), read instead when the lock
+    pins its sha256 (`data_sha256`); a file with other bytes is an error."""
     with open(src, "rb") as f:
         blob = f.read()
     out = Loaded(sha256_hex(blob), len(blob))
@@ -221,10 +235,25 @@ def load(src, lock):
         out.ar_error = e
         return out
     try:
-        out.data = data_tar(out.members, what)
+        if data_src and lock.get("data_sha256"):
+            out.data = _plain_data(data_src, lock, what)
+        else:
+            out.data = data_tar(out.members, what)
     except (tarfile.TarError, DebError) + compression.errors() as e:  # ValueError included
         out.data_error = e
     return out
+
+
+def _plain_data(src, lock, what):
+    """(name, bytes) of the .deb's data.tar kept decompressed, checked against the lock."""
+    with open(src, "rb") as f:
+        raw = f.read()
+    digest = sha256_hex(raw)
+    if digest != lock["data_sha256"]:
+        raise ValueError("%s: %s has sha256 %s (%d bytes), the lock's data_sha256 is %s: not "
+                         "the locked package's data.tar (tampered or corrupt); fetch it again" % (
+                             what, src.rsplit("/", 1)[-1], digest, len(raw), lock["data_sha256"]))
+    return src.rsplit("/", 1)[-1], raw
 
 
 def load_all(debs, locked, ahead=4):
@@ -235,20 +264,20 @@ def load_all(debs, locked, ahead=4):
     the generator when stopping early: queued loads are cancelled."""
     if len(debs) < 2 or threads_mod.usable_cores() < 2:
         for d in debs:
-            yield d, load(d["src"], locked[d["name"]])
+            yield d, load(d["src"], locked[d["name"]], d.get("data"))
         return
     pool = threads_mod.Pool(2)
     try:
         todo = iter(debs)
         tasks = collections.deque()
         for d in todo:
-            tasks.append((d, pool.submit(load, d["src"], locked[d["name"]])))
+            tasks.append((d, pool.submit(load, d["src"], locked[d["name"]], d.get("data"))))
             if len(tasks) == ahead:
                 break
         while tasks:
             d, task = tasks.popleft()
             for nxt in todo:
-                tasks.append((nxt, pool.submit(load, nxt["src"], locked[nxt["name"]])))
+                tasks.append((nxt, pool.submit(load, nxt["src"], locked[nxt["name"]], nxt.get("data"))))
                 break
             yield d, task.result()
     finally:

@@ -6,12 +6,16 @@ The formats are documented in python_tools/deb_lock.py (the `lock` command).
 import hashlib
 import json
 import os
+import tarfile
 
-from python_tools.shiko.debian import snapshots
+from python_tools.shiko import threads
+from python_tools.shiko.debian import debfile, snapshots
 from python_tools.shiko.debian.errors import DebError, NotFound
+from python_tools.shiko.debian.fetch import fetch
 from python_tools.shiko.debian.indexes import fetch_packages, fetch_release
 from python_tools.shiko.debian.resolver import Universe, resolve
 from python_tools.shiko.files import write_file_atomic
+from python_tools.shiko.tar import compression
 
 LOCK_VERSION = 1
 
@@ -56,12 +60,14 @@ def read_manifest(path):
 
 
 def build_lock(manifest, manifest_sha256, urls, keyring, gpgv="gpgv", ignore_valid_until=False,
-               log=None, snapshot=None):
+               log=None, snapshot=None, previous=None):
     """Fetches and verifies the indexes, resolves every architecture, returns the lock dict.
 
     `urls`: {suite: [archive URL, ...]} (the first that has the suite). `snapshot`: the
     timestamp of the snapshot archives `urls` point into; the lock records it (`"snapshot"`),
-    and Release files are checked for `Valid-Until` at that time rather than now.
+    and Release files are checked for `Valid-Until` at that time rather than now. Each package
+    gets its `data_sha256` (add_data_digests; `previous`: the lock being replaced, whose
+    digests are kept for the same files).
     """
     now = snapshots.epoch(snapshot) if snapshot else None
     releases = {}
@@ -113,7 +119,76 @@ def build_lock(manifest, manifest_sha256, urls, keyring, gpgv="gpgv", ignore_val
         if log:
             log("%s: %d packages, %.1f MB of .deb files" % (
                 arch, len(pkgs), sum(p["size"] for p in pkgs) / 1e6))
+    bases = {suite: releases[suite][2] for suite in manifest["suites"]}
+    add_data_digests(lock, lambda p: fetch(bases[p["suite"]] + "/" + p["path"]), previous, log)
     return lock
+
+
+def add_data_digests(lock, fetch_deb, previous=None, log=None):
+    """Sets each package's `data_sha256`: the sha256 of its .deb's data.tar, decompressed.
+
+    deb_repository keeps that plain tar in Bazel's repository cache under this digest, so a
+    build from a new output base reads it instead of decompressing the .deb's xz again. The
+    digest of a file the `previous` lock pinned too (same sha256) is kept; any other .deb is
+    fetched (`fetch_deb(package entry)` -> bytes, two at a time), checked against the lock's
+    sha256, and its data.tar decompressed and hashed. Changes `lock` in place."""
+    known = {}
+    for arch in (previous or {}).get("architectures", {}).values():
+        for p in arch.get("packages", []):
+            if p.get("data_sha256") and p.get("sha256"):
+                known[p["sha256"]] = p["data_sha256"]
+    todo = {}
+    for arch in lock["architectures"].values():
+        for p in arch["packages"]:
+            if p["sha256"] not in known:
+                todo.setdefault(p["sha256"], p)
+
+    def digest(p):
+        blob = fetch_deb(p)
+        what = "%s %s (%s)" % (p["name"], p["version"], p["path"])
+        got = hashlib.sha256(blob).hexdigest()
+        if got != p["sha256"]:
+            raise DebError("%s: the archive serves a .deb with sha256 %s, its index says %s" % (
+                what, got, p["sha256"]))
+        try:
+            return debfile.data_digest(blob, what)[0]
+        except (tarfile.TarError,) + compression.errors() as e:
+            raise DebError("%s: cannot read its data.tar: %s" % (what, e))
+
+    if todo:
+        if log:
+            log("data.tar digests: %d .deb file(s) to read (%.1f MB)" % (
+                len(todo), sum(p.get("size", 0) for p in todo.values()) / 1e6))
+        with threads.Pool(2) as pool:
+            tasks = [(sha, pool.submit(digest, p)) for sha, p in sorted(todo.items())]
+            for sha, task in tasks:
+                known[sha] = task.result()
+    for arch in lock["architectures"].values():
+        for p in arch["packages"]:
+            p["data_sha256"] = known[p["sha256"]]
+    return lock
+
+
+def write_plain_data(jobs):
+    """Writes the decompressed data.tar of each job's .deb (deb_lock.py `data`), two at a time:
+    [{"deb", "sha256", "out", "what"}]. A .deb with another sha256 is an error."""
+    def one(job):
+        with open(job["deb"], "rb") as f:
+            blob = f.read()
+        got = hashlib.sha256(blob).hexdigest()
+        if got != job["sha256"]:
+            raise DebError("%s: %s has sha256 %s, the lock says %s" % (
+                job["what"], job["deb"], got, job["sha256"]))
+        try:
+            members, _ = debfile.read_ar(blob, job["what"])
+            raw = debfile.data_tar(members, job["what"])[1]
+        except (tarfile.TarError,) + compression.errors() as e:
+            raise DebError("%s: cannot read its data.tar: %s" % (job["what"], e))
+        write_file_atomic(job["out"], raw)
+
+    with threads.Pool(2) as pool:
+        for task in [pool.submit(one, job) for job in jobs]:
+            task.result()
 
 
 def encode_lock(lock):

@@ -24,22 +24,34 @@ load("//rules/private/layer:layer.bzl", "image_layer")
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def _packages(ctx):
-    """(index File, {package name: .deb File}) of the `packages` attribute."""
+    """(index File, {package name: .deb File}, {package name: plain data.tar File}) of the
+    `packages` attribute (the data.tar files: the lock pins them, see deb_repository.bzl)."""
     index = None
     debs = {}
+    data = {}
     for f in ctx.attr.packages[DefaultInfo].files.to_list():
         if f.basename == "packages.json":
             index = f
         elif f.basename.endswith(".deb"):
             debs[f.basename[:-len(".deb")]] = f
+        elif f.basename.endswith(".data.tar"):
+            data[f.basename[:-len(".data.tar")]] = f
     if index == None:
         fail("%s: attribute 'packages': %s: not a deb_repository architecture (@repo//:<arch>: " %
              (ctx.label, ctx.attr.packages.label) + "packages.json and .deb files)")
-    return index, debs
+    return index, debs, data
+
+def _deb_entry(name, debs, data):
+    """The manifest's entry of one package (and the inputs it reads)."""
+    entry = {"name": name, "src": debs[name].path}
+    if name in data:
+        entry["data"] = data[name].path
+        return entry, [debs[name], data[name]]
+    return entry, [debs[name]]
 
 def _deb_tar_impl(ctx):
     target = str(ctx.label)
-    index, debs = _packages(ctx)
+    index, debs, data = _packages(ctx)
     for n in ctx.attr.include + ctx.attr.exclude:
         if n != "*" and n not in debs:
             fail("%s: attribute '%s': %r: not a package of %s (it has: %s)" % (
@@ -55,12 +67,17 @@ def _deb_tar_impl(ctx):
         names = [n for n in ctx.attr.include if n not in ctx.attr.exclude]
     if not names and not ctx.attr.allow_empty:
         fail("%s: attribute 'include': %r: selects no package of %s" % (target, ctx.attr.include, ctx.attr.packages.label))
-    selected = [debs[n] for n in names]
+    selected = []
+    entries = []
+    for n in names:
+        entry, files = _deb_entry(n, debs, data)
+        entries.append(entry)
+        selected += files
     manifest = {
         "target": target,
         "architecture": ctx.attr.architecture,
         "index": index.path,
-        "debs": [{"name": n, "src": debs[n].path} for n in names],
+        "debs": entries,
         "keep_docs": ctx.attr.keep_docs,
         "basics": None,
     }
@@ -130,7 +147,7 @@ deb_tar = rule(
 )
 
 def _basics_tar_impl(ctx):
-    index, debs = _packages(ctx)
+    index, debs, _ = _packages(ctx)
     manifest = {
         "target": str(ctx.label),
         "architecture": ctx.attr.architecture,

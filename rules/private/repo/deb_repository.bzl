@@ -22,6 +22,7 @@ name is ever written in the repository by rules_shiko: the user gives the snapsh
 
 The repository holds, per architecture A of the lock:
     @<name>//:A                 A/packages.json (the lock's entries) + A/<package>.deb
+                                (+ A/<package>.data.tar: see below)
     @<name>//:lock.json         the lock itself
 Pass `@<name>//:A` to `deb_layer` / `distroless_base` (packages = ...).
 
@@ -32,6 +33,12 @@ uses, e.g. an amd64 image never copies the arm64 packages out of the repository 
 A .deb already in Bazel's repository cache (by its sha256) is taken from there before any URL
 is worked out: the machine's apt sources are read (with the host's python3) only for a
 package the cache does not have.
+
+When the lock pins each .deb's data.tar decompressed (`data_sha256`, written by deb_lock), that
+plain tar is kept in the repository cache too, as `A/<package>.data.tar`: written once per
+machine (deb_lock.py `data`, host python3) and then copied from the cache like the .deb, so a
+build from a new output base does not decompress the packages' xz again. Older locks without
+it work as before.
 
 Errors: a .deb whose sha256 is not the lock's names the package and both digests; a version no
 source has any more (Debian removes superseded versions) is one line naming the package, the
@@ -198,10 +205,10 @@ def archive_urls(rctx, locked):
         locked.urls.update(_archive_urls(rctx, locked.suites, optional = bool(locked.snapshot_urls)))
     return locked.urls
 
-def _cached(rctx, entry, output):
-    """Whether Bazel's repository cache had this .deb (by sha256; then it is at `output`)."""
-    return rctx.download(["file:///shiko-repository-cache-only/" + entry["sha256"]], output = output,
-                         sha256 = entry["sha256"], allow_fail = True).success
+def _cached(rctx, sha256, output):
+    """Whether Bazel's repository cache had this file (by sha256; then it is at `output`)."""
+    return rctx.download(["file:///shiko-repository-cache-only/" + sha256], output = output,
+                         sha256 = sha256, allow_fail = True).success
 
 def fetch_arch(rctx, locked, arch, out_dir, attr = "architectures"):
     """Downloads every locked .deb of `arch` to `out_dir/<package>.deb` (checked by sha256);
@@ -219,11 +226,57 @@ def fetch_arch(rctx, locked, arch, out_dir, attr = "architectures"):
                  (name, e["name"], arch, e["suite"]))
         rctx.report_progress("%s: %s %s (%d/%d)" % (arch, e["name"], e["version"], i + 1, len(entries)))
         out = "%s/%s.deb" % (out_dir, e["name"])
-        if not _cached(rctx, e, out):
+        if not _cached(rctx, e["sha256"], out):
             urls = archive_urls(rctx, locked)
             _fetch(rctx, name, e, arch, urls[e["suite"]] + locked.snapshot_urls, out, locked.snapshot)
         files.append(out)
     return entries, files
+
+def plain_data(rctx, entries, debs):
+    """The decompressed data.tar of each .deb whose lock entry pins it (`data_sha256`), as
+    `<package>.data.tar` next to it: from Bazel's repository cache, else written once by
+    deb_lock.py `data` (host python3) and put in the cache (a file:// download checked by that
+    sha256). Returns (the paths written, how many came from the cache). Without a python3, or
+    for an older lock without the digests, there are none: the deb action then decompresses
+    the .deb itself."""
+    name = _label_name(rctx)
+    out = []
+    missing = []
+    for e, deb in zip(entries, debs):
+        if not e.get("data_sha256"):
+            continue
+        data = deb[:-len(".deb")] + ".data.tar"
+        if _cached(rctx, e["data_sha256"], data):
+            out.append(data)
+        else:
+            missing.append((e, deb, data))
+    cached = len(out)
+    python = find_python(rctx)[0] if missing else None
+    if not python:
+        return out, cached
+    jobs = [{
+        "deb": str(rctx.path(deb)),
+        "sha256": e["sha256"],
+        "out": str(rctx.path(data + ".unchecked")),
+        "what": "package '%s' %s" % (e["name"], e["version"]),
+    } for e, deb, data in missing]
+    rctx.file("_data_jobs.json", json.encode(jobs))
+    res = rctx.execute([python, str(rctx.path(_TOOL)), "data", "--jobs=" + str(rctx.path("_data_jobs.json")),
+                        "--target=@" + name], quiet = True, timeout = 600)
+    if res.return_code != 0:
+        fail("@%s: %s" % (name, (res.stderr or res.stdout).strip()))
+    rctx.delete("_data_jobs.json")
+    for e, deb, data in missing:
+        unchecked = rctx.path(data + ".unchecked")
+        if not rctx.download(["file://%s" % unchecked], output = data, sha256 = e["data_sha256"],
+                             allow_fail = True).success:
+            fail(("@%s: package '%s' %s: its data.tar, decompressed, has sha256 %s, the lock's data_sha256 " +
+                  "is %s: a lock edited by hand? Re-lock: %s") %
+                 (name, e["name"], e["version"], file_sha256(rctx, unchecked, data + ".scratch"),
+                  e["data_sha256"], _relock_hint(rctx)))
+        rctx.delete(unchecked)
+        out.append(data)
+    return out, cached
 
 def _archs(rctx, lock):
     """The architectures to provide: `architectures`, checked against the lock, or all of its."""
@@ -271,6 +324,7 @@ def _deb_arch_repository_impl(rctx):
     arch = rctx.attr.architecture
     _archs(rctx, locked.lock)
     entries, debs = fetch_arch(rctx, locked, arch, arch)
+    data, cached = plain_data(rctx, entries, debs)
     rctx.file(arch + "/packages.json", json.encode({
         "architecture": arch,
         "suites": locked.suites,
@@ -282,11 +336,13 @@ def _deb_arch_repository_impl(rctx):
     rctx.file("WORKSPACE", "workspace(name = \"%s\")\n" % arch_repository_name(name, arch))
     rctx.file("BUILD.bazel", "\n".join([
         "# Generated by rules_shiko's deb_repository (@%s, %s) from %s." % (name, arch, rctx.attr.lock),
+        "# data.tar decompressed: %d of %d packages (%d from the repository cache, %d written)." % (
+            len(data), len(debs), cached, len(data) - cached),
         "package(default_visibility = [\"//visibility:public\"])",
         "",
         "filegroup(",
         "    name = \"%s\"," % arch,
-        "    srcs = %s," % repr([arch + "/packages.json"] + debs),
+        "    srcs = %s," % repr([arch + "/packages.json"] + debs + data),
         ")",
         "",
     ]))
