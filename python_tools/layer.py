@@ -2,10 +2,11 @@
 
 Usage:
   layer.py --manifest=M.json --output=BLOB --descriptor=DESC.json [--listing=LIST.json]
+           [--packages=INVENTORY.json]
 
 On bad input it prints one line
 `ERROR: <target>: attribute '<attr>': <value repr>: <problem>` on stderr, removes
---output, --descriptor and --listing, and exits 1. Runs as a Bazel persistent worker with
+--output, --descriptor, --listing and --packages, and exits 1. Runs as a Bazel persistent worker with
 --persistent_worker (python_tools/shiko/cli.py).
 
 The work is done by python_tools/shiko/layer/ (manifest.py: the checks below; walk.py: files and
@@ -28,7 +29,8 @@ Manifest (JSON, written by Starlark)
       {"kind": "tree",    "dest": "srv/static",    "src": "bazel-out/.../static_dir", "origin": O},
       {"kind": "symlink", "dest": "usr/bin/py",    "target": "python3.11", "origin": O},
       {"kind": "dir",     "dest": "var/log/app", "origin": O},
-      {"kind": "tar",     "dest": "",              "src": "path/to/import.tar", "origin": O}
+      {"kind": "tar",     "dest": "",              "src": "path/to/import.tar", "origin": O},
+      {"kind": "debs",    "dest": "",              "manifest": "path/to/x.deb_manifest.json", "origin": O}
     ]
   }
   where O = {"attr": "files", "label": "//x:hello"} names the rule attribute and label an entry
@@ -68,6 +70,12 @@ Manifest (JSON, written by Starlark)
     `h` -> `x`, `x`(B): `h` is A). A compressed tar is first decompressed to a temporary file
     next to --output (tar members have to be read in the output's order, which needs random
     access); a plain tar is read in place.
+  - debs: Debian packages, given by the manifest of python_tools/deb.py (a deb_tar's): the tar
+    that tool would write is made in the scratch directory and imported exactly as a `tar`
+    entry of it (so the layer is the same bytes), and its inventory is what --packages writes
+    (then the manifest must have exactly one debs entry). Errors about the packages name the
+    deb_tar, as the deb tool's do. Starlark uses it for a layer importing one deb_tar at its
+    root (deb_layer): Bazel then never writes, hashes and reads back that intermediate tar.
 
 File modes
 ==========
@@ -151,15 +159,18 @@ FLAGS = [
     cli.string("output", required=True, help="Where to write the layer blob."),
     cli.string("descriptor", required=True, help="Where to write the layer descriptor JSON."),
     cli.string("listing", help="Optional: where to write the JSON listing of the members."),
+    cli.string("packages", help="Optional: where to write the inventory of the `debs` entry "
+               "(python_tools/shiko/debian/inventory.py)."),
 ]
 
 
 def run(args, manifest):
-    desc, listing = build_layer(manifest, args.output)
+    desc, listing = build_layer(manifest, args.output, packages=args.packages)
     write_file_atomic(args.descriptor, canonical_json(desc))
     if args.listing:
         write_file_atomic(args.listing, listing.json())
 
 
 if __name__ == "__main__":
-    cli.main(FLAGS, run, outputs=["output", "descriptor", "listing"], manifest="manifest", worker=True)
+    cli.main(FLAGS, run, outputs=["output", "descriptor", "listing", "packages"], manifest="manifest",
+             worker=True)

@@ -535,6 +535,73 @@ def test_plain_data_tar_pinned_by_the_lock_is_read_instead_of_decompressing(tmp_
     assert len(seen) == 4
 
 
+def _layer_cli(tmp_path, entries, name, *extra):
+    """Runs the layer tool (python -m python_tools.layer) on a gzip layer of `entries`:
+    (process, {output: path})."""
+    m = {"target": "//pkg:base_libs", "compression": "gzip", "compression_level": None, "mtime": 0,
+         "defaults": {"file_mode": None, "dir_mode": "0755", "uid": 0, "gid": 0}, "overrides": {},
+         "entries": entries}
+    mpath = tmp_path / (name + ".layer_manifest.json")
+    mpath.write_text(json.dumps(m))
+    out = {k: str(tmp_path / (name + ext)) for k, ext in (
+        ("output", ".tar.gz"), ("descriptor", ".layer.json"), ("listing", ".listing.json"))}
+    args = ["--manifest", str(mpath)] + ["--%s=%s" % kv for kv in sorted(out.items())] + list(extra)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    res = subprocess.run([sys.executable, "-m", "python_tools.layer"] + args, cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return res, out
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_a_layer_unpacking_the_packages_itself_writes_the_same_bytes_and_inventory(tmp_path):
+    """A layer's `debs` entry (deb_layer: no intermediate tar for Bazel) gives the layer, listing
+    and inventory that the deb tool's tar imported as a `tar` entry gives; a bad package is the
+    deb tool's one-line error naming the deb_tar, and the layer tool leaves no output."""
+    repo = Repo(tmp_path / "repo")
+    _many(repo, 3)
+    libfoo(repo)
+    with open(os.path.join(repo.root, "amd64", "libfoo.deb"), "rb") as f:
+        assert b"data.tar.xz" in f.read()
+    dm = tmp_path / "deb_manifest.json"
+    dm.write_text(json.dumps(repo.manifest()))
+    res = run_cli(dm, tmp_path / "deb.tar", "--packages", str(tmp_path / "deb.packages.json"))
+    assert res.returncode == 0, res.stderr
+    origin = {"attr": "tars", "label": TARGET}
+    res, via_tar = _layer_cli(tmp_path, [{"kind": "tar", "dest": "", "src": str(tmp_path / "deb.tar"),
+                                          "origin": origin}], "via_tar")
+    assert res.returncode == 0, res.stderr
+    inventory = str(tmp_path / "direct.packages.json")
+    debs = [{"kind": "debs", "dest": "", "manifest": str(dm), "origin": origin}]
+    res, direct = _layer_cli(tmp_path, debs, "direct", "--packages=" + inventory)
+    assert res.returncode == 0, res.stderr
+    for k in ("output", "descriptor", "listing"):
+        assert _read(direct[k]) == _read(via_tar[k]), k
+    assert _read(inventory) == _read(str(tmp_path / "deb.packages.json"))
+    assert json.loads(_read(inventory))["files"]["/usr/bin/foo"] == "libfoo"
+
+    # A tampered .deb: the deb tool's error, naming the deb_tar; nothing left behind.
+    with open(os.path.join(repo.root, "amd64", "pkg1.deb"), "r+b") as f:
+        f.seek(-10, os.SEEK_END)
+        f.write(b"0123456789")
+    res, bad = _layer_cli(tmp_path, debs, "bad", "--packages=" + str(tmp_path / "bad.packages.json"))
+    assert res.returncode == 1
+    assert res.stderr.startswith("ERROR: %s: attribute 'packages': 'pkg1': pkg1.deb has sha256 " % TARGET), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    left = [p for p in list(bad.values()) + [str(tmp_path / "bad.packages.json")] if os.path.exists(p)]
+    assert not left, left
+    assert not [n for n in os.listdir(str(tmp_path)) if n.startswith(".layer-import-")]
+
+    # --packages with no debs entry to take the inventory from.
+    res, _ = _layer_cli(tmp_path, [{"kind": "tar", "dest": "", "src": str(tmp_path / "deb.tar"),
+                                    "origin": origin}], "no_debs", "--packages=" + str(tmp_path / "x.json"))
+    assert res.returncode == 1
+    assert "--packages needs exactly one `debs` entry, the manifest has 0" in res.stderr, res.stderr
+
+
 def test_read_ahead_is_bounded_and_in_order(monkeypatch):
     """load_all loads at most `ahead` .debs beyond the one the caller is at, and yields them in
     the manifest's order; closing it early cancels what is queued."""

@@ -2,7 +2,8 @@
 
 - Every rules_shiko action of //examples/... starts a `*_hermetic.exec` launcher (the tools' own
   Python from locked Debian packages, python_tools/interpreter/, started from the execution
-  root), never a py_binary, and Bazel makes no runfiles tree for a tool; no argument (params
+  root), never a py_binary, and Bazel makes no runfiles tree for a tool; a deb_layer's layer
+  action unpacks its packages itself (no intermediate deb_tar tar); no argument (params
   files expanded) names an absolute path; the only execution requirements are the
   persistent-worker keys.
 - No output of the examples (layers, manifests, listings, SBOMs, reports, ...) holds this
@@ -68,6 +69,7 @@ def test_every_action_starts_the_hermetic_tool_with_relative_paths(bazel, built)
                 "--output=jsonproto", GROUPS)
     graph = json.loads(res.stdout)
     checked = 0
+    deb_layers = 0
     for a, inputs in action_inputs(graph):
         if a["mnemonic"] == "ShikoProtocPython":
             continue
@@ -75,7 +77,17 @@ def test_every_action_starts_the_hermetic_tool_with_relative_paths(bazel, built)
         assert any(p.endswith("/lib/python311.zip") for p in inputs), (a["mnemonic"], len(inputs))
         trees = [p for p in inputs if "/_middlemen/" in p or ".runfiles" in p]
         assert trees == [], (a["mnemonic"], trees)
+        # A deb_layer's layer unpacks its packages itself (the locked .debs and their plain
+        # data.tar from the repository): no layer waits for a deb_tar's intermediate tar.
+        if a["mnemonic"] == "ShikoLayer":
+            assert not [p for p in inputs if p.endswith("_deb.tar")], inputs
+            if any(p.endswith(".deb") for p in inputs):
+                deb_layers += 1
+                assert any(p.endswith(".deb_manifest.json") for p in inputs), inputs
+                assert len([p for p in inputs if p.endswith(".data.tar")]) == \
+                    len([p for p in inputs if p.endswith(".deb")]), inputs
     assert checked >= 9
+    assert deb_layers >= 6  # distroless python3 and static_c's base, amd64 and arm64
 
 
 def action_inputs(graph):

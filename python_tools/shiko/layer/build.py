@@ -11,18 +11,19 @@ held in memory.
 import gc
 import os
 
+from python_tools.shiko.files import canonical_json, write_file_atomic
 from python_tools.shiko.layer.collect import Layer
 from python_tools.shiko.layer.manifest import MEDIA_TYPES, Spec
 from python_tools.shiko.layer.writer import TarStream, write_tar
 from python_tools.shiko.tar import compression
 
 
-def build_layer(manifest, output, _threads=None):
+def build_layer(manifest, output, _threads=None, packages=None):
     """Writes the blob of the layer described by `manifest` (a dict) to `output`.
 
     Returns (descriptor dict, writer.Listing: `.json()` the listing's bytes, `.entries()` its
-    dicts). The compression thread count is for tests: it
-    changes the speed, never the bytes."""
+    dicts). `packages`: where to write the inventory of the manifest's one `debs` entry. The
+    compression thread count is for tests: it changes the speed, never the bytes."""
     spec = Spec(manifest)
     layer = Layer(spec, os.path.dirname(os.path.abspath(output)))
     backend = None
@@ -35,6 +36,11 @@ def build_layer(manifest, output, _threads=None):
     gc.disable()
     try:
         layer.collect()
+        if packages:
+            if len(layer.inventories) != 1:
+                raise spec.error("--packages needs exactly one `debs` entry, the manifest has %d" %
+                                 len(layer.inventories), "entries")
+            write_file_atomic(packages, canonical_json(layer.inventories[0]))
         members = layer.finalize()
         sink = compression.Sink(output)
         backend = compression.pipeline(spec.compression, sink, spec.level, _threads)

@@ -46,6 +46,7 @@ class Layer(object):
         self.scratch_parent = scratch_parent
         self.scratch = None
         self.tars = []
+        self.inventories = []  # of `debs` entries, in entry order (shiko/debian/inventory.py)
         self.members = {}
         self._digests = {}
         self.exec_by_content = {}  # source key -> mode, of the files decided by content
@@ -91,6 +92,9 @@ class Layer(object):
             elif kind == "tar":
                 path = norm(dest, origin.attr, shown, allow_empty=True)
                 self._add_tar(e.get("src"), path, origin)
+            elif kind == "debs":
+                path = norm(dest, origin.attr, shown, allow_empty=True)
+                self._add_debs(e.get("manifest"), path, origin)
             else:
                 raise self.error("unknown entry kind", origin.attr, kind)
         self._add_parents()
@@ -103,6 +107,25 @@ class Layer(object):
         self.tars.append(tar)
         for m in tar.members(prefix):
             self.add(m)
+
+    def _add_debs(self, manifest, prefix, origin):
+        """A deb_tar's packages: the tar python_tools/deb.py would write for its manifest, made
+        in the scratch directory and imported as that tar would be; its inventory is kept."""
+        if not isinstance(manifest, str) or not manifest:
+            raise self.error("a debs entry needs the deb tool's manifest", origin.attr, "/" + prefix)
+        # Imported here: only layers of Debian packages need them.
+        import os
+
+        from python_tools.shiko.debian.inventory import inventory
+        from python_tools.shiko.debian.unpack import build_tar
+        from python_tools.shiko.files import read_json
+
+        deb_manifest = read_json(manifest)
+        tar = os.path.join(self.scratch_dir(), "debs-%d.tar" % len(self.tars))
+        entries, controls = build_tar(deb_manifest, tar)
+        self.inventories.append(inventory(deb_manifest, entries, controls))
+        del entries, controls  # the packages' contents: the tar holds them now
+        self._add_tar(tar, prefix, origin)
 
     # -----------------------------------------------------------------------------------------
     # Conflicts, parents, overrides

@@ -20,6 +20,16 @@ DebPackagesInfo = provider(
     },
 )
 
+DebTarInfo = provider(
+    doc = "How a deb_tar's tar is made, so that an image_layer importing it can unpack the packages " +
+          "in its own action (no intermediate tar for Bazel to write and hash): the manifest of " +
+          "python_tools/deb.py and the files it reads.",
+    fields = {
+        "manifest": "File: the deb tool's JSON manifest (python_tools/deb.py).",
+        "inputs": "depset of File: the manifest, packages.json and the .deb (and plain data.tar) files.",
+    },
+)
+
 ImageInfo = provider(
     doc = "An OCI image built by `image`, or a base pulled by `image_pull` (rules/private/image/pulled.bzl: no layers of its own, its layout built on request).",
     fields = {

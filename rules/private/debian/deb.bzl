@@ -9,13 +9,17 @@
         user = "nonroot",
     )
 
-A `deb_tar` action (python_tools/deb.py) unpacks the selected packages' data.tar into one tar
+A `deb_tar` target (python_tools/deb.py) unpacks the selected packages' data.tar into one tar
 (no docs unless keep_docs, dpkg status records in /var/lib/dpkg/status.d/, the CA bundle, ...),
-which an `image_layer` imports (`tars`), so the layer tool writes it reproducibly.
+which an `image_layer` imports (`tars`), so the layer tool writes it reproducibly. When the
+layer imports that one tar at its root (as deb_layer does), the layer's own action unpacks the
+packages (DebTarInfo) and writes the inventory too: the same bytes, without an intermediate tar
+for Bazel to write, hash and read back; the deb_tar's own action runs only when its tar is
+asked for.
 """
 
 load("//rules/private/common:macros.bzl", "helper_kwargs")
-load("//rules/private/common:providers.bzl", "DebPackagesInfo")
+load("//rules/private/common:providers.bzl", "DebPackagesInfo", "DebTarInfo")
 load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
 load("//rules/private/image:image.bzl", "image")
@@ -105,6 +109,7 @@ def _run_deb_tool(ctx, manifest, inputs, message):
     return [
         DefaultInfo(files = depset([out])),
         DebPackagesInfo(inventory = inventory),
+        DebTarInfo(manifest = manifest_file, inputs = depset([manifest_file] + inputs)),
         OutputGroupInfo(packages = depset([inventory])),
     ]
 

@@ -1,7 +1,7 @@
 """image_layer: files, directories, runfiles trees, symlinks and tars as one reproducible layer."""
 
 load("//rules/private/common:paths.bzl", "join_dest", "normalize_dest", "normalize_dest_or_root", "package_relative_path", "parse_octal", "parse_owner")
-load("//rules/private/common:providers.bzl", "DebPackagesInfo", "ExecutablesInfo", "LayerInfo")
+load("//rules/private/common:providers.bzl", "DebPackagesInfo", "DebTarInfo", "ExecutablesInfo", "LayerInfo")
 load("//rules/private/common:runfiles.bzl", "walk_runfiles")
 load("//rules/private/common:tools.bzl", "tool_executable", "tool_inputs")
 load("//rules/private/common:worker.bzl", "WORKER_REQUIREMENTS", "worker_args")
@@ -175,10 +175,19 @@ def _image_layer_impl(ctx):
         entries.append({"kind": "dir", "dest": d, "origin": origin("empty_dirs", ctx.label)})
 
     tar_dest = normalize_dest_or_root(target, "tars_prefix", ctx.attr.tars_prefix)
-    for dep in ctx.attr.tars:
-        for f in dep[DefaultInfo].files.to_list():
-            entries.append({"kind": "tar", "dest": tar_dest, "src": f.path, "origin": origin("tars", dep.label)})
-            inputs.append(f)
+
+    # One deb_tar at the root (deb_layer): its packages are unpacked by this layer's action,
+    # which writes the inventory too, instead of importing the tar its own action would write.
+    debs = None
+    if len(ctx.attr.tars) == 1 and tar_dest == "" and DebTarInfo in ctx.attr.tars[0]:
+        debs = ctx.attr.tars[0]
+        entries.append({"kind": "debs", "dest": "", "manifest": debs[DebTarInfo].manifest.path, "origin": origin("tars", debs.label)})
+        inputs += debs[DebTarInfo].inputs.to_list()
+    else:
+        for dep in ctx.attr.tars:
+            for f in dep[DefaultInfo].files.to_list():
+                entries.append({"kind": "tar", "dest": tar_dest, "src": f.path, "origin": origin("tars", dep.label)})
+                inputs.append(f)
 
     overrides = {}
     for path, mode in ctx.attr.modes.items():
@@ -189,10 +198,12 @@ def _image_layer_impl(ctx):
         uid, gid = parse_owner(target, "owners", path, owner)
         overrides.setdefault(d, {}).update({"uid": uid, "gid": gid})
 
+    if debs:
+        return write_layer(ctx, entries, inputs, overrides, inventory = True)
     packages = [dep[DebPackagesInfo].inventory for dep in ctx.attr.tars if DebPackagesInfo in dep] if tar_dest == "" else []
     return write_layer(ctx, entries, inputs, overrides, packages)
 
-def write_layer(ctx, entries, inputs, overrides = {}, packages = [], wheels = []):
+def write_layer(ctx, entries, inputs, overrides = {}, packages = [], wheels = [], inventory = False):
     """Runs the layer tool on `entries` (see python_tools/layer.py) and returns the providers.
 
     For rules whose attributes include LAYER_ATTRS (compression, compression_level, mtime, mode,
@@ -206,6 +217,8 @@ def write_layer(ctx, entries, inputs, overrides = {}, packages = [], wheels = []
       packages: Debian inventories (DebPackagesInfo) of tars imported at the layer's root.
       wheels: identity files (pip_lock_repository's rules_shiko_wheel.json) of the wheels whose
         files this layer holds.
+      inventory: whether the entries hold a `debs` entry whose inventory the action writes
+        (`<name>.packages.json`, the layer's `packages`).
 
     Returns:
       [DefaultInfo, LayerInfo, OutputGroupInfo(listing)].
@@ -251,12 +264,18 @@ def write_layer(ctx, entries, inputs, overrides = {}, packages = [], wheels = []
     args.add("--output", blob)
     args.add("--descriptor", descriptor)
     args.add("--listing", listing)
+    outputs = [blob, descriptor, listing]
+    if inventory:
+        packages_file = ctx.actions.declare_file(ctx.label.name + ".packages.json")
+        args.add("--packages", packages_file)
+        outputs.append(packages_file)
+        packages = packages + [packages_file]
     ctx.actions.run(
         executable = tool_executable(ctx, "_layer_tool"),
         tools = tool_inputs(ctx, "_layer_tool"),
         arguments = [args],
         inputs = depset([manifest_file] + inputs),
-        outputs = [blob, descriptor, listing],
+        outputs = outputs,
         mnemonic = "ShikoLayer",
         progress_message = "Writing image layer %s (%s)" % (ctx.label, compression),
         execution_requirements = WORKER_REQUIREMENTS,
