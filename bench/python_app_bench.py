@@ -25,7 +25,8 @@ its own output base; BuildKit: two `--no-cache` builds).
 --cold_rounds=N adds N paired cold builds at the end, the order alternating per round, since
 this machine's speed can drift by tens of percent within minutes: a fresh dockerd's first build
 (base imported untimed) against a fresh output base (one command); it prints every pair and the
-median of the per-round ratios.
+median of the per-round ratios. Each timed build starts after `sync` and a second's pause, so
+neither side pays for writing back what came before it (the base import, the other's build).
 
 Run from the repository root, as root (debootstrap, dockerd):
   /usr/bin/python3 bench/python_app_bench.py [--keep=DIR] [--edits=3] [--cold_rounds=N]
@@ -419,6 +420,14 @@ def main():
     report(res)
 
 
+def quiesce():
+    """Each timed build starts with nothing left to write back: the previous build's (or the
+    base import's) dirty pages would otherwise be flushed during it, which slows whichever
+    side comes next (BuildKit, which syncs its snapshots, most)."""
+    os.sync()
+    time.sleep(1)
+
+
 def cold_rounds(n, rootfs, ctx, tree, work):
     """[(BuildKit s, Bazel s)] of n paired cold builds, the order alternating per round (the
     host's speed drifts: a pair is measured within seconds). BuildKit: a fresh dockerd with the
@@ -428,12 +437,14 @@ def cold_rounds(n, rootfs, ctx, tree, work):
         with services.Dockerd() as d:
             timed(["sh", "-c", "tar -C %s --numeric-owner -c . | %s import - %s" % (
                 rootfs, DOCKER, BASE_TAG)], env=d.env)
+            quiesce()  # the import's writes reach the disk before the timed build
             return docker_build(d, ctx, BK_TAG)
 
     def bazel(i):
         ob = os.path.join(work, "ob_round%d" % i)
         b = BazelCopy(tree, ob)
         try:
+            quiesce()
             return b.build("--output_groups=+tarball")
         finally:
             b.shutdown()

@@ -24,10 +24,13 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from conftest import REPO_ROOT
+
+sys.path.insert(0, REPO_ROOT)
 
 EXAMPLES = "//examples/..."
 GROUPS = "--output_groups=+layout,+tarball,+sbom,+report"
@@ -143,8 +146,9 @@ def _interpreter(built):
 MAPS = r'''
 import sys
 sys.path[:0] = sys.argv[1:]
-import hashlib, ssl, lzma, bz2, zlib, ctypes, json, sqlite3
+import hashlib, ssl, lzma, bz2, zlib, ctypes, json, uuid, decimal, mmap, pwd, socket
 import isal.isal_zlib, zstandard, brotli
+socket.getaddrinfo("localhost", 80)  # glibc's NSS modules (libnss_files), loaded on demand
 hashlib.sha256(b"x").hexdigest()
 libs = set()
 with open("/proc/self/maps") as f:
@@ -170,6 +174,38 @@ def test_the_interpreter_loads_no_library_of_the_machine(built):
     foreign = [l for l in libs if not (l.startswith(root + "/") or
                                        (l.startswith(external + "rules_shiko_pip/")))]
     assert foreign == [], foreign
+
+
+def _needed(path):
+    """The DT_NEEDED sonames of an ELF file (readelf, from binutils)."""
+    out = subprocess.run(["readelf", "-d", path], capture_output=True, text=True, check=True).stdout
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out)
+
+
+def test_the_layout_holds_every_library_its_programs_need_and_nothing_of_what_was_left_out(built):
+    """The interpreter, every extension module and every library of the layout finds each
+    library it links against in lib/ (the closure is whole); the modules and libraries the
+    tools never use (python_tools/shiko/debian/interpreter.py) are not there."""
+    from python_tools.shiko.debian import interpreter  # noqa: E402
+
+    _, root = _interpreter(built)
+    lib = os.path.join(root, "lib")
+    have = set(os.listdir(lib))
+    elves = [os.path.join(root, "bin", "python3.11")]
+    elves += [os.path.join(lib, n) for n in have if ".so" in n]
+    elves += glob.glob(os.path.join(lib, "python3.11", "lib-dynload", "*.so"))
+    missing = {}
+    for path in elves:
+        lost = [n for n in _needed(path) if n not in have]
+        if lost:
+            missing[os.path.relpath(path, root)] = lost
+    assert missing == {}, missing
+    assert len(elves) > 40, elves
+    modules = {n.split(".")[0] for n in os.listdir(os.path.join(lib, "python3.11", "lib-dynload"))}
+    assert {"_ssl", "_hashlib", "_lzma", "_bz2", "_ctypes", "_decimal", "_uuid"} <= modules, modules
+    assert modules & interpreter.SKIPPED_MODULES == set(), modules & interpreter.SKIPPED_MODULES
+    assert have & interpreter.SKIPPED_LIBRARIES == set(), have & interpreter.SKIPPED_LIBRARIES
+    assert {"libgcc_s.so.1", "libnss_files.so.2", "libnss_dns.so.2", "libpthread.so.0"} <= have, have
 
 
 def test_a_tool_runs_with_the_hosts_python_hidden(built, tmp_path):
@@ -245,7 +281,7 @@ def test_a_new_output_base_extracts_the_layout_from_the_repository_cache(bazel, 
                         files[rel] = (f.read(), os.stat(p).st_mode & 0o111 != 0)
         trees.append((header, files))
     assert trees[1][0].startswith("# Layout: from the repository cache, sha256 "), trees[1][0]
-    assert trees[0][1].keys() == trees[1][1].keys() and len(trees[0][1]) > 50
+    assert trees[0][1].keys() == trees[1][1].keys() and len(trees[0][1]) > 40
     assert trees[0][1] == trees[1][1]
 
 

@@ -13,8 +13,8 @@ The layout of `out` (every file a plain file: symlinks of the packages are resol
     lib/ld-linux-<cpu>.so.N        the dynamic loader, started as the program:
                                    `lib/ld-… --library-path lib bin/python3.X -I -S …`
     lib/*.so*                      every shared library of the packages (lib/<triplet>/ and
-                                   usr/lib/<triplet>/, top level only)
-    lib/python3.X/lib-dynload/     the standard library's extension modules
+                                   usr/lib/<triplet>/, top level only), but SKIPPED_LIBRARIES
+    lib/python3.X/lib-dynload/     the standard library's extension modules, but SKIPPED_MODULES
     lib/python3XY.zip              the standard library's modules: each .py with its .pyc
                                    (unchecked-hash, so no timestamps), in one file; Python puts
                                    this zip first on sys.path and finds its prefix by it
@@ -32,9 +32,34 @@ from python_tools.shiko.debian.debfile import data_members, read_ar
 from python_tools.shiko.files import sha256_file
 
 # Parts of the standard library no tool can use (GUIs, test suites, installers, the 2to3
-# translator): left out of the zip. Everything else stays, so any standard module imports.
+# translator, and the modules of the extension modules left out below): left out of the zip.
 SKIPPED = ("idlelib/", "tkinter/", "turtledemo/", "lib2to3/", "ensurepip/", "test/",
-           "site-packages/", "dist-packages/", "lib-dynload/", "__pycache__/")
+           "site-packages/", "dist-packages/", "lib-dynload/", "__pycache__/",
+           "sqlite3/", "curses/", "dbm/", "pydoc_data/", "turtle.py")
+
+# Extension modules no tool imports, with the libraries only they need: Berkeley DB, SQLite,
+# curses and readline (terminals), NIS (and the Kerberos libraries it pulls in), crypt(3), the
+# audio modules, the CJK codecs (the tools read and write UTF-8) and CPython's own test
+# modules. Every byte of the layout is copied, extracted and hashed by Bazel in each new output
+# base (a quarter of it was these). Any other module or library, glibc's included (a wheel
+# may need any of them, and glibc loads NSS modules and libgcc_s itself), stays.
+SKIPPED_MODULES = frozenset((
+    "_dbm", "_gdbm", "_sqlite3", "_curses", "_curses_panel", "readline", "nis", "_crypt",
+    "audioop", "ossaudiodev", "_multibytecodec", "_codecs_cn", "_codecs_hk", "_codecs_iso2022",
+    "_codecs_jp", "_codecs_kr", "_codecs_tw", "_ctypes_test", "_testbuffer", "_testcapi",
+    "_testclinic", "_testimportmultiple", "_testinternalcapi", "_testmultiphase",
+    "_testsinglephase", "_xxsubinterpreters", "_xxtestfuzz", "xxlimited", "xxlimited_35",
+    "xxsubtype", "_tkinter",
+))
+SKIPPED_LIBRARIES = frozenset((
+    "libdb-5.3.so", "libsqlite3.so.0", "libncursesw.so.6", "libncurses.so.6", "libtinfo.so.6",
+    "libformw.so.6", "libform.so.6", "libmenuw.so.6", "libmenu.so.6", "libpanelw.so.6",
+    "libpanel.so.6", "libtic.so.6", "libreadline.so.8", "libhistory.so.8", "libnsl.so.2",
+    "libtirpc.so.3", "libgssapi_krb5.so.2", "libkrb5.so.3", "libk5crypto.so.3",
+    "libkrb5support.so.0", "libcom_err.so.2", "libkeyutils.so.1", "libcrypt.so.1",
+    "libexpatw.so.1", "libc_malloc_debug.so.0", "libmemusage.so", "libpcprofile.so",
+    "libBrokenLocale.so.1", "libthread_db.so.1",
+))
 
 
 class Tree:
@@ -123,12 +148,16 @@ def assemble(debs, out, triplet):
                 continue  # a development symlink to a file no package here ships
             if path not in tree.links and path in linked:
                 continue
+            if name in SKIPPED_LIBRARIES:
+                continue
             _write(os.path.join(out, "lib", name), tree.files[real], 0o755)
     if not any(n.startswith("ld-linux") for n in os.listdir(os.path.join(out, "lib"))):
         raise ValueError("no dynamic loader (lib/%s/ld-linux-*) in the packages: is libc6 locked?" % triplet)
     stdlib = "usr/lib/" + py + "/"
     for name in tree.listdir(stdlib + "lib-dynload"):
         real = tree.resolve(stdlib + "lib-dynload/" + name)
+        if name.split(".")[0] in SKIPPED_MODULES:
+            continue
         if real is not None:
             _write(os.path.join(out, "lib", py, "lib-dynload", name), tree.files[real], 0o755)
     sources = os.path.join(out, "_stdlib")
