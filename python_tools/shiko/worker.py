@@ -15,8 +15,17 @@ needed:
   WorkResponse { int32 exit_code = 1; string output = 2; int32 request_id = 3;
                  bool was_cancelled = 4; }
 Singleplex: one request at a time.
+
+A worker runs the code it loaded when it started. Bazel 4.2.3 keeps sending requests to it
+after the tool's sources change (a rules_shiko upgrade or edit with the server running: it does
+not key its workers on them), so `serve` checks, before each request, that none of the tool's
+loaded modules changed on disk (stat: mtime, size, inode). If one did, that request runs in a
+new process of the same command (the new code; its exit code and output are the response),
+then the worker replaces itself (exec, the same pipes) with a fresh one: stale code never
+answers, and Bazel never sees a worker die.
 """
 
+import os
 import sys
 
 from python_tools.shiko import protowire
@@ -104,15 +113,75 @@ def write_message(stream, payload):
     stream.flush()
 
 
-def serve(handle, stdin=None, stdout=None):
+class CodeWatch(object):
+    """The tool's own modules (python_tools/**.py) this process has loaded, as they were on
+    disk then: `changed()` names one that is not any more (None while all are the same)."""
+
+    def __init__(self, root=None):
+        here = os.path.dirname(os.path.abspath(__file__))  # <root>/python_tools/shiko
+        self.root = (root or os.path.dirname(os.path.dirname(here))) + os.sep
+        self.seen = {}
+
+    @staticmethod
+    def _stamp(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def note(self):
+        """Remembers the modules loaded since the last call."""
+        for m in list(sys.modules.values()):
+            f = getattr(m, "__file__", None)
+            if not f or not f.endswith(".py"):
+                continue
+            f = os.path.abspath(f)
+            if f not in self.seen and f.startswith(self.root):
+                self.seen[f] = self._stamp(f)
+
+    def changed(self):
+        for f, stamp in self.seen.items():
+            if self._stamp(f) != stamp:
+                return f
+        return None
+
+
+def own_command():
+    """(program, argv) that started this process, without --persistent_worker."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            argv = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
+        program = os.readlink("/proc/self/exe")
+    except OSError:
+        argv = [sys.executable] + sys.orig_argv[1:]
+        program = sys.executable
+    return program, [a for a in argv if a != "--persistent_worker"]
+
+
+def _in_a_new_process(arguments):
+    """(exit code, output) of one request run by a new process of this tool."""
+    import subprocess  # only when the code changed under a running worker
+
+    program, argv = own_command()
+    res = subprocess.run(argv + list(arguments), executable=program, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return res.returncode, res.stdout.decode("utf-8", "replace")
+
+
+def serve(handle, stdin=None, stdout=None, watch=None):
     """The worker loop: WorkRequests in, WorkResponses out, until stdin closes.
 
-    handle(arguments) -> (exit code, printed text) runs one request.
+    handle(arguments) -> (exit code, printed text) runs one request. When the tool's code
+    changed on disk (CodeWatch), the request runs in a new process instead, and this process
+    then execs itself again (see the module docstring).
     """
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
+    watch = watch or CodeWatch()
     # Nothing but responses may reach stdout: stray prints go to the worker's log (stderr).
     sys.stdout = sys.stderr
+    watch.note()
     while True:
         data = read_message(stdin)
         if data is None:
@@ -120,5 +189,15 @@ def serve(handle, stdin=None, stdout=None):
         req = parse_work_request(data)
         if req["cancel"]:
             continue  # singleplex: a request is answered before the next is read
+        stale = watch.changed()
+        if stale:
+            sys.stderr.write("rules_shiko worker: %s changed since this worker loaded it: this "
+                             "request runs in a new process, then the worker restarts\n" % stale)
+            code, output = _in_a_new_process(req["arguments"])
+            write_message(stdout, encode_work_response(code, output, req["request_id"]))
+            sys.stderr.flush()
+            program, argv = own_command()
+            os.execv(program, argv + ["--persistent_worker"])
         code, output = handle(req["arguments"])
         write_message(stdout, encode_work_response(code, output, req["request_id"]))
+        watch.note()

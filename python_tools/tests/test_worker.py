@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -129,6 +130,54 @@ def test_layer_tool_as_a_persistent_worker(tmp_path):
         assert desc["mediaType"] == "application/vnd.oci.image.layer.v1.tar"
         assert content in (tmp_path / (name + ".tar")).read_bytes()
     assert not (tmp_path / "c.tar").exists() and not (tmp_path / "c.layer.json").exists()
+
+
+def test_a_worker_whose_code_changed_never_answers_with_the_old_code(tmp_path):
+    """The tool's source changes while its worker runs (a rules_shiko edit or upgrade with the
+    Bazel server up, which Bazel 4.2.3 does not key workers on): the next request runs in a new
+    process of the changed code, then the worker execs itself (same process, same pipes) and
+    serves the requests after it with the new code; with no change, nothing restarts."""
+    root = tmp_path / "checkout"
+    shutil.copytree(os.path.join(REPO, "python_tools"), str(root / "python_tools"),
+                    ignore=shutil.ignore_patterns("tests", "__pycache__", "interpreter"))
+    shutil.copytree(os.path.join(REPO, "python_tools", "interpreter"), str(root / "python_tools" / "interpreter"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root)] + [p for p in sys.path if p != REPO]),
+               PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen([sys.executable, "-m", "python_tools.layer", "--persistent_worker"],
+                            cwd=str(root), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=open(str(tmp_path / "worker.log"), "wb"), bufsize=0)
+
+    def layer(i):
+        m = _layer_manifest(tmp_path, "r%d" % i, b"request %d\n" % i)
+        proc.stdin.write(request(["--manifest", m, "--output", str(tmp_path / ("r%d.tar" % i)),
+                                  "--descriptor", str(tmp_path / ("r%d.layer.json" % i))], i))
+        return parse_response(protocol.read_message(proc.stdout))
+
+    def log():
+        with open(str(tmp_path / "worker.log")) as f:
+            return f.read()
+
+    try:
+        first = layer(1)
+        assert first["exit_code"] == 0 and "new code" not in first["output"], first
+        second = layer(2)
+        assert second["exit_code"] == 0 and "restarts" not in log()
+        main = root / "python_tools" / "layer.py"
+        text = main.read_text()
+        assert "def run(args, manifest):\n" in text
+        main.write_text(text.replace("def run(args, manifest):\n",
+                                     "def run(args, manifest):\n    print('new code')\n"))
+        third = layer(3)
+        assert third["exit_code"] == 0 and "new code" in third["output"], third
+        assert (tmp_path / "r3.tar").exists()
+        fourth = layer(4)
+        assert fourth["exit_code"] == 0 and "new code" in fourth["output"], fourth
+        assert proc.poll() is None  # the same process, serving on
+        assert log().count("layer.py changed since this worker loaded it") == 1, log()
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0, log()
 
 
 def test_params_file_outside_a_worker_runs_once(tmp_path):
