@@ -18,8 +18,9 @@ Manifest (JSON, written by Starlark: rules/private/debian/deb.bzl)
     "target": "//pkg:name",
     "architecture": "amd64",
     "index": "external/<repo>/amd64/packages.json",   # the lock's entries for this architecture
-    "debs": [{"name": "libc6", "src": "external/<repo>/amd64/libc6.deb",
-              "data": "external/<repo>/amd64/libc6.data.tar"}, ...],   # "data": optional
+    "debs": [{"name": "libc6", "src": "external/<repo>/amd64/libc6.deb"},
+             {"name": "libssl3", "control": "external/<repo>/amd64/libssl3.control.tar",
+              "data": "external/<repo>/amd64/libssl3.data.tar"}, ...],
     "keep_docs": false,
     "basics": null | {                               # the distroless basics instead of packages
         "os_release": null | "NAME=...\\n",           # /etc/os-release content (null: see below)
@@ -27,14 +28,16 @@ Manifest (JSON, written by Starlark: rules/private/debian/deb.bzl)
     }
   }
 `index` is {"architecture": A, "suites": [...], "packages": [lock entries]} (see deb_lock.py).
-`data`, when given, is the package's data.tar already decompressed: it is read instead of the
-.deb's own when its lock entry pins it (`data_sha256`), and must have that sha256.
+A package is its .deb (`src`), or, when its lock entry pins them (`control_sha256`,
+`data_sha256`), the .deb's control.tar and data.tar already decompressed (`control`, `data`:
+deb_repository keeps those instead of the .deb), each checked against its pin.
 
 What goes into the tar
 ======================
 - Each .deb is checked first: its sha256 must be the lock's (else an error naming the package:
-  the file is not the locked one), its `control` must name the same package, version and an
-  architecture that is `all` or the target's.
+  the file is not the locked one; plain members: each sha256 must be the lock's pin), its
+  `control` must name the same package, version and an architecture that is `all` or the
+  target's.
 - The members of its `data.tar` (xz, zstd, gzip, bzip2 or plain), without the leading "./":
   modes, owners (numeric), symlinks (targets verbatim) and hardlinks are kept; mtimes are not
   (the layer tool sets them). Devices, FIFOs, absolute names and ".." are errors.

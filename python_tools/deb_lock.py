@@ -33,10 +33,12 @@ Subcommands
            --sha256: how `deb_repository` tells a changed .deb from a vanished one after
            Bazel's download failed.
   data     --jobs=JOBS.json
-           JOBS: [{"deb": PATH, "sha256": HEX, "out": PATH, "what": "libc6 2.36-9 (amd64)"}, ...]:
-           writes each .deb's data.tar, decompressed, to `out` (two at a time), after checking the
-           .deb's sha256. `deb_repository` runs it for the packages whose plain data.tar (the
-           lock's `data_sha256`) is not in Bazel's repository cache yet, then puts it there.
+           JOBS: [{"deb": PATH, "sha256": HEX, "control": PATH, "data": PATH,
+                   "what": "package 'libc6' 2.36-9"}, ...]:
+           writes each .deb's control.tar and data.tar, decompressed, to `control` and `data` (two
+           .debs at a time), after checking the .deb's sha256. `deb_repository` runs it for the
+           packages whose plain tars (the lock's `control_sha256`, `data_sha256`) are not in
+           Bazel's repository cache yet, then puts them there.
 Errors: one line `ERROR: <target>: <problem>` on stderr, exit 1; nothing is written.
 
 Archive URLs
@@ -78,6 +80,7 @@ Lock file (JSON, sorted keys, 2-space indent)
           {"name": "libc6", "version": "2.36-9+deb12u10", "architecture": "amd64",
            "suite": "bookworm", "path": "pool/main/g/glibc/libc6_2.36-9+deb12u10_amd64.deb",
            "sha256": "<hex>", "size": 2757936, "depends": ["libgcc-s1"],
+           "control_sha256": "<hex of its control.tar, decompressed>",
            "data_sha256": "<hex of its data.tar, decompressed>"},
           ...                                    # sorted by name
         ],
@@ -88,9 +91,10 @@ Lock file (JSON, sorted keys, 2-space indent)
   }
 A package's URLs are `<archive URL of its suite>/<path>`, then, when the lock has a snapshot,
 `<snapshot root>/<snapshot>/<path>` for each snapshot root (all sources share the pool layout).
-`data_sha256` (absent from older locks, which still work) lets deb_repository keep the
-decompressed data.tar in Bazel's repository cache: `lock` reads every .deb once to compute it,
-except those the previous lock pinned already (same sha256), whose digest it keeps.
+`control_sha256` and `data_sha256` (absent from older locks, which still work) let
+deb_repository keep the .deb's members decompressed in Bazel's repository cache instead of the
+.deb: `lock` reads every .deb once to compute them, except those the previous lock pinned
+already (same sha256), whose digests it keeps.
 """
 
 import json
@@ -130,7 +134,7 @@ SOURCES_FLAGS = [
     cli.string("target", "deb_repository", help="The label named in errors."),
 ]
 DATA_FLAGS = [
-    cli.string("jobs", required=True, help="JSON list of {deb, sha256, out, what} (see above)."),
+    cli.string("jobs", required=True, help="JSON list of {deb, sha256, control, data, what} (see above)."),
     cli.string("target", "deb_repository", help="The label named in errors."),
 ]
 PROBE_FLAGS = [
@@ -202,7 +206,7 @@ def run_probe(args):
 def run_data(args):
     with open(args.jobs, "rb") as f:
         jobs = json.loads(f.read().decode("utf-8"))
-    lockfile.write_plain_data(jobs)
+    lockfile.write_plain_members(jobs)
 
 
 COMMANDS = {

@@ -478,26 +478,28 @@ def test_a_tampered_deb_is_never_decompressed(tmp_path, monkeypatch):
     assert "pkg1 1" not in seen and "pkg0 1" in seen
 
 
-def _with_plain_data(repo, manifest, tmp_path):
-    """The manifest with each package's data.tar decompressed beside it (as deb_repository keeps
-    it when the lock pins `data_sha256`), and the index's entries pinning it."""
+def _with_plain_members(repo, manifest):
+    """The manifest with each package's control.tar and data.tar decompressed instead of its
+    .deb (as deb_repository keeps them when the lock pins them), and the index pinning them."""
     from python_tools.shiko.debian import debfile
     for e in repo.entries:
         with open(os.path.join(repo.root, repo.arch, e["name"] + ".deb"), "rb") as f:
-            digest, raw = debfile.data_digest(f.read(), e["name"])
-        with open(os.path.join(repo.root, repo.arch, e["name"] + ".data.tar"), "wb") as f:
-            f.write(raw)
-        e["data_sha256"] = digest
+            control, data = debfile.plain_members(f.read(), e["name"])
+        for member, raw in (("control", control), ("data", data)):
+            with open(os.path.join(repo.root, repo.arch, "%s.%s.tar" % (e["name"], member)), "wb") as f:
+                f.write(raw)
+            e[member + "_sha256"] = hashlib.sha256(raw).hexdigest()
     manifest = dict(manifest, index=repo.index())
-    manifest["debs"] = [dict(d, data=d["src"][:-len(".deb")] + ".data.tar") for d in manifest["debs"]]
+    manifest["debs"] = [{"name": d["name"], "control": d["src"][:-len(".deb")] + ".control.tar",
+                         "data": d["src"][:-len(".deb")] + ".data.tar"} for d in manifest["debs"]]
     return manifest
 
 
-def test_plain_data_tar_pinned_by_the_lock_is_read_instead_of_decompressing(tmp_path, monkeypatch):
-    """A package's data.tar kept decompressed (deb_repository, when the lock pins its sha256)
-    gives the same tar as the .deb's xz, and no data.tar is decompressed; with other bytes
-    it is an error naming the package and both digests; without the lock's digest it is not
-    read at all."""
+def test_plain_members_pinned_by_the_lock_stand_for_the_deb(tmp_path, monkeypatch):
+    """A package's control.tar and data.tar kept decompressed instead of its .deb (deb_repository,
+    when the lock pins them) give the same tar as the .deb, and nothing is decompressed; a
+    member with other bytes is an error naming the package, the file and both digests; a
+    package with neither a .deb nor pinned members is an error."""
     from python_tools.shiko.debian import debfile
     from python_tools.shiko.errors import UserError
     repo = Repo(tmp_path / "repo")
@@ -505,34 +507,45 @@ def test_plain_data_tar_pinned_by_the_lock_is_read_instead_of_decompressing(tmp_
     libfoo(repo)
     plain = repo.manifest()
     build_tar(plain, str(tmp_path / "from_xz.tar"))
-    manifest = _with_plain_data(repo, plain, tmp_path)
+    manifest = _with_plain_members(repo, plain)
+    for e in repo.entries:
+        os.remove(os.path.join(repo.root, "amd64", e["name"] + ".deb"))  # not needed any more
     seen = []
     real = debfile.data_tar
     monkeypatch.setattr(debfile, "data_tar", lambda members, what: seen.append(what) or real(members, what))
+    real_decompress = debfile.compression.decompress
+    monkeypatch.setattr(debfile.compression, "decompress", lambda blob, fmt, what="": (
+        real_decompress(blob, fmt, what) if fmt == "plain" else pytest.fail("decompressed %s: %s" % (fmt, what))))
     build_tar(manifest, str(tmp_path / "from_plain.tar"))
     assert seen == []
     assert sha256_file(str(tmp_path / "from_plain.tar")) == sha256_file(str(tmp_path / "from_xz.tar"))
+    monkeypatch.undo()
 
     # Other bytes than the lock's: an error, nothing written.
-    bad = os.path.join(repo.root, "amd64", "pkg1.data.tar")
-    with open(bad, "r+b") as f:
-        f.seek(600)
-        f.write(b"tampered")
-    pinned = [e["data_sha256"] for e in repo.entries if e["name"] == "pkg1"][0]
-    with pytest.raises(UserError) as e:
-        build_tar(manifest, str(tmp_path / "bad.tar"))
-    msg = str(e.value)
-    assert "'pkg1'" in msg and "pkg1.data.tar has sha256 %s" % sha256_file(bad)[0] in msg
-    assert "the lock's data_sha256 is %s" % pinned in msg
-    assert seen == []
+    for member, offset in (("data", 600), ("control", 200)):
+        bad = os.path.join(repo.root, "amd64", "pkg1.%s.tar" % member)
+        with open(bad, "rb") as f:
+            good = f.read()
+        with open(bad, "r+b") as f:
+            f.seek(offset)
+            f.write(b"tampered")
+        pinned = [e["%s_sha256" % member] for e in repo.entries if e["name"] == "pkg1"][0]
+        with pytest.raises(UserError) as e:
+            build_tar(manifest, str(tmp_path / "bad.tar"))
+        msg = str(e.value)
+        assert "'pkg1'" in msg and "pkg1.%s.tar has sha256 %s" % (member, sha256_file(bad)[0]) in msg, msg
+        assert "the lock's %s_sha256 is %s" % (member, pinned) in msg, msg
+        assert not os.path.exists(str(tmp_path / "bad.tar"))
+        with open(bad, "wb") as f:
+            f.write(good)
 
-    # A lock without data_sha256 (older locks): the .deb's own data.tar, the tampered file unread.
+    # A lock without the pins (older locks) and no .deb: an error naming the package.
     for e in repo.entries:
         del e["data_sha256"]
     manifest["index"] = repo.index()
-    build_tar(manifest, str(tmp_path / "old_lock.tar"))
-    assert sha256_file(str(tmp_path / "old_lock.tar")) == sha256_file(str(tmp_path / "from_xz.tar"))
-    assert len(seen) == 4
+    with pytest.raises(UserError, match="'pkg0': pkg0 1: no .deb, and no plain control.tar and "
+                       "data.tar pinned by the lock"):
+        build_tar(manifest, str(tmp_path / "old_lock.tar"))
 
 
 def _layer_cli(tmp_path, entries, name, *extra):
@@ -611,7 +624,7 @@ def test_read_ahead_is_bounded_and_in_order(monkeypatch):
     started = []
     lock = threading.Lock()
 
-    def load(src, entry, data_src=None):
+    def load(src, entry, data_src=None, control_src=None):
         with lock:
             started.append(src)
         time.sleep(0.005 * (len(src) % 3))  # finish out of order
@@ -633,7 +646,7 @@ def test_read_ahead_is_bounded_and_in_order(monkeypatch):
     started[:] = []
     release = threading.Event()
 
-    def held(src, entry, data_src=None):
+    def held(src, entry, data_src=None, control_src=None):
         with lock:
             started.append(src)
         if src != "p0.deb":

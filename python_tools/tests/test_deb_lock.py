@@ -562,29 +562,33 @@ def test_cli_as_deb_repository_runs_it(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def _plain_data_sha256(path):
-    """The sha256 of a .deb's data.tar, decompressed, read with the xz CLI (not our reader)."""
+def _plain_sha256(path, member="data"):
+    """The sha256 of a .deb's control.tar or data.tar, decompressed by the ar and xz programs
+    (not our reader)."""
     work = os.path.join(os.path.dirname(path), "_ar_" + os.path.basename(path))
     os.makedirs(work)
     subprocess.run(["ar", "x", os.path.abspath(path)], cwd=work, check=True)
-    member = [n for n in os.listdir(work) if n.startswith("data.tar")][0]
-    raw = subprocess.run(["xz", "-dc", os.path.join(work, member)], check=True,
+    name = [n for n in os.listdir(work) if n.startswith(member + ".tar")][0]
+    raw = subprocess.run(["xz", "-dc", os.path.join(work, name)], check=True,
                          stdout=subprocess.PIPE).stdout
     shutil.rmtree(work)
     return hashlib.sha256(raw).hexdigest()
 
 
-def test_lock_pins_each_data_tar_and_a_relock_reuses_the_digests(tmp_path, key, monkeypatch):
-    """Each package's data_sha256 is its data.tar's, decompressed (checked with ar + xz); a
-    re-lock keeps them for the files the previous lock pinned (no .deb fetched), reads only a
-    changed one, and an archive serving a .deb its index does not describe is an error."""
+def test_lock_pins_each_member_and_a_relock_reuses_the_digests(tmp_path, key, monkeypatch):
+    """Each package's control_sha256 and data_sha256 are its control.tar's and data.tar's,
+    decompressed (checked with ar + xz); a re-lock keeps them for the files the previous lock
+    pinned (no .deb fetched), reads only a changed one, and an archive serving a .deb its index
+    does not describe is an error."""
     urls, shas = _archive(tmp_path, key)
     manifest, digest = lockfile.read_manifest(_manifest(tmp_path))
     lock = lockfile.build_lock(manifest, digest, urls, key.keyring)
     for arch in ("amd64", "arm64"):
         for p in lock["architectures"][arch]["packages"]:
             base = urls[p["suite"]][0][len("file://"):]
-            assert p["data_sha256"] == _plain_data_sha256(os.path.join(base, p["path"])), p["name"]
+            deb = os.path.join(base, p["path"])
+            assert p["data_sha256"] == _plain_sha256(deb), p["name"]
+            assert p["control_sha256"] == _plain_sha256(deb, "control"), p["name"]
 
     fetched = []
     real = lockfile.fetch
@@ -601,7 +605,8 @@ def test_lock_pins_each_data_tar_and_a_relock_reuses_the_digests(tmp_path, key, 
         "libc6_2.36-9+deb12u2_amd64.deb", "libc6_2.36-9+deb12u2_arm64.deb"]
     libc = newer["architectures"]["amd64"]["packages"][1]
     assert libc["version"] == "2.36-9+deb12u2"
-    assert libc["data_sha256"] == _plain_data_sha256(os.path.join(str(tmp_path / "security2"), libc["path"]))
+    assert libc["data_sha256"] == _plain_sha256(os.path.join(str(tmp_path / "security2"), libc["path"]))
+    assert libc["control_sha256"] == _plain_sha256(os.path.join(str(tmp_path / "security2"), libc["path"]), "control")
 
     # The archive serves other bytes than its index says: an error naming the package.
     rel = shas[("amd64", "app")][0]
@@ -612,27 +617,30 @@ def test_lock_pins_each_data_tar_and_a_relock_reuses_the_digests(tmp_path, key, 
         lockfile.build_lock(manifest, digest, urls, key.keyring)
 
 
-def test_cli_data_writes_each_plain_data_tar(tmp_path, capsys):
-    """`data` (deb_repository, once per machine): each .deb's data.tar, decompressed; a .deb
-    with another sha256 than the lock's is one line, and nothing is written for it."""
+def test_cli_data_writes_each_plain_member(tmp_path, capsys):
+    """`data` (deb_repository, once per machine): each .deb's control.tar and data.tar,
+    decompressed; a .deb with another sha256 than the lock's is one line, and nothing is
+    written for it."""
     jobs = []
     for name in ("one", "two", "three"):
         deb = str(tmp_path / (name + ".deb"))
         sha, _ = fx.make_deb(deb, name, "1", "amd64", [("./usr/share/%s" % name, "file", name.encode() * 999, 0o644)])
-        jobs.append({"deb": deb, "sha256": sha, "out": deb + ".data.tar", "what": "package '%s' 1" % name})
+        jobs.append({"deb": deb, "sha256": sha, "control": deb + ".control.tar", "data": deb + ".data.tar",
+                     "what": "package '%s' 1" % name})
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     assert main(["data", "--jobs", str(tmp_path / "jobs.json")]) == 0
     for job in jobs:
-        with open(job["out"], "rb") as f:
-            assert hashlib.sha256(f.read()).hexdigest() == _plain_data_sha256(job["deb"])
-        os.remove(job["out"])
+        for member in ("control", "data"):
+            with open(job[member], "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == _plain_sha256(job["deb"], member)
+            os.remove(job[member])
     jobs[1]["sha256"] = "0" * 64
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     assert main(["data", "--jobs", str(tmp_path / "jobs.json"), "--target", "@debs__amd64"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ERROR: @debs__amd64: package 'two' 1: %s has sha256 " % jobs[1]["deb"]), err
     assert err.strip().endswith("the lock says " + "0" * 64)
-    assert not os.path.exists(jobs[1]["out"])
+    assert not os.path.exists(jobs[1]["control"]) and not os.path.exists(jobs[1]["data"])
 
 
 def test_cli_probe(tmp_path, capsys):

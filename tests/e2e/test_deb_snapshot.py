@@ -14,10 +14,11 @@ for the snapshot's locked bytes; a version gone from every source is one line na
 the version, every URL tried and the fixes; a malformed lock snapshot or `snapshots` entry is
 one line naming the attribute and the value. With the server stopped, a new output base builds
 `@debs` from the repository cache, and from `--distdir` alone.
-The lock pins each package's data.tar decompressed (`data_sha256`, checked here with ar and xz):
-`@debs` keeps those plain tars in the repository cache (a new output base copies them from
-there, and the deb action reads them), an older lock without the digests gives the same
-layer, and a wrong digest is one line naming the package and both digests.
+The lock pins each package's control.tar and data.tar decompressed (`control_sha256`,
+`data_sha256`, checked here with ar and xz): `@debs` keeps those plain tars in the repository
+cache instead of the .debs (a new output base copies them from there, and the deb action reads
+them), an older lock without the digests gives the same tar from the .debs, and a wrong digest
+is one line naming the package and both digests.
 """
 
 import functools
@@ -186,12 +187,22 @@ class World:
             json.dump(lock, f, indent=self._indent)
 
     def fetched(self, output_base=None):
-        """{name: sha256} of the .deb files in @debs//:amd64 (@debs__amd64) of an output base."""
+        """{name: sha256} of the .deb of each package in @debs//:amd64 (@debs__amd64) of an output
+        base: of the .deb file itself, or, when the repository holds its plain control.tar and
+        data.tar instead (the lock pins them), the lock's .deb sha256 once both match their pins."""
         repo = os.path.join(output_base or self.output_base, "external", "debs__amd64", "amd64")
+        pins = {p["name"]: p for p in self.lock()["architectures"]["amd64"]["packages"]}
         out = {}
         for name in ("alpha", "beta"):
-            with open(os.path.join(repo, name + ".deb"), "rb") as f:
-                out[name] = hashlib.sha256(f.read()).hexdigest()
+            deb = os.path.join(repo, name + ".deb")
+            if os.path.exists(deb):
+                with open(deb, "rb") as f:
+                    out[name] = hashlib.sha256(f.read()).hexdigest()
+                continue
+            for member in ("control", "data"):
+                with open(os.path.join(repo, "%s.%s.tar" % (name, member)), "rb") as f:
+                    assert hashlib.sha256(f.read()).hexdigest() == pins[name][member + "_sha256"]
+            out[name] = pins[name]["sha256"]
         return out
 
     def cache(self, name):
@@ -329,13 +340,13 @@ def test_bad_snapshot_inputs_are_one_line(world, locked):
             _replace_in(path, '["%s"]' % bad, '["%s"]' % root)
 
 
-def _data_sha256(deb):
-    """The sha256 of a .deb's data.tar, decompressed by the ar and xz programs."""
+def _plain_sha256(deb, member):
+    """The sha256 of a .deb's control.tar or data.tar, decompressed by the ar and xz programs."""
     out = os.path.join(os.path.dirname(deb), "_ar")
     os.makedirs(out)
     try:
         subprocess.run(["ar", "x", deb], cwd=out, check=True)
-        raw = subprocess.run(["xz", "-dc", os.path.join(out, "data.tar.xz")], check=True,
+        raw = subprocess.run(["xz", "-dc", os.path.join(out, member + ".tar.xz")], check=True,
                              stdout=subprocess.PIPE).stdout
     finally:
         shutil.rmtree(out)
@@ -347,49 +358,55 @@ def _repo_build(ob):
         return f.read()
 
 
-def test_plain_data_tars_pinned_by_the_lock_come_from_the_repository_cache(world, locked):
+def test_plain_members_pinned_by_the_lock_come_from_the_repository_cache(world, locked):
     pkgs = {p["name"]: p for p in locked["architectures"]["amd64"]["packages"]}
     for name, p in pkgs.items():
-        assert p["data_sha256"] == _data_sha256(os.path.join(world.snap, p["path"])), name
+        for member in ("control", "data"):
+            assert p[member + "_sha256"] == _plain_sha256(os.path.join(world.snap, p["path"]), member), name
     cache = world.cache("plain")
     ob = world.new_output_base()
     res = world.run("build", "--repository_cache=" + cache, "//:layer_deb", output_base=ob, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "data.tar decompressed: 2 of 2 packages (0 from the repository cache, 2 written)" in _repo_build(ob)
+    assert ("control.tar and data.tar decompressed instead of the .deb: 2 of 2 packages (0 from the "
+            "repository cache, 2 written)") in _repo_build(ob)
     repo = os.path.join(ob, "external", "debs__amd64", "amd64")
+    assert sorted(os.listdir(repo)) == ["alpha.control.tar", "alpha.data.tar", "beta.control.tar",
+                                        "beta.data.tar", "packages.json"]
     for name, p in pkgs.items():
-        with open(os.path.join(repo, name + ".data.tar"), "rb") as f:
-            assert hashlib.sha256(f.read()).hexdigest() == p["data_sha256"]
-        assert os.path.isfile(os.path.join(cache, "content_addressable", "sha256", p["data_sha256"], "file"))
-    with open(os.path.join(ob, "execroot", "shiko_deb_snapshot_test", "bazel-out", "k8-fastbuild", "bin",
-                           "layer_deb.tar"), "rb") as f:
+        for member in ("control", "data"):
+            digest = p[member + "_sha256"]
+            with open(os.path.join(repo, "%s.%s.tar" % (name, member)), "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == digest
+            assert os.path.isfile(os.path.join(cache, "content_addressable", "sha256", digest, "file"))
+    built = os.path.join(ob, "execroot", "shiko_deb_snapshot_test", "bazel-out", "k8-fastbuild", "bin",
+                         "layer_deb.tar")
+    with open(built, "rb") as f:
         layer_tar = f.read()
     assert b"usr/share/alpha/VERSION" in layer_tar
 
-    # A new output base with that repository cache copies them from there.
+    # A new output base with that repository cache copies them from there (no .deb at all).
     ob2 = world.new_output_base()
     res = world.run("build", "--repository_cache=" + cache, "//:layer_deb", output_base=ob2, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "data.tar decompressed: 2 of 2 packages (2 from the repository cache, 0 written)" in _repo_build(ob2)
+    assert ("control.tar and data.tar decompressed instead of the .deb: 2 of 2 packages (2 from the "
+            "repository cache, 0 written)") in _repo_build(ob2)
+    built2 = built.replace(ob, ob2)
 
     lock_path = os.path.join(world.ws, "packages.lock.json")
     with open(lock_path) as f:
         good = f.read()
     try:
-        # An older lock without the digests: no plain tar, the action decompresses the .debs,
-        # and the tar is the same.
+        # An older lock without the digests: the .debs, which the action decompresses; the same tar.
         old = json.loads(good)
         for p in old["architectures"]["amd64"]["packages"]:
-            del p["data_sha256"]
+            del p["data_sha256"], p["control_sha256"]
         with open(lock_path, "w") as f:
             json.dump(old, f)
         res = world.run("build", "--repository_cache=" + cache, "//:layer_deb", output_base=ob2, check=False)
         assert res.returncode == 0, res.stderr[-3000:]
-        assert "data.tar decompressed: 0 of 2 packages" in _repo_build(ob2)
-        assert not [n for n in os.listdir(os.path.join(ob2, "external", "debs__amd64", "amd64"))
-                    if n.endswith(".data.tar")]
-        with open(os.path.join(ob2, "execroot", "shiko_deb_snapshot_test", "bazel-out", "k8-fastbuild",
-                               "bin", "layer_deb.tar"), "rb") as f:
+        assert "instead of the .deb: 0 of 2 packages" in _repo_build(ob2)
+        assert sorted(os.listdir(repo.replace(ob, ob2))) == ["alpha.deb", "beta.deb", "packages.json"]
+        with open(built2, "rb") as f:
             assert f.read() == layer_tar
 
         # A wrong digest (a lock edited by hand): one line naming the package and both digests.

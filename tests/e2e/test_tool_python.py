@@ -80,15 +80,17 @@ def test_every_action_starts_the_hermetic_tool_with_relative_paths(bazel, built)
         assert any(p.endswith("/lib/python311.zip") for p in inputs), (a["mnemonic"], len(inputs))
         trees = [p for p in inputs if "/_middlemen/" in p or ".runfiles" in p]
         assert trees == [], (a["mnemonic"], trees)
-        # A deb_layer's layer unpacks its packages itself (the locked .debs and their plain
-        # data.tar from the repository): no layer waits for a deb_tar's intermediate tar.
+        # A deb_layer's layer unpacks its packages itself, from their plain control.tar and
+        # data.tar (the example lock pins them: no .deb, no xz): no layer waits for a deb_tar's
+        # intermediate tar.
         if a["mnemonic"] == "ShikoLayer":
             assert not [p for p in inputs if p.endswith("_deb.tar")], inputs
-            if any(p.endswith(".deb") for p in inputs):
+            if any(p.endswith(".data.tar") for p in inputs):
                 deb_layers += 1
                 assert any(p.endswith(".deb_manifest.json") for p in inputs), inputs
                 assert len([p for p in inputs if p.endswith(".data.tar")]) == \
-                    len([p for p in inputs if p.endswith(".deb")]), inputs
+                    len([p for p in inputs if p.endswith(".control.tar")]), inputs
+                assert not [p for p in inputs if p.endswith(".deb")], inputs
     assert checked >= 9
     assert deb_layers >= 6  # distroless python3 and static_c's base, amd64 and arm64
 

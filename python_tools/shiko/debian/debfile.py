@@ -4,10 +4,12 @@ writes), checked against the lock's sha256 before anything in them is decompress
     for deb, loaded in load_all(manifest_debs, locked):   # read ahead, in order
         entries = data_members(loaded.members, what, keep_docs, loaded.data)
 
-A lock entry may also pin the .deb's data.tar decompressed (`data_sha256`, written by deb_lock):
-deb_repository then keeps that plain tar in Bazel's repository cache, next to the .deb, and
-`load` reads it (checked by that sha256) instead of decompressing the .deb's xz, the largest
-part of a cold build's package work.
+A lock entry may also pin the .deb's control.tar and data.tar decompressed (`control_sha256`,
+`data_sha256`, written by deb_lock): deb_repository then keeps those plain tars in Bazel's
+repository cache instead of the .deb, and `load` reads them (each checked by its sha256): no
+xz to decompress (the largest part of a cold build's package work) and a fifth of the bytes
+for Bazel to copy and hash. They are the locked .deb's by construction: deb_lock and
+deb_repository make them from a .deb checked against the lock's sha256.
 
 Used by unpack.py (package groups) and interpreter.py (the tools' Python).
 """
@@ -155,11 +157,12 @@ def data_tar(members, what):
     return dname, _decompress(dname, members[dname], what)
 
 
-def data_digest(blob, what):
-    """The sha256 of a .deb's data.tar, decompressed (a lock's `data_sha256`), and that tar."""
+def plain_members(blob, what):
+    """(control.tar, data.tar) of a .deb, decompressed: what a lock's `control_sha256` and
+    `data_sha256` pin."""
     members, _ = read_ar(blob, what)
-    _, raw = data_tar(members, what)
-    return sha256_hex(raw), raw
+    cname = _member(members, "control.tar", what)
+    return _decompress(cname, members[cname], what), data_tar(members, what)[1]
 
 
 def data_members(members, what, keep_docs, data=None):
@@ -218,11 +221,14 @@ class Loaded(object):
         self.members = self.ar_error = self.data = self.data_error = None
 
 
-def load(src, lock, data_src=None):
+def load(src, lock, data_src=None, control_src=None):
     """Reads one .deb, checks its sha256 and, only when it is the locked file, splits it and
-    decompresses its data.tar (xz: most of a package group's time). `data_src`: that data.tar
-    already decompressed (deb_repository's `<package>.data.tar`), read instead when the lock
-    pins its sha256 (`data_sha256`); a file with other bytes is an error."""
+    decompresses its data.tar (xz: most of a package group's time). Without the .deb (`src`
+    None), its plain control.tar and data.tar (deb_repository's `<package>.control.tar` and
+    `.data.tar`), each checked against the lock's pin (`control_sha256`, `data_sha256`), stand
+    for it."""
+    if src is None:
+        return _load_plain(lock, control_src, data_src)
     with open(src, "rb") as f:
         blob = f.read()
     out = Loaded(sha256_hex(blob), len(blob))
@@ -235,25 +241,39 @@ def load(src, lock, data_src=None):
         out.ar_error = e
         return out
     try:
-        if data_src and lock.get("data_sha256"):
-            out.data = _plain_data(data_src, lock, what)
-        else:
-            out.data = data_tar(out.members, what)
+        out.data = data_tar(out.members, what)
     except (tarfile.TarError, DebError) + compression.errors() as e:  # ValueError included
         out.data_error = e
     return out
 
 
-def _plain_data(src, lock, what):
-    """(name, bytes) of the .deb's data.tar kept decompressed, checked against the lock."""
+def _load_plain(lock, control_src, data_src):
+    what = "%s %s" % (lock["name"], lock["version"])
+    out = Loaded(lock["sha256"], lock.get("size", 0))  # the locked .deb's members, by their pins
+    try:
+        if not (control_src and data_src and lock.get("control_sha256") and lock.get("data_sha256")):
+            raise ValueError("%s: no .deb, and no plain control.tar and data.tar pinned by the lock" % what)
+        out.members = {"control.tar": _pinned(control_src, lock, "control_sha256", what)}
+    except (OSError, ValueError) as e:
+        out.ar_error = e if isinstance(e, ValueError) else ValueError("%s: %s" % (what, e))
+        return out
+    try:
+        out.data = (data_src.rsplit("/", 1)[-1], _pinned(data_src, lock, "data_sha256", what))
+    except (OSError, ValueError) as e:
+        out.data_error = e if isinstance(e, ValueError) else ValueError("%s: %s" % (what, e))
+    return out
+
+
+def _pinned(src, lock, key, what):
+    """The bytes of a plain member file, checked against the lock's `key` (sha256)."""
     with open(src, "rb") as f:
         raw = f.read()
     digest = sha256_hex(raw)
-    if digest != lock["data_sha256"]:
-        raise ValueError("%s: %s has sha256 %s (%d bytes), the lock's data_sha256 is %s: not "
-                         "the locked package's data.tar (tampered or corrupt); fetch it again" % (
-                             what, src.rsplit("/", 1)[-1], digest, len(raw), lock["data_sha256"]))
-    return src.rsplit("/", 1)[-1], raw
+    if digest != lock[key]:
+        raise ValueError("%s: %s has sha256 %s (%d bytes), the lock's %s is %s: not the locked "
+                         "package's (tampered or corrupt); fetch it again" % (
+                             what, src.rsplit("/", 1)[-1], digest, len(raw), key, lock[key]))
+    return raw
 
 
 def load_all(debs, locked, ahead=4):
@@ -264,20 +284,22 @@ def load_all(debs, locked, ahead=4):
     the generator when stopping early: queued loads are cancelled."""
     if len(debs) < 2 or threads_mod.usable_cores() < 2:
         for d in debs:
-            yield d, load(d["src"], locked[d["name"]], d.get("data"))
+            yield d, load(d.get("src"), locked[d["name"]], d.get("data"), d.get("control"))
         return
     pool = threads_mod.Pool(2)
     try:
         todo = iter(debs)
         tasks = collections.deque()
         for d in todo:
-            tasks.append((d, pool.submit(load, d["src"], locked[d["name"]], d.get("data"))))
+            tasks.append((d, pool.submit(load, d.get("src"), locked[d["name"]], d.get("data"),
+                                         d.get("control"))))
             if len(tasks) == ahead:
                 break
         while tasks:
             d, task = tasks.popleft()
             for nxt in todo:
-                tasks.append((nxt, pool.submit(load, nxt["src"], locked[nxt["name"]], nxt.get("data"))))
+                tasks.append((nxt, pool.submit(load, nxt.get("src"), locked[nxt["name"]],
+                                               nxt.get("data"), nxt.get("control"))))
                 break
             yield d, task.result()
     finally:

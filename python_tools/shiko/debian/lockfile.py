@@ -66,8 +66,8 @@ def build_lock(manifest, manifest_sha256, urls, keyring, gpgv="gpgv", ignore_val
     `urls`: {suite: [archive URL, ...]} (the first that has the suite). `snapshot`: the
     timestamp of the snapshot archives `urls` point into; the lock records it (`"snapshot"`),
     and Release files are checked for `Valid-Until` at that time rather than now. Each package
-    gets its `data_sha256` (add_data_digests; `previous`: the lock being replaced, whose
-    digests are kept for the same files).
+    gets its `control_sha256` and `data_sha256` (add_member_digests; `previous`: the lock being
+    replaced, whose digests are kept for the same files).
     """
     now = snapshots.epoch(snapshot) if snapshot else None
     releases = {}
@@ -120,30 +120,31 @@ def build_lock(manifest, manifest_sha256, urls, keyring, gpgv="gpgv", ignore_val
             log("%s: %d packages, %.1f MB of .deb files" % (
                 arch, len(pkgs), sum(p["size"] for p in pkgs) / 1e6))
     bases = {suite: releases[suite][2] for suite in manifest["suites"]}
-    add_data_digests(lock, lambda p: fetch(bases[p["suite"]] + "/" + p["path"]), previous, log)
+    add_member_digests(lock, lambda p: fetch(bases[p["suite"]] + "/" + p["path"]), previous, log)
     return lock
 
 
-def add_data_digests(lock, fetch_deb, previous=None, log=None):
-    """Sets each package's `data_sha256`: the sha256 of its .deb's data.tar, decompressed.
+def add_member_digests(lock, fetch_deb, previous=None, log=None):
+    """Sets each package's `control_sha256` and `data_sha256`: the sha256 of its .deb's
+    control.tar and data.tar, decompressed.
 
-    deb_repository keeps that plain tar in Bazel's repository cache under this digest, so a
-    build from a new output base reads it instead of decompressing the .deb's xz again. The
-    digest of a file the `previous` lock pinned too (same sha256) is kept; any other .deb is
-    fetched (`fetch_deb(package entry)` -> bytes, two at a time), checked against the lock's
-    sha256, and its data.tar decompressed and hashed. Changes `lock` in place."""
+    deb_repository keeps those plain tars in Bazel's repository cache under these digests, so a
+    build from a new output base copies them instead of the .deb and never decompresses its xz
+    again. The digests of a file the `previous` lock pinned too (same sha256) are kept; any
+    other .deb is fetched (`fetch_deb(package entry)` -> bytes, two at a time), checked against
+    the lock's sha256, and its members decompressed and hashed. Changes `lock` in place."""
     known = {}
     for arch in (previous or {}).get("architectures", {}).values():
         for p in arch.get("packages", []):
-            if p.get("data_sha256") and p.get("sha256"):
-                known[p["sha256"]] = p["data_sha256"]
+            if p.get("control_sha256") and p.get("data_sha256") and p.get("sha256"):
+                known[p["sha256"]] = (p["control_sha256"], p["data_sha256"])
     todo = {}
     for arch in lock["architectures"].values():
         for p in arch["packages"]:
             if p["sha256"] not in known:
                 todo.setdefault(p["sha256"], p)
 
-    def digest(p):
+    def digests(p):
         blob = fetch_deb(p)
         what = "%s %s (%s)" % (p["name"], p["version"], p["path"])
         got = hashlib.sha256(blob).hexdigest()
@@ -151,27 +152,29 @@ def add_data_digests(lock, fetch_deb, previous=None, log=None):
             raise DebError("%s: the archive serves a .deb with sha256 %s, its index says %s" % (
                 what, got, p["sha256"]))
         try:
-            return debfile.data_digest(blob, what)[0]
+            control, data = debfile.plain_members(blob, what)
         except (tarfile.TarError,) + compression.errors() as e:
-            raise DebError("%s: cannot read its data.tar: %s" % (what, e))
+            raise DebError("%s: cannot read its control.tar and data.tar: %s" % (what, e))
+        return hashlib.sha256(control).hexdigest(), hashlib.sha256(data).hexdigest()
 
     if todo:
         if log:
-            log("data.tar digests: %d .deb file(s) to read (%.1f MB)" % (
+            log("control.tar and data.tar digests: %d .deb file(s) to read (%.1f MB)" % (
                 len(todo), sum(p.get("size", 0) for p in todo.values()) / 1e6))
         with threads.Pool(2) as pool:
-            tasks = [(sha, pool.submit(digest, p)) for sha, p in sorted(todo.items())]
+            tasks = [(sha, pool.submit(digests, p)) for sha, p in sorted(todo.items())]
             for sha, task in tasks:
                 known[sha] = task.result()
     for arch in lock["architectures"].values():
         for p in arch["packages"]:
-            p["data_sha256"] = known[p["sha256"]]
+            p["control_sha256"], p["data_sha256"] = known[p["sha256"]]
     return lock
 
 
-def write_plain_data(jobs):
-    """Writes the decompressed data.tar of each job's .deb (deb_lock.py `data`), two at a time:
-    [{"deb", "sha256", "out", "what"}]. A .deb with another sha256 is an error."""
+def write_plain_members(jobs):
+    """Writes the decompressed control.tar and data.tar of each job's .deb (deb_lock.py
+    `data`), two at a time: [{"deb", "sha256", "control", "data", "what"}]. A .deb with another
+    sha256 is an error."""
     def one(job):
         with open(job["deb"], "rb") as f:
             blob = f.read()
@@ -180,11 +183,11 @@ def write_plain_data(jobs):
             raise DebError("%s: %s has sha256 %s, the lock says %s" % (
                 job["what"], job["deb"], got, job["sha256"]))
         try:
-            members, _ = debfile.read_ar(blob, job["what"])
-            raw = debfile.data_tar(members, job["what"])[1]
+            control, data = debfile.plain_members(blob, job["what"])
         except (tarfile.TarError,) + compression.errors() as e:
-            raise DebError("%s: cannot read its data.tar: %s" % (job["what"], e))
-        write_file_atomic(job["out"], raw)
+            raise DebError("%s: cannot read its control.tar and data.tar: %s" % (job["what"], e))
+        write_file_atomic(job["control"], control)
+        write_file_atomic(job["data"], data)
 
     with threads.Pool(2) as pool:
         for task in [pool.submit(one, job) for job in jobs]:

@@ -217,7 +217,7 @@ def _add_package(entries, deb, lock, loaded, target, arch, keep_docs, controls):
         raise _err(target, "packages", name,
                    "%s has sha256 %s (%d bytes), the lock says %s (%s): the file is not the "
                    "locked package (tampered or corrupt); fetch it again" % (
-                       posixpath.basename(deb["src"]), loaded.sha256, loaded.size,
+                       posixpath.basename(deb.get("src") or ""), loaded.sha256, loaded.size,
                        lock["sha256"], lock["path"]))
     what = "%s %s" % (name, lock["version"])
     try:

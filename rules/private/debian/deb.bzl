@@ -28,34 +28,37 @@ load("//rules/private/layer:layer.bzl", "image_layer")
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def _packages(ctx):
-    """(index File, {package name: .deb File}, {package name: plain data.tar File}) of the
-    `packages` attribute (the data.tar files: the lock pins them, see deb_repository.bzl)."""
+    """(index File, {package name: [File, ...]}) of the `packages` attribute: each package's
+    .deb, or its plain control.tar and data.tar (deb_repository.bzl: when the lock pins them)."""
     index = None
     debs = {}
-    data = {}
     for f in ctx.attr.packages[DefaultInfo].files.to_list():
         if f.basename == "packages.json":
             index = f
-        elif f.basename.endswith(".deb"):
-            debs[f.basename[:-len(".deb")]] = f
-        elif f.basename.endswith(".data.tar"):
-            data[f.basename[:-len(".data.tar")]] = f
+            continue
+        for suffix in (".deb", ".control.tar", ".data.tar"):
+            if f.basename.endswith(suffix):
+                debs.setdefault(f.basename[:-len(suffix)], []).append(f)
     if index == None:
         fail("%s: attribute 'packages': %s: not a deb_repository architecture (@repo//:<arch>: " %
              (ctx.label, ctx.attr.packages.label) + "packages.json and .deb files)")
-    return index, debs, data
+    return index, debs
 
-def _deb_entry(name, debs, data):
-    """The manifest's entry of one package (and the inputs it reads)."""
-    entry = {"name": name, "src": debs[name].path}
-    if name in data:
-        entry["data"] = data[name].path
-        return entry, [debs[name], data[name]]
-    return entry, [debs[name]]
+def _deb_entry(name, files):
+    """The manifest's entry of one package (python_tools/deb.py) from its files."""
+    entry = {"name": name}
+    for f in files:
+        if f.basename.endswith(".deb"):
+            entry["src"] = f.path
+        elif f.basename.endswith(".control.tar"):
+            entry["control"] = f.path
+        else:
+            entry["data"] = f.path
+    return entry
 
 def _deb_tar_impl(ctx):
     target = str(ctx.label)
-    index, debs, data = _packages(ctx)
+    index, debs = _packages(ctx)
     for n in ctx.attr.include + ctx.attr.exclude:
         if n != "*" and n not in debs:
             fail("%s: attribute '%s': %r: not a package of %s (it has: %s)" % (
@@ -74,9 +77,8 @@ def _deb_tar_impl(ctx):
     selected = []
     entries = []
     for n in names:
-        entry, files = _deb_entry(n, debs, data)
-        entries.append(entry)
-        selected += files
+        entries.append(_deb_entry(n, debs[n]))
+        selected += debs[n]
     manifest = {
         "target": target,
         "architecture": ctx.attr.architecture,
@@ -152,7 +154,7 @@ deb_tar = rule(
 )
 
 def _basics_tar_impl(ctx):
-    index, debs, _ = _packages(ctx)
+    index, debs = _packages(ctx)
     manifest = {
         "target": str(ctx.label),
         "architecture": ctx.attr.architecture,

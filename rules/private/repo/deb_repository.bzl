@@ -22,7 +22,7 @@ name is ever written in the repository by rules_shiko: the user gives the snapsh
 
 The repository holds, per architecture A of the lock:
     @<name>//:A                 A/packages.json (the lock's entries) + A/<package>.deb
-                                (+ A/<package>.data.tar: see below)
+                                (or A/<package>.control.tar + .data.tar: see below)
     @<name>//:lock.json         the lock itself
 Pass `@<name>//:A` to `deb_layer` / `distroless_base` (packages = ...).
 
@@ -34,11 +34,12 @@ A .deb already in Bazel's repository cache (by its sha256) is taken from there b
 is worked out: the machine's apt sources are read (with the host's python3) only for a
 package the cache does not have.
 
-When the lock pins each .deb's data.tar decompressed (`data_sha256`, written by deb_lock), that
-plain tar is kept in the repository cache too, as `A/<package>.data.tar`: written once per
-machine (deb_lock.py `data`, host python3) and then copied from the cache like the .deb, so a
-build from a new output base does not decompress the packages' xz again. Older locks without
-it work as before.
+When the lock pins each .deb's control.tar and data.tar decompressed (`control_sha256`,
+`data_sha256`, written by deb_lock), those plain tars are kept in the repository cache instead
+of the .deb, as `A/<package>.control.tar` and `A/<package>.data.tar`: made once per machine
+from the checked .deb (deb_lock.py `data`, host python3), then copied from the cache, so a
+build from a new output base neither copies the .debs nor decompresses their xz again. Older
+locks without the digests (or a machine without python3 the first time) keep the .deb.
 
 Errors: a .deb whose sha256 is not the lock's names the package and both digests; a version no
 source has any more (Debian removes superseded versions) is one line naming the package, the
@@ -210,10 +211,10 @@ def _cached(rctx, sha256, output):
     return rctx.download(["file:///shiko-repository-cache-only/" + sha256], output = output,
                          sha256 = sha256, allow_fail = True).success
 
-def fetch_arch(rctx, locked, arch, out_dir, attr = "architectures"):
-    """Downloads every locked .deb of `arch` to `out_dir/<package>.deb` (checked by sha256);
-    returns (the lock's entries, the paths written). `attr` names the caller's attribute that
-    chose `arch`, for the error when the lock lacks it."""
+def fetch_arch(rctx, locked, arch, out_dir, attr = "architectures", skip = {}):
+    """Downloads every locked .deb of `arch` to `out_dir/<package>.deb` (checked by sha256),
+    but those of the packages named in `skip`; returns (the lock's entries, the paths written).
+    `attr` names the caller's attribute that chose `arch`, for the error when the lock lacks it."""
     name = _label_name(rctx)
     if arch not in locked.lock["architectures"]:
         fail("@%s: attribute '%s': %r: the lock has %s only" %
@@ -224,6 +225,8 @@ def fetch_arch(rctx, locked, arch, out_dir, attr = "architectures"):
         if e["suite"] not in locked.suites:
             fail("@%s: package '%s' (%s) comes from suite %r, which the lock's suites don't list" %
                  (name, e["name"], arch, e["suite"]))
+        if e["name"] in skip:
+            continue
         rctx.report_progress("%s: %s %s (%d/%d)" % (arch, e["name"], e["version"], i + 1, len(entries)))
         out = "%s/%s.deb" % (out_dir, e["name"])
         if not _cached(rctx, e["sha256"], out):
@@ -232,51 +235,68 @@ def fetch_arch(rctx, locked, arch, out_dir, attr = "architectures"):
         files.append(out)
     return entries, files
 
-def plain_data(rctx, entries, debs):
-    """The decompressed data.tar of each .deb whose lock entry pins it (`data_sha256`), as
-    `<package>.data.tar` next to it: from Bazel's repository cache, else written once by
-    deb_lock.py `data` (host python3) and put in the cache (a file:// download checked by that
-    sha256). Returns (the paths written, how many came from the cache). Without a python3, or
-    for an older lock without the digests, there are none: the deb action then decompresses
-    the .deb itself."""
-    name = _label_name(rctx)
-    out = []
-    missing = []
-    for e, deb in zip(entries, debs):
-        if not e.get("data_sha256"):
+def _pinned(e):
+    """Whether a lock entry pins its .deb's members decompressed (deb_lock since 2026-12)."""
+    return bool(e.get("control_sha256") and e.get("data_sha256"))
+
+def _plain_paths(out_dir, e):
+    return "%s/%s.control.tar" % (out_dir, e["name"]), "%s/%s.data.tar" % (out_dir, e["name"])
+
+def cached_plain_members(rctx, entries, out_dir):
+    """{package: True} of the pinned packages whose plain control.tar and data.tar Bazel's
+    repository cache has (then copied to `<out_dir>/<package>.control.tar` and `.data.tar`):
+    their .deb is not needed."""
+    hits = {}
+    for e in entries:
+        if not _pinned(e):
             continue
-        data = deb[:-len(".deb")] + ".data.tar"
-        if _cached(rctx, e["data_sha256"], data):
-            out.append(data)
-        else:
-            missing.append((e, deb, data))
-    cached = len(out)
-    python = find_python(rctx)[0] if missing else None
+        control, data = _plain_paths(out_dir, e)
+        if _cached(rctx, e["control_sha256"], control):
+            if _cached(rctx, e["data_sha256"], data):
+                hits[e["name"]] = True
+            else:
+                rctx.delete(control)
+    return hits
+
+def make_plain_members(rctx, entries, debs, out_dir):
+    """Writes the plain control.tar and data.tar of each fetched .deb whose entry pins them
+    (deb_lock.py `data`, host python3), puts them in the repository cache (a file:// download
+    checked by the lock's sha256) and removes the .deb. Returns {package: True} of those made
+    (none without a python3: those packages keep their .deb, which the deb action reads)."""
+    name = _label_name(rctx)
+    todo = [(e, d) for e, d in zip(entries, debs) if _pinned(e)]
+    python = find_python(rctx)[0] if todo else None
     if not python:
-        return out, cached
-    jobs = [{
-        "deb": str(rctx.path(deb)),
-        "sha256": e["sha256"],
-        "out": str(rctx.path(data + ".unchecked")),
-        "what": "package '%s' %s" % (e["name"], e["version"]),
-    } for e, deb, data in missing]
-    rctx.file("_data_jobs.json", json.encode(jobs))
-    res = rctx.execute([python, str(rctx.path(_TOOL)), "data", "--jobs=" + str(rctx.path("_data_jobs.json")),
+        return {}
+    jobs = []
+    for e, deb in todo:
+        control, data = _plain_paths(out_dir, e)
+        jobs.append({
+            "deb": str(rctx.path(deb)),
+            "sha256": e["sha256"],
+            "control": str(rctx.path(control + ".unchecked")),
+            "data": str(rctx.path(data + ".unchecked")),
+            "what": "package '%s' %s" % (e["name"], e["version"]),
+        })
+    rctx.file("_plain_jobs.json", json.encode(jobs))
+    res = rctx.execute([python, str(rctx.path(_TOOL)), "data", "--jobs=" + str(rctx.path("_plain_jobs.json")),
                         "--target=@" + name], quiet = True, timeout = 600)
     if res.return_code != 0:
         fail("@%s: %s" % (name, (res.stderr or res.stdout).strip()))
-    rctx.delete("_data_jobs.json")
-    for e, deb, data in missing:
-        unchecked = rctx.path(data + ".unchecked")
-        if not rctx.download(["file://%s" % unchecked], output = data, sha256 = e["data_sha256"],
-                             allow_fail = True).success:
-            fail(("@%s: package '%s' %s: its data.tar, decompressed, has sha256 %s, the lock's data_sha256 " +
-                  "is %s: a lock edited by hand? Re-lock: %s") %
-                 (name, e["name"], e["version"], file_sha256(rctx, unchecked, data + ".scratch"),
-                  e["data_sha256"], _relock_hint(rctx)))
-        rctx.delete(unchecked)
-        out.append(data)
-    return out, cached
+    rctx.delete("_plain_jobs.json")
+    made = {}
+    for e, deb in todo:
+        for path, key, member in zip(_plain_paths(out_dir, e), ["control_sha256", "data_sha256"], ["control.tar", "data.tar"]):
+            unchecked = rctx.path(path + ".unchecked")
+            if not rctx.download(["file://%s" % unchecked], output = path, sha256 = e[key], allow_fail = True).success:
+                fail(("@%s: package '%s' %s: its %s, decompressed, has sha256 %s, the lock's %s " +
+                      "is %s: a lock edited by hand? Re-lock: %s") %
+                     (name, e["name"], e["version"], member, file_sha256(rctx, unchecked, path + ".scratch"),
+                      key, e[key], _relock_hint(rctx)))
+            rctx.delete(unchecked)
+        rctx.delete(deb)
+        made[e["name"]] = True
+    return made
 
 def _archs(rctx, lock):
     """The architectures to provide: `architectures`, checked against the lock, or all of its."""
@@ -323,8 +343,19 @@ def _deb_arch_repository_impl(rctx):
     locked = read_lock(rctx)
     arch = rctx.attr.architecture
     _archs(rctx, locked.lock)
-    entries, debs = fetch_arch(rctx, locked, arch, arch)
-    data, cached = plain_data(rctx, entries, debs)
+    if arch not in locked.lock["architectures"]:
+        fail("@%s: attribute 'architectures': %r: the lock has %s only" %
+             (name, arch, ", ".join(sorted(locked.lock["architectures"].keys()))))
+    hits = cached_plain_members(rctx, locked.lock["architectures"][arch]["packages"], arch)
+    entries, debs = fetch_arch(rctx, locked, arch, arch, skip = hits)
+    fetched = [e for e in entries if e["name"] not in hits]
+    made = make_plain_members(rctx, fetched, debs, arch)
+    files = []
+    for e in entries:
+        if e["name"] in hits or e["name"] in made:
+            files += list(_plain_paths(arch, e))
+        else:
+            files.append("%s/%s.deb" % (arch, e["name"]))
     rctx.file(arch + "/packages.json", json.encode({
         "architecture": arch,
         "suites": locked.suites,
@@ -336,13 +367,13 @@ def _deb_arch_repository_impl(rctx):
     rctx.file("WORKSPACE", "workspace(name = \"%s\")\n" % arch_repository_name(name, arch))
     rctx.file("BUILD.bazel", "\n".join([
         "# Generated by rules_shiko's deb_repository (@%s, %s) from %s." % (name, arch, rctx.attr.lock),
-        "# data.tar decompressed: %d of %d packages (%d from the repository cache, %d written)." % (
-            len(data), len(debs), cached, len(data) - cached),
+        "# control.tar and data.tar decompressed instead of the .deb: %d of %d packages (%d from the " % (
+            len(hits) + len(made), len(entries), len(hits)) + "repository cache, %d written)." % len(made),
         "package(default_visibility = [\"//visibility:public\"])",
         "",
         "filegroup(",
         "    name = \"%s\"," % arch,
-        "    srcs = %s," % repr([arch + "/packages.json"] + debs + data),
+        "    srcs = %s," % repr([arch + "/packages.json"] + files),
         ")",
         "",
     ]))
