@@ -219,7 +219,9 @@ def remote_examples(machines, local):
 def test_every_example_builds_remotely_on_python_less_workers(remote_examples, local):
     m, r, res, _ = remote_examples
     assert res.returncode == 0, res.stderr[-6000:]
-    kinds = assert_all_remote(res, 100)
+    # ~95 actions, none a cache hit (each deb_layer unpacks its packages in its layer action:
+    # no separate deb action since session 7).
+    kinds = assert_all_remote(res, 90)
     print("remote build of //examples/...: %.1fs, %r (load %s)" % (
         res.seconds, kinds, open("/proc/loadavg").read().strip()))
     for path in DIGESTS:
