@@ -3,7 +3,7 @@
 Python standard library only (this command, python_tools/shiko/cli.py and
 python_tools/shiko/debian/): `bazel run //pkg:<name>.update` (the `deb_lock` rule,
 rules/private/debian/deb_lock.bzl) runs it, and the `deb_repository` repository rule runs its
-`sources` and `probe` subcommands with the host's python3.
+`sources`, `probe` and `data` subcommands with the host's python3.
 
 Subcommands
 ===========

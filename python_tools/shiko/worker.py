@@ -117,9 +117,9 @@ class CodeWatch(object):
     """The tool's own modules (python_tools/**.py) this process has loaded, as they were on
     disk then: `changed()` names one that is not any more (None while all are the same)."""
 
-    def __init__(self, root=None):
-        here = os.path.dirname(os.path.abspath(__file__))  # <root>/python_tools/shiko
-        self.root = (root or os.path.dirname(os.path.dirname(here))) + os.sep
+    def __init__(self, package=None):
+        here = os.path.dirname(os.path.abspath(__file__))  # <package>/shiko
+        self.package = (package or os.path.dirname(here)) + os.sep
         self.seen = {}
 
     @staticmethod
@@ -137,7 +137,7 @@ class CodeWatch(object):
             if not f or not f.endswith(".py"):
                 continue
             f = os.path.abspath(f)
-            if f not in self.seen and f.startswith(self.root):
+            if f not in self.seen and f.startswith(self.package):
                 self.seen[f] = self._stamp(f)
 
     def changed(self):

@@ -7,9 +7,10 @@ writes), checked against the lock's sha256 before anything in them is decompress
 A lock entry may also pin the .deb's control.tar and data.tar decompressed (`control_sha256`,
 `data_sha256`, written by deb_lock): deb_repository then keeps those plain tars in Bazel's
 repository cache instead of the .deb, and `load` reads them (each checked by its sha256): no
-xz to decompress (the largest part of a cold build's package work) and a fifth of the bytes
-for Bazel to copy and hash. They are the locked .deb's by construction: deb_lock and
-deb_repository make them from a .deb checked against the lock's sha256.
+xz to decompress, the largest part of a cold build's package work. (Bazel copies and hashes
+~3.6x the bytes of the .debs then, which costs less than the xz.) They are the locked .deb's
+by construction: deb_lock and deb_repository make them from a .deb checked against the
+lock's sha256.
 
 Used by unpack.py (package groups) and interpreter.py (the tools' Python).
 """
