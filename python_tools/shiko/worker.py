@@ -148,15 +148,16 @@ class CodeWatch(object):
 
 
 def own_command():
-    """(program, argv) that started this process, without --persistent_worker."""
+    """(program, argv) that started this process, without --persistent_worker. The program is
+    the path argv[0] names (not /proc/self/exe: after a re-fetch of the tools' Python that
+    names the deleted file)."""
     try:
         with open("/proc/self/cmdline", "rb") as f:
             argv = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0")[:-1]]
-        program = os.readlink("/proc/self/exe")
     except OSError:
         argv = [sys.executable] + sys.orig_argv[1:]
-        program = sys.executable
-    return program, [a for a in argv if a != "--persistent_worker"]
+    program = argv[0] if os.sep in argv[0] else sys.executable
+    return os.path.abspath(program), [a for a in argv if a != "--persistent_worker"]
 
 
 def _in_a_new_process(arguments):
@@ -164,8 +165,11 @@ def _in_a_new_process(arguments):
     import subprocess  # only when the code changed under a running worker
 
     program, argv = own_command()
-    res = subprocess.run(argv + list(arguments), executable=program, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        res = subprocess.run(argv + list(arguments), executable=program, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as e:  # answered, not a dead worker: Bazel then retries the action
+        return 1, "ERROR: the tool changed under its worker, and %s could not start: %s\n" % (program, e)
     return res.returncode, res.stdout.decode("utf-8", "replace")
 
 

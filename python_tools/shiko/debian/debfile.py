@@ -255,20 +255,24 @@ def _load_plain(lock, control_src, data_src):
         if not (control_src and data_src and lock.get("control_sha256") and lock.get("data_sha256")):
             raise ValueError("%s: no .deb, and no plain control.tar and data.tar pinned by the lock" % what)
         out.members = {"control.tar": _pinned(control_src, lock, "control_sha256", what)}
-    except (OSError, ValueError) as e:
-        out.ar_error = e if isinstance(e, ValueError) else ValueError("%s: %s" % (what, e))
+    except ValueError as e:
+        out.ar_error = e
         return out
     try:
         out.data = (data_src.rsplit("/", 1)[-1], _pinned(data_src, lock, "data_sha256", what))
-    except (OSError, ValueError) as e:
-        out.data_error = e if isinstance(e, ValueError) else ValueError("%s: %s" % (what, e))
+    except ValueError as e:
+        out.data_error = e
     return out
 
 
 def _pinned(src, lock, key, what):
-    """The bytes of a plain member file, checked against the lock's `key` (sha256)."""
-    with open(src, "rb") as f:
-        raw = f.read()
+    """The bytes of a plain member file, checked against the lock's `key` (sha256); a
+    ValueError when it cannot be read or has other bytes."""
+    try:
+        with open(src, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError("%s: %s" % (what, e))
     digest = sha256_hex(raw)
     if digest != lock[key]:
         raise ValueError("%s: %s has sha256 %s (%d bytes), the lock's %s is %s: not the locked "

@@ -145,16 +145,9 @@ def add_member_digests(lock, fetch_deb, previous=None, log=None):
                 todo.setdefault(p["sha256"], p)
 
     def digests(p):
-        blob = fetch_deb(p)
         what = "%s %s (%s)" % (p["name"], p["version"], p["path"])
-        got = hashlib.sha256(blob).hexdigest()
-        if got != p["sha256"]:
-            raise DebError("%s: the archive serves a .deb with sha256 %s, its index says %s" % (
-                what, got, p["sha256"]))
-        try:
-            control, data = debfile.plain_members(blob, what)
-        except (tarfile.TarError,) + compression.errors() as e:
-            raise DebError("%s: cannot read its control.tar and data.tar: %s" % (what, e))
+        control, data = _checked_members(fetch_deb(p), p["sha256"], what,
+                                         "the archive serves a .deb with sha256 %s, its index says %s")
         return hashlib.sha256(control).hexdigest(), hashlib.sha256(data).hexdigest()
 
     if todo:
@@ -171,6 +164,18 @@ def add_member_digests(lock, fetch_deb, previous=None, log=None):
     return lock
 
 
+def _checked_members(blob, sha256, what, mismatch):
+    """(control.tar, data.tar) of a .deb, decompressed, once its sha256 is `sha256`; else a
+    DebError `<what>: <mismatch % (its sha256, sha256)>`."""
+    got = hashlib.sha256(blob).hexdigest()
+    if got != sha256:
+        raise DebError("%s: %s" % (what, mismatch % (got, sha256)))
+    try:
+        return debfile.plain_members(blob, what)
+    except (tarfile.TarError,) + compression.errors() as e:
+        raise DebError("%s: cannot read its control.tar and data.tar: %s" % (what, e))
+
+
 def write_plain_members(jobs):
     """Writes the decompressed control.tar and data.tar of each job's .deb (deb_lock.py
     `data`), two at a time: [{"deb", "sha256", "control", "data", "what"}]. A .deb with another
@@ -178,14 +183,8 @@ def write_plain_members(jobs):
     def one(job):
         with open(job["deb"], "rb") as f:
             blob = f.read()
-        got = hashlib.sha256(blob).hexdigest()
-        if got != job["sha256"]:
-            raise DebError("%s: %s has sha256 %s, the lock says %s" % (
-                job["what"], job["deb"], got, job["sha256"]))
-        try:
-            control, data = debfile.plain_members(blob, job["what"])
-        except (tarfile.TarError,) + compression.errors() as e:
-            raise DebError("%s: cannot read its control.tar and data.tar: %s" % (job["what"], e))
+        control, data = _checked_members(blob, job["sha256"], job["what"],
+                                         job["deb"].replace("%", "%%") + " has sha256 %s, the lock says %s")
         write_file_atomic(job["control"], control)
         write_file_atomic(job["data"], data)
 
