@@ -25,8 +25,10 @@ its own output base; BuildKit: two `--no-cache` builds).
 --cold_rounds=N adds N paired cold builds at the end, the order alternating per round, since
 this machine's speed can drift by tens of percent within minutes: a fresh dockerd's first build
 (base imported untimed) against a fresh output base (one command); it prints every pair and the
-median of the per-round ratios. Each timed build starts after `sync` and a second's pause, so
-neither side pays for writing back what came before it (the base import, the other's build).
+median of the per-round ratios. Each side's round starts from dropped kernel caches (a
+fresh dockerd's containers leave dying memory cgroups behind, which slowed every later
+BuildKit build), with what it reads put back untimed; each timed build starts after `sync` and
+a second's pause, so neither side pays for writing back what came before it.
 
 Run from the repository root, as root (debootstrap, dockerd):
   /usr/bin/python3 bench/python_app_bench.py [--keep=DIR] [--edits=3] [--cold_rounds=N]
@@ -428,27 +430,63 @@ def quiesce():
     time.sleep(1)
 
 
+def drop_caches():
+    """Drop the kernel's page, dentry and inode caches. Each dockerd's containers leave memory
+    cgroups dying behind them (held by cached pages: /proc/cgroups' count grows by ~4 a build),
+    and with them piling up each BuildKit build was slower than the one before: 4.07, 4.59,
+    5.02, 5.52 s in four rounds on a fresh dockerd each, but 4.25-4.35 s with a drop before
+    each (2026-12-03). Without it, later rounds measured the harness's leftovers."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def read_files(paths):
+    """Read every file under `paths` (back into the page cache after drop_caches)."""
+    for top in paths:
+        for root, _, files in os.walk(top) if os.path.isdir(top) else [("", [], [top])]:
+            for name in files:
+                try:
+                    with open(os.path.join(root, name), "rb") as f:
+                        while f.read(1 << 20):
+                            pass
+                except OSError:
+                    pass
+
+
 def cold_rounds(n, rootfs, ctx, tree, work):
     """[(BuildKit s, Bazel s)] of n paired cold builds, the order alternating per round (the
-    host's speed drifts: a pair is measured within seconds). BuildKit: a fresh dockerd with the
-    base imported (untimed), then its first build. Bazel: a fresh output base on the same copy,
-    one command (base from .debs, wheels, app, tarball), its server shut down afterwards."""
+    host's speed drifts: a pair is measured within seconds). Each side starts from the same
+    kernel state: caches dropped (drop_caches), then what the build reads put back in the page
+    cache, untimed. BuildKit: a fresh dockerd with the base imported, the build context and
+    the container runtime's binaries read; then its first build. Bazel: a warm-up build in a
+    throwaway output base (the JDK, Bazel, the repository cache, the compilers its C++
+    toolchain probes); then a fresh output base on the same copy, one command (base from
+    .debs, wheels, app, tarball), its server shut down afterwards."""
+    runtime = [p for p in (shutil.which(b) for b in (
+        "runc", "containerd", "containerd-shim-runc-v2", "docker-init")) if p]
+
     def buildkit(i):
+        drop_caches()
         with services.Dockerd() as d:
             timed(["sh", "-c", "tar -C %s --numeric-owner -c . | %s import - %s" % (
                 rootfs, DOCKER, BASE_TAG)], env=d.env)
+            read_files([ctx] + runtime)
             quiesce()  # the import's writes reach the disk before the timed build
             return docker_build(d, ctx, BK_TAG)
 
     def bazel(i):
-        ob = os.path.join(work, "ob_round%d" % i)
-        b = BazelCopy(tree, ob)
-        try:
-            quiesce()
-            return b.build("--output_groups=+tarball")
-        finally:
-            b.shutdown()
-            remove_tree(ob)
+        drop_caches()
+        for name in ("warm", "round%d" % i):
+            ob = os.path.join(work, "ob_" + name)
+            b = BazelCopy(tree, ob)
+            try:
+                quiesce()
+                took = b.build("--output_groups=+tarball")
+            finally:
+                b.shutdown()
+                remove_tree(ob)
+        return took
 
     pairs = []
     for i in range(n):
