@@ -53,8 +53,9 @@ def tool(name, srcs = None, deps = [], binary = True):
             )),
         )
 
-def tool_test(name, deps, srcs = [], tags = [], size = "medium"):
-    """`test_<x>`: pytest on tests/test_<x>.py (plus helper `srcs`), run by `bazel test`."""
+def tool_test(name, deps, srcs = [], data = [], tags = [], size = "medium"):
+    """`test_<x>`: pytest on tests/test_<x>.py (plus helper `srcs`, and `data` files in its
+    runfiles), run by `bazel test`."""
     if not name.startswith("test_"):
         fail("tool_test %r: the name must be test_<module>" % name)
     main_src = "tests/%s.py" % name
@@ -63,6 +64,7 @@ def tool_test(name, deps, srcs = [], tags = [], size = "medium"):
         size = size,
         srcs = ["tests/pytest_main.py", main_src] + srcs,
         args = ["$(location %s)" % main_src],
+        data = data,
         main = "tests/pytest_main.py",
         python_version = "3.11",  # cp311 wheels; rules_python switches per target
         tags = tags,

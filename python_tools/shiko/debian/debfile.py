@@ -25,6 +25,7 @@ from python_tools.shiko.debian import deb822
 from python_tools.shiko.debian.errors import DebError
 from python_tools.shiko.files import sha256_hex
 from python_tools.shiko.tar import compression
+from python_tools.shiko.tar import memtar
 from python_tools.shiko.tar import names
 
 CONTROL_FIELDS = frozenset(("Package", "Version", "Architecture", "Source"))
@@ -109,13 +110,23 @@ def _norm(name):
         return None
 
 
+def _tar_members(raw):
+    """(members, read) of a plain tar in memory: memtar's fast reader's, or tarfile's when it
+    declines the tar (read(m) -> the bytes of a regular member)."""
+    infos = memtar.members(raw)
+    if infos is not None:
+        return infos, lambda m: raw[m.offset_data:m.offset_data + m.size]
+    tf = tarfile.open(fileobj=io.BytesIO(raw), mode="r:")
+    return tf.getmembers(), lambda m: tf.extractfile(m).read()
+
+
 def read_control(members, what):
     cname = _member(members, "control.tar", what)
     raw = _decompress(cname, members[cname], what)
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
-        for m in tf.getmembers():
-            if _norm(m.name) == "control" and m.isfile():
-                return tf.extractfile(m).read().decode("utf-8", "replace")
+    infos, read = _tar_members(raw)
+    for m in infos:
+        if _norm(m.name) == "control" and m.isreg():
+            return read(m).decode("utf-8", "replace")
     raise ValueError("%s: control.tar has no control file" % what)
 
 
@@ -173,40 +184,40 @@ def data_members(members, what, keep_docs, data=None):
     out = []
     contents = {}  # path -> bytes of regular files (for hardlinks to dropped files)
     kept = set()
-    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
-        for m in tf.getmembers():
-            path = _norm(m.name)
-            if path is None:
-                raise ValueError("%s: unsafe member name %r in %s" % (what, m.name, dname))
-            if path == "":
-                continue
-            mode = stat.S_IMODE(m.mode)
-            if m.isdir():
-                e = Entry("dir", mode, m.uid, m.gid)
-            elif m.isreg():
-                data = tf.extractfile(m).read()
-                contents[path] = (data, mode, m.uid, m.gid)
-                e = Entry("file", mode, m.uid, m.gid, data=data)
-            elif m.issym():
-                e = Entry("symlink", 0o777, m.uid, m.gid, target=m.linkname)
-            elif m.islnk():
-                target = _norm(m.linkname)
-                if target is None or target not in contents:
-                    raise ValueError("%s: hardlink %r -> %r whose target is not a file of the "
-                                     "package" % (what, m.name, m.linkname))
-                if target in kept or keep_docs or not _dropped(target):
-                    e = Entry("hardlink", mode, m.uid, m.gid, target=target)
-                else:
-                    data, tmode, tuid, tgid = contents[target]
-                    e = Entry("file", tmode, tuid, tgid, data=data)
-                contents[path] = contents[target]
+    infos, read = _tar_members(raw)
+    for m in infos:
+        path = _norm(m.name)
+        if path is None:
+            raise ValueError("%s: unsafe member name %r in %s" % (what, m.name, dname))
+        if path == "":
+            continue
+        mode = stat.S_IMODE(m.mode)
+        if m.isdir():
+            e = Entry("dir", mode, m.uid, m.gid)
+        elif m.isreg():
+            data = read(m)
+            contents[path] = (data, mode, m.uid, m.gid)
+            e = Entry("file", mode, m.uid, m.gid, data=data)
+        elif m.issym():
+            e = Entry("symlink", 0o777, m.uid, m.gid, target=m.linkname)
+        elif m.islnk():
+            target = _norm(m.linkname)
+            if target is None or target not in contents:
+                raise ValueError("%s: hardlink %r -> %r whose target is not a file of the "
+                                 "package" % (what, m.name, m.linkname))
+            if target in kept or keep_docs or not _dropped(target):
+                e = Entry("hardlink", mode, m.uid, m.gid, target=target)
             else:
-                raise ValueError("%s: member %r is a device, FIFO or another special file" %
-                                 (what, m.name))
-            if not keep_docs and _dropped(path):
-                continue
-            kept.add(path)
-            out.append((path, e))
+                data, tmode, tuid, tgid = contents[target]
+                e = Entry("file", tmode, tuid, tgid, data=data)
+            contents[path] = contents[target]
+        else:
+            raise ValueError("%s: member %r is a device, FIFO or another special file" %
+                             (what, m.name))
+        if not keep_docs and _dropped(path):
+            continue
+        kept.add(path)
+        out.append((path, e))
     return out
 
 

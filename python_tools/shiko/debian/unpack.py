@@ -303,6 +303,15 @@ def build_tar(manifest, output):
     """Writes the tar a manifest (a dict, see python_tools/deb.py) describes to `output`.
 
     Returns (entries {path: Entry}, controls {package: control fields}) for the inventory."""
+    entries, controls = build_entries(manifest)
+    write_tar(entries, output)
+    return entries, controls
+
+
+def build_entries(manifest):
+    """(entries {path: Entry}, controls {package: control fields}) of the tar a manifest (a
+    dict, see python_tools/deb.py) describes: every parent directory included, nothing
+    written (write_tar writes them; shiko/layer/debs.py puts them in a layer as they are)."""
     if not isinstance(manifest, dict):
         raise UserError("the deb manifest must be a JSON object")
     controls = {}
@@ -312,5 +321,4 @@ def build_tar(manifest, output):
     else:
         entries = packages_entries(manifest, controls)
     _ensure_parents(entries)
-    write_tar(entries, output)
     return entries, controls

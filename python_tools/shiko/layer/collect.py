@@ -109,23 +109,22 @@ class Layer(object):
             self.add(m)
 
     def _add_debs(self, manifest, prefix, origin):
-        """A deb_tar's packages: the tar python_tools/deb.py would write for its manifest, made
-        in the scratch directory and imported as that tar would be; its inventory is kept."""
+        """A deb_tar's packages: the members of the tar python_tools/deb.py would write for its
+        manifest, as importing that tar would give them (shiko/layer/debs.py), made straight
+        from the packages' contents; its inventory is kept."""
         if not isinstance(manifest, str) or not manifest:
             raise self.error("a debs entry needs the deb tool's manifest", origin.attr, "/" + prefix)
         # Imported here: only layers of Debian packages need them.
-        import os
-
         from python_tools.shiko.debian.inventory import inventory
-        from python_tools.shiko.debian.unpack import build_tar
+        from python_tools.shiko.debian.unpack import build_entries
         from python_tools.shiko.files import read_json
+        from python_tools.shiko.layer import debs
 
         deb_manifest = read_json(manifest)
-        tar = os.path.join(self.scratch_dir(), "debs-%d.tar" % len(self.tars))
-        entries, controls = build_tar(deb_manifest, tar)
+        entries, controls = build_entries(deb_manifest)
         self.inventories.append(inventory(deb_manifest, entries, controls))
-        del entries, controls  # the packages' contents: the tar holds them now
-        self._add_tar(tar, prefix, origin)
+        for m in debs.members(self, entries, prefix, origin, len(self.inventories)):
+            self.add(m)
 
     # -----------------------------------------------------------------------------------------
     # Conflicts, parents, overrides

@@ -90,6 +90,43 @@ class TarMemberSource(object):
         return _TarMemberReader(self.tar.raw.fileno(), self.info.offset_data, self.info.size)
 
 
+class _BytesReader(object):
+    """Reads bytes held in memory (a memoryview), straight into the caller's buffer."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def readinto(self, mv):
+        n = min(len(mv), len(self.data) - self.pos)
+        mv[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+    def head(self, n):
+        return bytes(self.data[:n])
+
+    def close(self):
+        pass
+
+
+class BytesSource(object):
+    """A regular file whose content is in memory (a Debian package's file, read from its
+    data.tar: shiko/layer/debs.py). `key` names the content: the paths of one hardlink group
+    share it."""
+
+    __slots__ = ("data", "key")
+
+    def __init__(self, data, key):
+        self.data = data
+        self.key = key
+
+    def open(self):
+        return _BytesReader(memoryview(self.data))
+
+
 class Member(object):
     """One path of the layer. `path` is relative, without a trailing slash."""
 
