@@ -5,9 +5,7 @@ writes the archive of the classes it loaded when it exits; the next servers map 
 JVM's own check: the file is in the server's memory map); a running server keeps the option
 it started with (no restart); SHIKO_BAZEL_CDS=0 adds nothing. The same for the parallel
 garbage collector: every server gets -XX:+UseParallelGC, SHIKO_BAZEL_GC=default leaves the
-JVM's own choice, and a running server keeps what it started with. And for the JIT compilers'
-priority: their threads run at nice 10 (read from /proc), SHA-256's methods get low compile
-thresholds, SHIKO_BAZEL_JIT=default leaves both as they are. Each server is a fresh output
+JVM's own choice, and a running server keeps what it started with. Each server is a fresh output
 base and a cheap command (`info release`, `build //platforms:all`); the archive goes to a
 temporary XDG_CACHE_HOME.
 """
@@ -30,23 +28,6 @@ def _server(output_base):
     return pid, argv, maps
 
 
-def _compiler_nice(pid):
-    """{nice} of the server's JIT compiler threads (`C1 CompilerThre…`, `C2 CompilerThre…`)."""
-    nices = set()
-    for tid in os.listdir("/proc/%s/task" % pid):
-        with open("/proc/%s/task/%s/stat" % (pid, tid)) as f:
-            stat = f.read()
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        if "CompilerThre" in comm:
-            nices.add(int(stat[stat.rindex(")") + 2:].split()[16]))  # field 19: nice
-    assert nices, "no JIT compiler thread in server %s" % pid
-    return nices
-
-
-JIT = ["-XX:CompilerThreadPriority=10", "-XX:ThreadPriorityPolicy=1",
-       "-XX:CompileCommand=CompileThresholdScaling,sun.security.provider.SHA2::implCompress0,0.001"]
-
-
 def _archive_args(argv):
     """The JVM's archive options (the server's own arguments repeat them as --host_jvm_args)."""
     return [a for a in argv if a.startswith(("-XX:SharedArchiveFile=", "-XX:ArchiveClassesAtExit="))]
@@ -58,8 +39,7 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
     env = dict(os.environ, XDG_CACHE_HOME=xdg)
     env.pop("SHIKO_BAZEL_CDS", None)
     env.pop("SHIKO_BAZEL_GC", None)
-    env.pop("SHIKO_BAZEL_JIT", None)
-    off = dict(env, SHIKO_BAZEL_CDS="0", SHIKO_BAZEL_GC="default", SHIKO_BAZEL_JIT="default")
+    off = dict(env, SHIKO_BAZEL_CDS="0", SHIKO_BAZEL_GC="default")
     bases = [str(tmp_path / ("ob%d" % i)) for i in range(4)]
     envs = {bases[0]: env, bases[1]: env, bases[2]: env, bases[3]: off}
 
@@ -81,8 +61,6 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
             return
         assert not _archive_args(argv), argv
         assert "-XX:+UseParallelGC" in argv, argv
-        assert all(a in argv for a in JIT), argv
-        assert _compiler_nice(pid) == {10}
         stop(0)
         assert not os.path.exists(cds_dir) or not os.listdir(cds_dir)
 
@@ -102,7 +80,6 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
         assert _archive_args(argv) == ["-XX:SharedArchiveFile=" + jsa], argv
         assert jsa in maps, "the server did not map %s" % jsa
         assert argv.count("-XX:+UseParallelGC") == 1, argv
-        assert [a for a in argv if "ThreadPriority" in a].count(JIT[0]) == 1, argv
         stop(2)
 
         # Turned off: no archive option, not mapped, the JVM's own collector; a later command
@@ -111,13 +88,10 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
         assert not _archive_args(argv), argv
         assert jsa not in maps
         assert not [a for a in argv if a.startswith("-XX:+Use") and a.endswith("GC")], argv
-        assert not [a for a in argv if "ThreadPriority" in a or "CompileCommand" in a], argv
-        assert _compiler_nice(pid) == {0}
         envs[bases[3]] = env
         pid2, argv, _ = start(3)
         assert pid2 == pid and not _archive_args(argv), argv
         assert "-XX:+UseParallelGC" not in argv, argv
-        assert not [a for a in argv if "ThreadPriority" in a], argv
     finally:
         for i, ob in enumerate(bases):
             if os.path.isdir(ob):
