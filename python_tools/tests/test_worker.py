@@ -132,52 +132,98 @@ def test_layer_tool_as_a_persistent_worker(tmp_path):
     assert not (tmp_path / "c.tar").exists() and not (tmp_path / "c.layer.json").exists()
 
 
+class _Worker(object):
+    """The layer tool as a persistent worker on a copy of python_tools/ (which a test edits),
+    started with `python`; its stderr goes to worker.log."""
+
+    def __init__(self, tmp_path, python=sys.executable):
+        self.tmp_path = tmp_path
+        self.root = tmp_path / "checkout"
+        shutil.copytree(os.path.join(REPO, "python_tools"), str(self.root / "python_tools"),
+                        ignore=shutil.ignore_patterns("tests", "__pycache__", "interpreter"))
+        shutil.copytree(os.path.join(REPO, "python_tools", "interpreter"),
+                        str(self.root / "python_tools" / "interpreter"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=os.pathsep.join(
+            [str(self.root)] + [p for p in sys.path if p != REPO]))
+        self.proc = subprocess.Popen(
+            [str(python), "-m", "python_tools.layer", "--persistent_worker"],
+            cwd=str(self.root), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(str(tmp_path / "worker.log"), "wb"), bufsize=0)
+
+    def layer(self, i):
+        """The response to request `i`: a layer of one file."""
+        t = self.tmp_path
+        m = _layer_manifest(t, "r%d" % i, b"request %d\n" % i)
+        self.proc.stdin.write(request(["--manifest", m, "--output", str(t / ("r%d.tar" % i)),
+                                       "--descriptor", str(t / ("r%d.layer.json" % i))], i))
+        return parse_response(protocol.read_message(self.proc.stdout))
+
+    def log(self):
+        with open(str(self.tmp_path / "worker.log")) as f:
+            return f.read()
+
+    def change_the_code(self):
+        main = self.root / "python_tools" / "layer.py"
+        text = main.read_text()
+        assert "def run(args, manifest):\n" in text
+        main.write_text(text.replace("def run(args, manifest):\n",
+                                     "def run(args, manifest):\n    print('new code')\n"))
+
+    def stop(self):
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=60) == 0, self.log()
+
+
 def test_a_worker_whose_code_changed_never_answers_with_the_old_code(tmp_path):
     """The tool's source changes while its worker runs (a rules_shiko edit or upgrade with the
     Bazel server up, which Bazel 4.2.3 does not key workers on): the next request runs in a new
     process of the changed code, then the worker execs itself (same process, same pipes) and
     serves the requests after it with the new code; with no change, nothing restarts."""
-    root = tmp_path / "checkout"
-    shutil.copytree(os.path.join(REPO, "python_tools"), str(root / "python_tools"),
-                    ignore=shutil.ignore_patterns("tests", "__pycache__", "interpreter"))
-    shutil.copytree(os.path.join(REPO, "python_tools", "interpreter"), str(root / "python_tools" / "interpreter"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root)] + [p for p in sys.path if p != REPO]),
-               PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "python_tools.layer", "--persistent_worker"],
-                            cwd=str(root), env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=open(str(tmp_path / "worker.log"), "wb"), bufsize=0)
-
-    def layer(i):
-        m = _layer_manifest(tmp_path, "r%d" % i, b"request %d\n" % i)
-        proc.stdin.write(request(["--manifest", m, "--output", str(tmp_path / ("r%d.tar" % i)),
-                                  "--descriptor", str(tmp_path / ("r%d.layer.json" % i))], i))
-        return parse_response(protocol.read_message(proc.stdout))
-
-    def log():
-        with open(str(tmp_path / "worker.log")) as f:
-            return f.read()
-
+    w = _Worker(tmp_path)
     try:
-        first = layer(1)
+        first = w.layer(1)
         assert first["exit_code"] == 0 and "new code" not in first["output"], first
-        second = layer(2)
-        assert second["exit_code"] == 0 and "restarts" not in log()
-        main = root / "python_tools" / "layer.py"
-        text = main.read_text()
-        assert "def run(args, manifest):\n" in text
-        main.write_text(text.replace("def run(args, manifest):\n",
-                                     "def run(args, manifest):\n    print('new code')\n"))
-        third = layer(3)
+        second = w.layer(2)
+        assert second["exit_code"] == 0 and "restarts" not in w.log()
+        w.change_the_code()
+        third = w.layer(3)
         assert third["exit_code"] == 0 and "new code" in third["output"], third
         assert (tmp_path / "r3.tar").exists()
-        fourth = layer(4)
+        fourth = w.layer(4)
         assert fourth["exit_code"] == 0 and "new code" in fourth["output"], fourth
-        assert proc.poll() is None  # the same process, serving on
-        assert log().count("layer.py changed since this worker loaded it") == 1, log()
+        assert w.proc.poll() is None  # the same process, serving on
+        assert w.log().count("layer.py changed since this worker loaded it") == 1, w.log()
     finally:
-        proc.stdin.close()
-        assert proc.wait(timeout=60) == 0, log()
+        w.stop()
+
+
+def test_a_worker_whose_python_was_replaced_restarts_from_its_path(tmp_path):
+    """A new output base, or a rules_shiko upgrade, re-fetches the tools' Python under a running
+    worker: the interpreter file the worker runs is deleted and written anew at the same path
+    (/proc/<pid>/exe then names "<path> (deleted)"), and the tool's code changed too. The new
+    process starts from the path the worker was started with (argv[0]): the request is answered
+    by the new code, and the worker execs the new interpreter and serves on."""
+    real = os.path.realpath(sys.executable)
+    python = tmp_path / "bin" / os.path.basename(real)
+    python.parent.mkdir()
+    shutil.copy2(real, str(python))
+    w = _Worker(tmp_path, python)
+    try:
+        first = w.layer(1)
+        assert first["exit_code"] == 0, first
+        os.unlink(str(python))  # the re-fetch: a new file at the same path
+        shutil.copy2(real, str(python))
+        assert os.readlink("/proc/%d/exe" % w.proc.pid).endswith(" (deleted)")
+        w.change_the_code()
+        second = w.layer(2)
+        assert second["exit_code"] == 0 and "new code" in second["output"], second
+        third = w.layer(3)
+        assert third["exit_code"] == 0 and "new code" in third["output"], third
+        assert w.proc.poll() is None
+        assert os.readlink("/proc/%d/exe" % w.proc.pid) == str(python)  # exec'd the new file
+    finally:
+        w.stop()
 
 
 def test_params_file_outside_a_worker_runs_once(tmp_path):
