@@ -70,9 +70,10 @@ Manifest (JSON, written by Starlark)
     `h` -> `x`, `x`(B): `h` is A). A compressed tar is first decompressed to a temporary file
     next to --output (tar members have to be read in the output's order, which needs random
     access); a plain tar is read in place.
-  - debs: Debian packages, given by the manifest of python_tools/deb.py (a deb_tar's): the tar
-    that tool would write is made in the scratch directory and imported exactly as a `tar`
-    entry of it (so the layer is the same bytes), and its inventory is what --packages writes
+  - debs: Debian packages, given by the manifest of python_tools/deb.py (a deb_tar's): the
+    members are those that importing the tar that tool would write, as a `tar` entry, would
+    give (so the layer is the same bytes), made from the packages' contents without writing
+    that tar (shiko/layer/debs.py), and its inventory is what --packages writes
     (then the manifest must have exactly one debs entry). Errors about the packages name the
     deb_tar, as the deb tool's do. Starlark uses it for a layer importing one deb_tar at its
     root (deb_layer): Bazel then never writes, hashes and reads back that intermediate tar.
