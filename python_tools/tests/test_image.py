@@ -606,6 +606,44 @@ def test_layout_step_refuses_a_manifest_of_other_layers(work, hello_layer):
     assert_error(proc, "layers", "does not list the base's and this image's layers")
 
 
+def test_layout_of_an_image_base_given_by_its_layers(work, hello_layer):
+    """An image target's base whose chain was all built here reaches the layout action as its
+    layers' files (blob and descriptor, bottom first), not its layout: the same layout, byte for
+    byte; a base layer that is not what the manifest lists is refused, naming the base."""
+    base, _ = _base(work, hello_layer)
+    child = make_layer(work, "child", {"child.txt": b"child\n"})
+    m = image_manifest(base=base, layers=[child], env={"X": "1"})
+    want, _, _ = build_image(work, "full", m)
+
+    def layout_step(name, base_layers):
+        layout = os.path.join(work, name)
+        os.makedirs(layout)
+        spec = {"target": "//test:image", "platform": m["platform"], "layers": m["layers"],
+                "base": {"layers": base_layers, "label": "//test:base"},
+                "config": os.path.join(work, "full.config.json"),
+                "manifest": os.path.join(work, "full.manifest.json")}
+        return layout, engines.run_tool("image", spec, work, output_layout=layout)
+
+    files = [{"blob": hello_layer["blob"], "descriptor": hello_layer["descriptor"]}]
+    layout, proc = layout_step("by_layers", files)
+    assert proc.returncode == 0, proc.stderr
+    assert tree(layout) == tree(want)
+
+    # The child's layer given as the base's: the manifest does not list that.
+    wrong = [{"blob": child["blob"], "descriptor": child["descriptor"]}]
+    layout, proc = layout_step("wrong", wrong)
+    assert_error(proc, "layers", "does not list the base's and this image's layers")
+    assert not os.path.exists(layout)
+
+    # A base layer blob that is not the one its descriptor describes.
+    os.chmod(hello_layer["blob"], 0o644)
+    with open(hello_layer["blob"], "ab") as f:
+        f.write(b"x")
+    layout, proc = layout_step("bad_blob", files)
+    assert_error(proc, "base", "'//test:base'", "its descriptor says")
+    assert not os.path.exists(layout)
+
+
 def test_layout_and_metadata_flags_do_not_mix(work, hello_layer):
     proc = engines.run_tool("image", image_manifest(layers=[hello_layer]), work,
                             output_layout=os.path.join(work, "out"), output_digest=os.path.join(work, "d"))

@@ -115,11 +115,20 @@ def _based_image_test_impl(ctx):
     env = analysistest.begin(ctx)
     m = _written_json(env, ".image_manifest.json")
 
-    # An image base reaches the assembly as its config and manifest; its layout only the layout action.
+    # An image base reaches the assembly as its config and manifest; the layout action as its
+    # layers' files (its chain was all built here), never as its layout: the base's layout is
+    # not built for this image, and the layout action does not wait for it.
     asserts.true(env, m["base"] != None and m["base"]["manifest"].endswith("/image_subject.manifest.json"), "base: %s" % m["base"])
     asserts.true(env, m["base"]["config"].endswith("/image_subject.config.json"), "base: %s" % m["base"])
     lay = _written_json(env, ".layout_manifest.json")
-    asserts.true(env, lay["base"]["layout"].endswith("/image_subject"), "layout base: %s" % lay["base"])
+    asserts.false(env, "layout" in lay["base"], "layout base: %s" % lay["base"])
+    base_layers = lay["base"]["layers"]
+    asserts.equals(env, 1, len(base_layers))
+    asserts.true(env, base_layers[0]["blob"].endswith("/layer_subject.tar.gz"), "layout base: %s" % lay["base"])
+    asserts.true(env, base_layers[0]["descriptor"].endswith("/layer_subject.layer.json"), "layout base: %s" % lay["base"])
+    inputs = [f for f in _action(env, "ShikoLayout").inputs.to_list()]
+    asserts.equals(env, [], [f.path for f in inputs if f.is_directory])
+    asserts.true(env, base_layers[0]["blob"] in [f.path for f in inputs], "layout inputs: %s" % inputs)
     asserts.equals(env, [], m["config"]["cmd"])  # explicitly cleared
     asserts.equals(env, None, m["config"]["entrypoint"])  # inherited
     asserts.equals(env, {"os": "linux", "architecture": "amd64", "variant": ""}, m["platform"])

@@ -28,12 +28,13 @@ from python_tools.shiko.stamp import expand_stamp, read_stamp
 # --- Our layers -----------------------------------------------------------------------------
 
 
-def read_layer(entry, target, check_blob=True):
-    """One of our layers (the layer tool's descriptor; with check_blob, its blob's size checked)."""
-    label = entry.get("label") or entry.get("blob")
+def read_layer(entry, target, check_blob=True, attr="layers", label=None):
+    """One of our layers (the layer tool's descriptor; with check_blob, its blob's size checked).
+    Errors name `attr` and `label` (default: the entry's label, else its blob)."""
+    label = label or entry.get("label") or entry.get("blob")
 
     def err(problem):
-        return UserError(problem, target, "layers", label)
+        return UserError(problem, target, attr, label)
 
     try:
         desc = read_json(entry["descriptor"])
@@ -240,7 +241,8 @@ def build_layout(spec, output_layout):
     """Writes the OCI image layout of an image whose config and manifest are already built.
 
     spec (python_tools/image.py, layout mode): {"target", "platform", "config": path,
-    "manifest": path, "base": null | {"layout": dir, "label"}, "layers": [{"blob",
+    "manifest": path, "base": null | {"layout": dir, "label"} | {"layers": [{"blob",
+    "descriptor"}], "label"}, "layers": [{"blob",
     "descriptor", "label"}], "ref_name": null | "TAG"}. Every blob placed is checked: the
     base's against their digests, ours against their descriptors' sizes, and the manifest must
     list exactly these layers. index.json names the manifest by ref_name (default "latest").
@@ -255,7 +257,12 @@ def build_layout(spec, output_layout):
 
     base_layers, base_paths = [], []
     base = spec.get("base")
-    if base:
+    if base and "layers" in base:
+        # An image target whose chain was all built here: its layers' own files.
+        base_layers = [read_layer(e, target, attr="base", label=base.get("label"))
+                       for e in base["layers"]]
+        base_paths = [d["path"] for d in base_layers]
+    elif base:
         layout = Layout(base.get("layout"), target, "base", base.get("label"))
         _, _, base_layers, base_paths = layout.select(platform)
     layers = [read_layer(entry, target) for entry in spec.get("layers") or []]

@@ -31,7 +31,10 @@ def _base(ctx):
     """(metadata base, layout base, metadata inputs, layout inputs, ImageInfo or None) of `base`.
 
     An `image` target base is given to the metadata action by its config and manifest only (a
-    few kB); its layer bytes reach only the layout action, through the base's own layout.
+    few kB). Its layer bytes reach only the layout action: as the layers' own files when every
+    layer of its chain was built here (so the base's layout is never built for it, and the
+    layout action does not wait for it), else through the base's own layout (a pulled or
+    plain-layout base at the bottom of the chain).
     """
     base = ctx.attr.base
     if base == None:
@@ -40,8 +43,17 @@ def _base(ctx):
     if ImageInfo in base:
         info = base[ImageInfo]
         meta = {"config": info.config.path, "manifest": info.manifest.path, "label": label}
-        lay = {"layout": info.layout.path, "label": label}
-        return meta, lay, [info.config, info.manifest], [info.layout], info
+        if info.layout_base == None:
+            files = info.layer_files
+            lay = {"label": label, "layers": [
+                {"blob": f.blob.path, "descriptor": f.descriptor.path}
+                for f in files
+            ]}
+            lay_inputs = [f.descriptor for f in files] + [f.blob for f in files]
+        else:
+            lay = {"layout": info.layout.path, "label": label}
+            lay_inputs = [info.layout]
+        return meta, lay, [info.config, info.manifest], lay_inputs, info
     files = base[DefaultInfo].files.to_list()
     path = None
     if len(files) == 1:
