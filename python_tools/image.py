@@ -36,13 +36,15 @@ Input contract of the second (L.json): {"target", "platform", "config": path, "m
   "descriptor"}], "label"}, "layers": [{"blob", "descriptor", "label"}], "ref_name": null |
   "TAG"}. A base given by its layers (an image target whose whole chain was built by rules_shiko:
   every layer's blob and descriptor, bottom first) needs no layout of its own. The manifest must
-  list exactly the base's layers and these. index.json names the manifest `org.opencontainers.image.ref.name` = TAG
-  (default `latest`), so umoci and `skopeo oci:DIR:TAG` open the layout; the digest is unchanged.
+  list exactly the base's layers and these. index.json names the manifest
+  `org.opencontainers.image.ref.name` = TAG (default `latest`), so umoci and
+  `skopeo oci:DIR:TAG` open the layout; the digest is unchanged.
 
 Base:
   null means scratch. An `image` target base is given by its config and manifest (metadata;
   its blobs only reach the layout action: its layers' files, or its own layout when a pulled
-  or plain-layout base is at the bottom of its chain). Otherwise `layout` must be an OCI image layout (`oci-layout` + `index.json`).
+  or plain-layout base is at the bottom of its chain). Otherwise `layout` must be an OCI image
+  layout (`oci-layout` + `index.json`).
   Its index may list one manifest or image indexes (OCI or Docker manifest lists, nested); the
   manifest whose platform matches `platform` is used (a missing variant matches the default one:
   arm64 = v8, arm = v7, amd64 = v1). Docker v2 schema 2 manifests and configs are accepted.

@@ -242,8 +242,8 @@ def build_layout(spec, output_layout):
 
     spec (python_tools/image.py, layout mode): {"target", "platform", "config": path,
     "manifest": path, "base": null | {"layout": dir, "label"} | {"layers": [{"blob",
-    "descriptor"}], "label"}, "layers": [{"blob",
-    "descriptor", "label"}], "ref_name": null | "TAG"}. Every blob placed is checked: the
+    "descriptor"}], "label"}, "layers": [{"blob", "descriptor", "label"}], "ref_name": null |
+    "TAG"}. Every blob placed is checked: the
     base's against their digests, ours against their descriptors' sizes, and the manifest must
     list exactly these layers. index.json names the manifest by ref_name (default "latest").
     """
