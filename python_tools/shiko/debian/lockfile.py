@@ -146,8 +146,8 @@ def add_member_digests(lock, fetch_deb, previous=None, log=None):
 
     def digests(p):
         what = "%s %s (%s)" % (p["name"], p["version"], p["path"])
-        control, data = _checked_members(fetch_deb(p), p["sha256"], what,
-                                         "the archive serves a .deb with sha256 %s, its index says %s")
+        control, data = _checked_members(fetch_deb(p), p["sha256"], what, lambda got: (
+            "the archive serves a .deb with sha256 %s, its index says %s" % (got, p["sha256"])))
         return hashlib.sha256(control).hexdigest(), hashlib.sha256(data).hexdigest()
 
     if todo:
@@ -166,10 +166,10 @@ def add_member_digests(lock, fetch_deb, previous=None, log=None):
 
 def _checked_members(blob, sha256, what, mismatch):
     """(control.tar, data.tar) of a .deb, decompressed, once its sha256 is `sha256`; else a
-    DebError `<what>: <mismatch % (its sha256, sha256)>`."""
+    DebError `<what>: <mismatch(its sha256)>`."""
     got = hashlib.sha256(blob).hexdigest()
     if got != sha256:
-        raise DebError("%s: %s" % (what, mismatch % (got, sha256)))
+        raise DebError("%s: %s" % (what, mismatch(got)))
     try:
         return debfile.plain_members(blob, what)
     except (tarfile.TarError,) + compression.errors() as e:
@@ -183,8 +183,8 @@ def write_plain_members(jobs):
     def one(job):
         with open(job["deb"], "rb") as f:
             blob = f.read()
-        control, data = _checked_members(blob, job["sha256"], job["what"],
-                                         job["deb"].replace("%", "%%") + " has sha256 %s, the lock says %s")
+        control, data = _checked_members(blob, job["sha256"], job["what"], lambda got: (
+            "%s has sha256 %s, the lock says %s" % (job["deb"], got, job["sha256"])))
         write_file_atomic(job["control"], control)
         write_file_atomic(job["data"], data)
 

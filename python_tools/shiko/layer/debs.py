@@ -11,14 +11,13 @@ attributes of the group's root. So the layer's bytes are the same either way; on
 (written, read back and parsed again: most of a package layer's time) is gone.
 """
 
+from python_tools.shiko.debian.unpack import hardlink_groups
 from python_tools.shiko.layer.members import MODE_MAX, BytesSource, Member
 from python_tools.shiko.tar import names
 
 
 def members(layer, entries, prefix, origin, index):
     """[Member] of `entries` under `prefix`, in name order; `index` keys their contents."""
-    from python_tools.shiko.debian.unpack import hardlink_groups
-
     link_to, content_of = hardlink_groups(entries)
     sources = {}  # the path holding a content -> its BytesSource
     out = []

@@ -86,7 +86,7 @@ def members(raw):
     """[Header] of the plain tar `raw` (bytes), in archive order; None when tarfile should read
     it (see the module's docstring)."""
     try:
-        return _members(memoryview(raw).cast("B") if not isinstance(raw, bytes) else raw)
+        return _members(raw)
     except _Decline:
         return None
 
@@ -103,7 +103,7 @@ def _members(raw):
             return out
         if end - pos < BLOCK:
             raise _Decline()
-        buf = bytes(raw[pos:pos + BLOCK])
+        buf = raw[pos:pos + BLOCK]
         if buf == _ZERO_BLOCK:
             if longname is not None or longlink is not None or pos == 0:
                 raise _Decline()
@@ -116,7 +116,7 @@ def _members(raw):
         if typ == _LONGNAME or typ == _LONGLINK:
             if data + _block(size) > end:
                 raise _Decline()
-            text = _nts(bytes(raw[data:data + _block(size)]))
+            text = _nts(raw[data:data + _block(size)])
             if typ == _LONGNAME:
                 if longname is not None:
                     raise _Decline()
