@@ -663,3 +663,23 @@ def test_read_ahead_is_bounded_and_in_order(monkeypatch):
     gen.close()
     timer.join()
     assert sorted(started) == ["p0.deb", "p1.deb", "p2.deb"], started
+
+
+def test_a_symlink_with_an_empty_target_in_a_package_layer_is_one_line(tmp_path):
+    """A package's symlink with an empty target, in a layer's `debs` entry: the layer tool's
+    one-line error naming the target, the attribute and the path, and no output left."""
+    repo = Repo(tmp_path / "repo")
+    repo.add("dangling", "1", [("./usr/lib/empty-link", "symlink", "", 0o777),
+                               ("./usr/lib/ok", "file", b"ok", 0o644)])
+    dm = tmp_path / "deb_manifest.json"
+    dm.write_text(json.dumps(repo.manifest()))
+    origin = {"attr": "packages", "label": TARGET}
+    res, out = _layer_cli(tmp_path, [{"kind": "debs", "dest": "", "manifest": str(dm),
+                                      "origin": origin}], "empty_link")
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("ERROR: //pkg:base_libs: attribute 'packages': "), lines[0]
+    assert "symlink with an empty target (in %s)" % TARGET in lines[0], lines[0]
+    assert "usr/lib/empty-link" in lines[0], lines[0]
+    assert not [p for p in out.values() if os.path.exists(p)]
