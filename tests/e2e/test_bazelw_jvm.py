@@ -7,7 +7,7 @@ JVM's own check: the file is in the server's memory map); a running server keeps
 it started with (no restart); SHIKO_BAZEL_CDS=0 adds nothing. The same for the parallel
 garbage collector: every server gets -XX:+UseParallelGC, SHIKO_BAZEL_GC=default leaves the
 JVM's own choice, and a running server keeps what it started with. And for the compiler: every
-server gets -XX:TieredStopAtLevel=1 with a provider list (written once per JDK, after a probe)
+server gets -XX:TieredStopAtLevel=1 and -XX:CICompilerCount=1 with a provider list (written once per JDK, after a probe)
 that puts SunPKCS11 on NSS first for SHA-256; a build's server has NSS's softokn in its memory
 map; SHIKO_BAZEL_JIT=default adds neither; a JDK whose probe fails gets neither, and the failure
 is remembered. Each server is a fresh output base and a cheap command (`info release`,
@@ -34,7 +34,8 @@ def _server(output_base):
 
 def _jit_args(argv):
     """The compiler and security-provider options the server started with."""
-    return [a for a in argv if a.startswith(("-XX:TieredStopAtLevel=", "-Djava.security.properties="))]
+    return [a for a in argv if a.startswith(("-XX:TieredStopAtLevel=", "-XX:CICompilerCount=",
+                                             "-Djava.security.properties="))]
 
 
 def _archive_args(argv):
@@ -73,7 +74,8 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
         assert "-XX:+UseParallelGC" in argv, argv
         jit = _jit_args(argv)
         security = [a.split("=", 1)[1] for a in jit if a.startswith("-Djava.security.properties=")]
-        assert len(jit) == 2 and "-XX:TieredStopAtLevel=1" in jit and len(security) == 1, argv
+        assert len(jit) == 3 and len(security) == 1, argv
+        assert "-XX:TieredStopAtLevel=1" in jit and "-XX:CICompilerCount=1" in jit, argv
         assert os.path.dirname(security[0]) == jvm_dir, security
         with open(security[0]) as f:
             providers = [l.strip() for l in f if l.startswith("security.provider.")]
