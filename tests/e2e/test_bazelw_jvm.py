@@ -12,11 +12,19 @@ that puts SunPKCS11 on NSS first for SHA-256; a build's server has NSS's softokn
 map; SHIKO_BAZEL_JIT=default adds neither; a JDK whose probe fails gets neither, and the failure
 is remembered. Each server is a fresh output base and a cheap command (`info release`,
 `build //platforms:all`); the archive and the provider list go to a temporary XDG_CACHE_HOME.
+And docs/install.md's recipe for other workspaces (plain Bazel): run as written, its server gets
+the same options and hashes through NSS.
 """
 
 import os
+import re
+import shutil
+import subprocess
+
+import pytest
 
 from checkout import remove_tree
+from conftest import REPO_ROOT
 
 JAR = "/usr/share/bazel/A-server.jar"
 
@@ -168,3 +176,69 @@ def _which(name):
         if os.access(p, os.X_OK):
             return p
     raise AssertionError("no %s on PATH" % name)
+
+
+def _install_md_block(marker):
+    """The fenced code block right after `<!-- marker -->` in docs/install.md."""
+    with open(os.path.join(REPO_ROOT, "docs", "install.md"), encoding="utf-8") as f:
+        text = f.read()
+    m = re.search(r"<!-- %s -->\n```\w*\n(.*?)\n```" % re.escape(marker), text, re.S)
+    assert m, "docs/install.md has no code block after <!-- %s -->" % marker
+    return m.group(1) + "\n"
+
+
+def test_the_install_recipe_for_other_workspaces(tmp_path):
+    """docs/install.md's recipe for other repositories on Bazel 4.2.3 (plain Bazel, no
+    ./bazelw), run as written but into a temporary directory: the server starts with the three
+    options, a build hashes its input through NSS (the soft token is in the server's memory map)
+    and gets the right output, and the provider list keeps the JDK's providers in order."""
+    bazel4 = shutil.which("bazel-4")
+    if not bazel4 or not os.path.isdir("/usr/share/bazel"):
+        pytest.fail("Debian's Bazel 4.2.3 (bazel-4) is missing: ./bazelw installs it", pytrace=False)
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "WORKSPACE").write_text("")
+    (ws / "input.txt").write_text("hello\n" * 100000)
+    (ws / "BUILD").write_text('genrule(name = "copy", srcs = ["input.txt"], outs = ["copy.txt"], '
+                              'cmd = "cp $< $@")\n')
+    jvm_dir = tmp_path / "jvm"
+    script = _install_md_block("jvm-recipe")
+    lines = script.splitlines(True)
+    assert lines[0].startswith("dir="), lines[0]
+    script = "set -eu\ndir=%s\n" % jvm_dir + "".join(lines[1:])
+    res = subprocess.run(["bash", "-c", script], cwd=str(ws), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert res.returncode == 0, res.stderr
+    rc = (ws / ".bazelrc").read_text().splitlines()
+    security = "%s/sha256-nss.security" % jvm_dir
+    assert rc == ["startup --host_jvm_args=-XX:TieredStopAtLevel=1",
+                  "startup --host_jvm_args=-XX:CICompilerCount=1",
+                  "startup --host_jvm_args=-Djava.security.properties=" + security], rc
+    with open(security) as f:
+        providers = [l.strip() for l in f if l.strip()]
+    java = os.path.realpath(shutil.which("java"))
+    with open(os.path.join(os.path.dirname(os.path.dirname(java)), "conf", "security",
+                           "java.security")) as f:
+        jdk = sorted((l.strip() for l in f if re.match(r"security\.provider\.\d+=", l)),
+                     key=lambda l: int(l.split("=", 1)[0].rsplit(".", 1)[1]))
+    assert providers[0] == "security.provider.1=SunPKCS11 %s/sha256-nss.cfg" % jvm_dir, providers
+    assert [p.split("=", 1)[1] for p in providers[1:]] == [p.split("=", 1)[1] for p in jdk]
+    assert [p.split("=", 1)[0] for p in providers] == [
+        "security.provider.%d" % i for i in range(1, len(jdk) + 2)], providers
+
+    ob = str(tmp_path / "ob")
+    run = lambda *a: subprocess.run([bazel4, "--output_base=" + ob, "--max_idle_secs=120"] + list(a),  # noqa: E731
+                                    cwd=str(ws), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, timeout=600)
+    try:
+        res = run("build", "--symlink_prefix=/", "//:copy")
+        assert res.returncode == 0, res.stderr[-3000:]
+        pid, argv, maps = _server(ob)
+        assert _jit_args(argv) == ["-XX:TieredStopAtLevel=1", "-XX:CICompilerCount=1",
+                                   "-Djava.security.properties=" + security], argv
+        assert "libsoftokn3" in maps, "NSS was not loaded by the build's server"
+        out = run("info", "bazel-bin").stdout.strip()
+        assert (ws / "input.txt").read_text() == open(os.path.join(out, "copy.txt")).read()
+    finally:
+        run("shutdown")
+        remove_tree(str(tmp_path / "ob"))
