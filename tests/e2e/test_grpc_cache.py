@@ -18,31 +18,9 @@ import pytest
 import services
 from checkout import copy_checkout, remove_tree
 from conftest import REPO_ROOT, Bazel
+from machines import Machine
 
 IMAGE = "//examples/python_app:image"
-
-
-class Machine:
-    def __init__(self, bazel, root, cache):
-        self.bazel = bazel
-        self.startup = ["--output_user_root=" + root]
-        # Its own memory of where blobs were pushed (shiko/registry/sources.py): a fresh CI
-        # machine does not know another's pushes, so none of its pushes mounts from them.
-        self.blob_sources = os.path.join(root, "blob_sources.json")
-        self.flags = ["--config=ci", "--remote_cache=" + cache.url,
-                      "--remote_instance_name=" + cache.instance]
-
-    def build(self, *args):
-        return self.bazel("build", "--color=no", "--curses=no", *self.flags, *args, startup=self.startup)
-
-    def run(self, *args, env=None, check=True):
-        env = dict(os.environ if env is None else env)
-        env.setdefault("SHIKO_BLOB_SOURCES", self.blob_sources)
-        return self.bazel("run", "--color=no", "--curses=no", *self.flags, *args, startup=self.startup,
-                          env=env, check=check)
-
-    def shutdown(self):
-        self.bazel("shutdown", startup=self.startup, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +31,10 @@ def grpc_ci():
         tree = copy_checkout(REPO_ROOT, os.path.join(work, "rules_shiko"))
         with services.RemoteExecution(bots=0) as engine:
             def machine(name):
-                m = Machine(Bazel(tree), os.path.join(work, name), engine.buildgrid)
+                cache = engine.buildgrid
+                m = Machine(Bazel(tree), os.path.join(work, name),
+                            ["--config=ci", "--remote_cache=" + cache.url,
+                             "--remote_instance_name=" + cache.instance])
                 machines.append(m)
                 return m
             yield machine, engine
@@ -64,22 +45,19 @@ def grpc_ci():
 
 
 def _digest(m):
-    bin_dir = m.bazel.info("bazel-bin", startup=m.startup)
-    with open(os.path.join(bin_dir, "examples", "python_app", "image.digest")) as f:
-        return f.read().strip(), bin_dir
+    return m.read("examples/python_app/image.digest").decode().strip()
 
 
 def test_push_streams_layers_from_a_grpc_cache(grpc_ci, registry, tmp_path):
     machine, engine = grpc_ci
     first = machine("first")
     first.build("--remote_download_toplevel", "--output_groups=digest", IMAGE)
-    digest, _ = _digest(first)
+    digest = _digest(first)
     second = machine("second")
     res = second.build("--remote_download_toplevel", "--output_groups=digest", IMAGE)
     assert re.search(r"processes: .*remote cache hit", res.stderr), res.stderr[-1500:]
     assert " local" not in res.stderr.split("processes:")[-1].splitlines()[0], res.stderr[-1500:]
-    digest2, bin_dir = _digest(second)
-    assert digest2 == digest
+    assert _digest(second) == digest
     url = "%s/%s" % (engine.url, engine.instance)
     repo = "%s/grpc/python_app" % registry.host
     res = second.run("--//settings:remote_cache=" + url, "//examples/python_app:push", "--",
@@ -88,7 +66,7 @@ def test_push_streams_layers_from_a_grpc_cache(grpc_ci, registry, tmp_path):
     m = re.search(r"(\d+) blobs pushed, (\d+) skipped, (\d+) mounted; (\d+) bytes sent", res.stderr)
     assert m and int(m.group(1)) >= 4, res.stderr[-1500:]
     # The layers came from the cache, not from this machine's outputs.
-    assert not os.path.exists(os.path.join(bin_dir, "examples", "python_app", "image_app.tar.gz"))
+    assert not os.path.exists(second.bin("examples/python_app/image_app.tar.gz"))
 
 
 def test_push_fails_clearly_when_the_grpc_cache_lacks_a_blob(grpc_ci, registry, tmp_path):
@@ -96,10 +74,8 @@ def test_push_fails_clearly_when_the_grpc_cache_lacks_a_blob(grpc_ci, registry, 
     repository after the app layer left the cache: one line naming the blob and the cache."""
     machine, engine = grpc_ci
     m = machine("second")
-    bin_dir = m.bazel.info("bazel-bin", startup=m.startup)
-    with open(os.path.join(bin_dir, "examples", "python_app", "image.manifest.json")) as f:
-        layer = json.load(f)["layers"][-1]["digest"]
-    assert not os.path.exists(os.path.join(bin_dir, "examples", "python_app", "image_app.tar.gz"))
+    layer = json.loads(m.read("examples/python_app/image.manifest.json"))["layers"][-1]["digest"]
+    assert not os.path.exists(m.bin("examples/python_app/image_app.tar.gz"))
     # Take the layer out of BuildGrid's disk CAS (a file named by the digest's hex).
     cas = os.path.join(engine.buildgrid.dir, "cas")
     found = [os.path.join(d, n) for d, _, names in os.walk(cas) for n in names

@@ -28,6 +28,7 @@ import pytest
 import services
 from checkout import copy_checkout, remove_tree
 from conftest import REPO_ROOT, Bazel
+from machines import Machine, local_mnemonics, processes
 
 IMAGES = [
     "//examples/static_c:image",
@@ -38,70 +39,24 @@ IMAGES = [
     "//examples/python_app:index",
 ]
 APP_IMAGE = "//examples/python_app:image"
-LOCAL_STRATEGIES = ("worker", "linux-sandbox", "processwrapper-sandbox", "local", "sandbox")
 
 
-class Machine:
-    """One CI machine: its own output user root on the shared checkout copy."""
-
-    def __init__(self, bazel, root, cache, repo_cache):
-        self.bazel = bazel
-        self.startup = ["--output_user_root=" + root]
-        # Its own memory of where blobs were pushed (shiko/registry/sources.py): a fresh CI
-        # machine does not know another's pushes, so none of its pushes mounts from them.
-        self.blob_sources = os.path.join(root, "blob_sources.json")
-        self.flags = ["--config=ci", "--remote_cache=" + cache.url, "--repository_cache=" + repo_cache]
-
-    def build(self, *args, log=None):
-        extra = ["--execution_log_json_file=" + log] if log else []
-        return self.bazel("build", "--color=no", "--curses=no", *self.flags, *extra, *args, startup=self.startup)
-
-    def run(self, *args, env=None, check=True):
-        env = dict(os.environ if env is None else env)
-        env.setdefault("SHIKO_BLOB_SOURCES", self.blob_sources)
-        return self.bazel("run", "--color=no", "--curses=no", *self.flags, *args, startup=self.startup, env=env,
-                          check=check)
-
-    def metadata(self, targets):
-        """{target: (digest, image manifest)}: downloads only the small metadata outputs. An
-        image_index gives its index (its children's layers are not counted)."""
-        self.build("--remote_download_toplevel", "--output_groups=digest,config,default", *targets)
-        bin_dir = self.bazel.info("bazel-bin", startup=self.startup)
-        out = {}
-        for t in targets:
-            pkg, name = t[2:].split(":")
-            with open(os.path.join(bin_dir, pkg, name + ".digest")) as f:
-                digest = f.read().strip()
-            path = os.path.join(bin_dir, pkg, name + ".manifest.json")
-            if not os.path.exists(path):
-                with open(os.path.join(bin_dir, pkg, name + ".index.json")) as f:
-                    out[t] = (digest, {"layers": [], "index": json.load(f)})
-                continue
-            with open(path) as f:
-                out[t] = (digest, json.load(f))
-        return out
-
-    def shutdown(self):
-        self.bazel("shutdown", startup=self.startup, check=False)
-
-
-def processes(stderr):
-    """{kind: count} of Bazel's `INFO: N processes: ...` summary line."""
-    m = re.search(r"INFO: \d+ process(?:es)?: (.*)\.$", stderr, re.M)
-    assert m, "no process summary in:\n" + stderr[-2000:]
+def metadata(m, targets):
+    """{target: (digest, image manifest)} built on machine `m`: downloads only the small metadata
+    outputs. An image_index gives its index (its children's layers are not counted)."""
+    m.build("--remote_download_toplevel", "--output_groups=digest,config,default", *targets)
     out = {}
-    for part in m.group(1).split(", "):
-        n, kind = part.split(" ", 1)
-        out[kind] = int(n)
+    for t in targets:
+        pkg, name = t[2:].split(":")
+        digest = m.read(os.path.join(pkg, name + ".digest")).decode().strip()
+        path = m.bin(os.path.join(pkg, name + ".manifest.json"))
+        if not os.path.exists(path):
+            index = json.loads(m.read(os.path.join(pkg, name + ".index.json")))
+            out[t] = (digest, {"layers": [], "index": index})
+            continue
+        with open(path) as f:
+            out[t] = (digest, json.load(f))
     return out
-
-
-def local_mnemonics(log_path):
-    """Mnemonics of the spawns that ran on this machine (not cache hits), from the execution log."""
-    with open(log_path) as f:
-        text = f.read()
-    spawns = json.loads("[" + re.sub(r"\}\s*\{", "},{", text.strip()) + "]") if text.strip() else []
-    return sorted(s.get("mnemonic", "?") for s in spawns if not s.get("remoteCacheHit"))
 
 
 def layer_bytes(manifests):
@@ -121,7 +76,8 @@ def ci(tmp_path_factory, bazel):
         machines = []
 
         def machine(name):
-            m = Machine(Bazel(src), os.path.join(work, name), cache, repo_cache)
+            m = Machine(Bazel(src), os.path.join(work, name),
+                        ["--config=ci", "--remote_cache=" + cache.url, "--repository_cache=" + repo_cache])
             machines.append(m)
             return m
 
@@ -141,7 +97,7 @@ def warm(ci):
     since = cache.log_offset()
     first.build("//examples/...")
     print("cold machine: uploaded %d bytes" % cache.put_bytes(since))
-    return first.metadata(IMAGES)
+    return metadata(first, IMAGES)
 
 
 def test_second_machine_runs_nothing_and_downloads_almost_nothing(ci, warm):
@@ -149,7 +105,7 @@ def test_second_machine_runs_nothing_and_downloads_almost_nothing(ci, warm):
     second = machine("second")
     since = cache.log_offset()
     log = os.path.join(work, "second.log")
-    res = second.build("//examples/...", log=log)
+    res = second.build("--execution_log_json_file=" + log, "//examples/...")
     got = cache.get_bytes(since)
     kinds = processes(res.stderr)
     assert set(kinds) <= {"remote cache hit", "internal"}, kinds
@@ -159,7 +115,7 @@ def test_second_machine_runs_nothing_and_downloads_almost_nothing(ci, warm):
     print("second machine: %s; downloaded %d bytes of %d layer bytes" % (kinds, got, total))
     assert got < 0.02 * total, "downloaded %d bytes of %d layer bytes" % (got, total)
     # Same digests as the first machine's.
-    assert {t: d for t, (d, _) in second.metadata(IMAGES).items()} == {t: d for t, (d, _) in warm.items()}
+    assert {t: d for t, (d, _) in metadata(second, IMAGES).items()} == {t: d for t, (d, _) in warm.items()}
 
 
 def test_app_edit_runs_only_the_app_layer_and_the_assembly(ci, warm):
@@ -174,14 +130,14 @@ def test_app_edit_runs_only_the_app_layer_and_the_assembly(ci, warm):
         third = machine("third")
         since = cache.log_offset()
         log = os.path.join(work, "third.log")
-        third.build(APP_IMAGE, log=log)
+        third.build("--execution_log_json_file=" + log, APP_IMAGE)
         got = cache.get_bytes(since)
         assert local_mnemonics(log) == ["ShikoImage", "ShikoLayer"], local_mnemonics(log)
         total = layer_bytes({APP_IMAGE: warm[APP_IMAGE]})
         print("after an app edit: ran %s; downloaded %d bytes of the image's %d layer bytes"
               % (local_mnemonics(log), got, total))
         assert got < 0.02 * total, "downloaded %d bytes of the image's %d layer bytes" % (got, total)
-        after = third.metadata([APP_IMAGE])[APP_IMAGE]
+        after = metadata(third, [APP_IMAGE])[APP_IMAGE]
         old_layers = warm[APP_IMAGE][1]["layers"]
         new_layers = after[1]["layers"]
         assert after[0] != warm[APP_IMAGE][0]
@@ -214,9 +170,8 @@ def test_push_from_a_fresh_machine_streams_blobs_from_the_cache(ci, warm, regist
           % (got, sent, total, m.group(0)))
     assert sent > 0 and sent <= got < sent * 1.02 + 200000, (got, sent, total)
     # The layers never landed in this machine's outputs.
-    bin_dir = pusher.bazel.info("bazel-bin", startup=pusher.startup)
-    assert not os.path.exists(os.path.join(bin_dir, "examples", "python_app", "image")), "layout downloaded"
-    assert not os.path.exists(os.path.join(bin_dir, "examples", "python_app", "image_app.tar.gz"))
+    assert not os.path.exists(pusher.bin("examples/python_app/image")), "layout downloaded"
+    assert not os.path.exists(pusher.bin("examples/python_app/image_app.tar.gz"))
 
     again = machine("repusher")
     since = cache.log_offset()
@@ -271,8 +226,7 @@ def test_load_from_a_fresh_machine_streams_only_what_the_engine_lacks(ci, warm, 
     got = cache.get_bytes(since)
     print("load from a fresh machine: %d bytes from the cache for %d layer bytes" % (got, total))
     assert total <= got < total * 1.02 + 200000, (got, total)
-    bin_dir = loader.bazel.info("bazel-bin", startup=loader.startup)
-    assert not os.path.exists(os.path.join(bin_dir, "examples", "python_app", "image")), "layout downloaded"
+    assert not os.path.exists(loader.bin("examples/python_app/image")), "layout downloaded"
     run = dockerd.docker("run", "--rm", "--network", "none", "rules_shiko/python_app:latest", "--selftest")
     assert run.stdout.strip() == "python_app ok", run.stdout + run.stderr
 

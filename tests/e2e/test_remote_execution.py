@@ -32,7 +32,7 @@ import pytest
 import services
 from checkout import copy_checkout, remove_tree
 from conftest import REPO_ROOT, Bazel
-from test_remote_cache import processes
+from machines import Machine, processes
 
 LOCAL_KINDS = ("worker", "linux-sandbox", "processwrapper-sandbox", "local", "sandbox")
 SHELL_TARGETS = ["//tests/remote:hello_sh", "//tests/remote:python_probe"]
@@ -40,44 +40,11 @@ HELLO = "//examples/static_c:hello"
 IMAGE_GROUPS = "--output_groups=+layout,+tarball,+sbom,+report"
 
 
-class Machine:
-    """One fresh Bazel output user root on the shared checkout snapshot."""
-
-    def __init__(self, src, root, repo_cache):
-        self.bazel = Bazel(src)
-        self.startup = ["--output_user_root=" + root]
-        # Its own memory of where blobs were pushed (shiko/registry/sources.py): a fresh CI
-        # machine does not know another's pushes, so none of its pushes mounts from them.
-        self.blob_sources = os.path.join(root, "blob_sources.json")
-        self.repo_cache = repo_cache
-
-    def build(self, *args, check=True):
-        started = time.monotonic()
-        res = self.bazel("build", "--color=no", "--curses=no", "--repository_cache=" + self.repo_cache,
-                         *args, startup=self.startup, check=check)
-        res.seconds = time.monotonic() - started
-        return res
-
-    def remote_build(self, rex, *args, check=True):
-        return self.build("--config=remote", "--remote_executor=" + rex.url,
-                          "--remote_instance_name=" + rex.instance, "--remote_download_toplevel",
-                          *args, check=check)
-
-    def run(self, *args, env=None):
-        env = dict(os.environ if env is None else env)
-        env.setdefault("SHIKO_BLOB_SOURCES", self.blob_sources)
-        return self.bazel("run", "--color=no", "--curses=no", "--repository_cache=" + self.repo_cache,
-                          *args, startup=self.startup, env=env)
-
-    def bin(self, path):
-        return os.path.join(self.bazel.info("bazel-bin", startup=self.startup), path)
-
-    def read(self, path):
-        with open(self.bin(path), "rb") as f:
-            return f.read()
-
-    def shutdown(self):
-        self.bazel("shutdown", startup=self.startup, check=False)
+def remote_build(m, rex, *args, check=True):
+    """A build of machine `m` on the engine `rex`, its outputs downloaded."""
+    return m.build("--config=remote", "--remote_executor=" + rex.url,
+                   "--remote_instance_name=" + rex.instance, "--remote_download_toplevel",
+                   *args, check=check)
 
 
 def assert_all_remote(res, at_least):
@@ -95,7 +62,7 @@ def machines(tmp_path_factory, bazel):
     made = []
 
     def machine(name):
-        m = Machine(src, os.path.join(work, name), repo_cache)
+        m = Machine(Bazel(src), os.path.join(work, name), ["--repository_cache=" + repo_cache])
         made.append(m)
         return m
 
@@ -124,7 +91,7 @@ def rex():
 
 def test_shell_and_c_actions_run_remotely_with_local_outputs(machines, local, rex):
     m = machines("remote")
-    res = m.remote_build(rex, *SHELL_TARGETS, HELLO)
+    res = remote_build(m, rex, *SHELL_TARGETS, HELLO)
     kinds = assert_all_remote(res, 4)  # two genrules, the compile, the link
     print("remote build: %.1fs, %r (load %s)" % (res.seconds, kinds, open("/proc/loadavg").read().strip()))
 
@@ -146,7 +113,7 @@ def test_two_bots_and_one_killed_mid_action(machines):
         m = machines("killed")
         outcome = {}
         build = threading.Thread(target=lambda: outcome.update(
-            res=m.remote_build(r, "//tests/remote:slow_a", "//tests/remote:slow_b", check=False)))
+            res=remote_build(m, r, "//tests/remote:slow_a", "//tests/remote:slow_b", check=False)))
         build.start()
         # Both bots busy at the same time: the two actions run concurrently.
         deadline = time.monotonic() + 300
@@ -200,7 +167,7 @@ def remote_examples(machines, local):
         m = machines("remote-examples")
         outcome = {}
         build = threading.Thread(target=lambda: outcome.update(
-            res=m.remote_build(r, "//examples/...", IMAGE_GROUPS, check=False)))
+            res=remote_build(m, r, "//examples/...", IMAGE_GROUPS, check=False)))
         build.start()
         killed = None
         while build.is_alive() and killed is None:
