@@ -1,19 +1,20 @@
 """./bazelw's JVM options for Bazel 4.2.3's server (Debian's JDK 17): class data sharing, the
-parallel garbage collector, C1 only with SHA-256 from NSS.
+parallel garbage collector, C1 only with SHA-256 from NSS, no performance counters.
 
 No archive yet: a server started by `info` gets no archive option, one started by a build
 writes the archive of the classes it loaded when it exits; the next servers map it (the
 JVM's own check: the file is in the server's memory map); a running server keeps the option
 it started with (no restart); SHIKO_BAZEL_CDS=0 adds nothing. The same for the parallel
 garbage collector: every server gets -XX:+UseParallelGC, SHIKO_BAZEL_GC=default leaves the
-JVM's own choice, and a running server keeps what it started with. And for the compiler: every
-server gets -XX:TieredStopAtLevel=1 and -XX:CICompilerCount=1 with a provider list (written once per JDK, after a probe)
-that puts SunPKCS11 on NSS first for SHA-256; a build's server has NSS's softokn in its memory
-map; SHIKO_BAZEL_JIT=default adds neither; a JDK whose probe fails gets neither, and the failure
-is remembered. Each server is a fresh output base and a cheap command (`info release`,
-`build //platforms:all`); the archive and the provider list go to a temporary XDG_CACHE_HOME.
-And docs/install.md's recipe for other workspaces (plain Bazel): run as written, its server gets
-the same options and hashes through NSS.
+JVM's own choice, and a running server keeps what it started with. For the compiler: every
+server gets -XX:TieredStopAtLevel=1 and -XX:CICompilerCount=1 with a provider list (written
+once per JDK, after a probe) that puts SunPKCS11 on NSS first for SHA-256; a build's server has
+NSS's softokn in its memory map; SHIKO_BAZEL_JIT=default adds none of them; a JDK whose probe
+fails gets none, and the failure is remembered. Every server gets -XX:-UsePerfData, and
+SHIKO_BAZEL_PERFDATA=1 leaves it out. Each server is a fresh output base and a cheap command
+(`info release`, `build //platforms:all`); the archive and the provider list go to a temporary
+XDG_CACHE_HOME. And docs/install.md's recipe for other workspaces (plain Bazel): run as written,
+its server gets the same options and hashes through NSS.
 """
 
 import os
@@ -55,9 +56,10 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
     xdg = str(tmp_path / "xdg")
     cds_dir = os.path.join(xdg, "rules_shiko", "bazel-cds")
     env = dict(os.environ, XDG_CACHE_HOME=xdg)
-    for k in ("SHIKO_BAZEL_CDS", "SHIKO_BAZEL_GC", "SHIKO_BAZEL_JIT", "JAVA_HOME"):
+    for k in ("SHIKO_BAZEL_CDS", "SHIKO_BAZEL_GC", "SHIKO_BAZEL_JIT", "SHIKO_BAZEL_PERFDATA", "JAVA_HOME"):
         env.pop(k, None)
-    off = dict(env, SHIKO_BAZEL_CDS="0", SHIKO_BAZEL_GC="default", SHIKO_BAZEL_JIT="default")
+    off = dict(env, SHIKO_BAZEL_CDS="0", SHIKO_BAZEL_GC="default", SHIKO_BAZEL_JIT="default",
+               SHIKO_BAZEL_PERFDATA="1")
     jvm_dir = os.path.join(xdg, "rules_shiko", "bazel-jvm")
     bases = [str(tmp_path / ("ob%d" % i)) for i in range(4)]
     envs = {bases[0]: env, bases[1]: env, bases[2]: env, bases[3]: off}
@@ -80,6 +82,7 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
             return
         assert not _archive_args(argv), argv
         assert "-XX:+UseParallelGC" in argv, argv
+        assert argv.count("-XX:-UsePerfData") == 1, argv
         jit = _jit_args(argv)
         security = [a.split("=", 1)[1] for a in jit if a.startswith("-Djava.security.properties=")]
         assert len(jit) == 3 and len(security) == 1, argv
@@ -114,6 +117,7 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
         assert jsa in maps, "the server did not map %s" % jsa
         assert argv.count("-XX:+UseParallelGC") == 1, argv
         assert _jit_args(argv) == jit, argv
+        assert argv.count("-XX:-UsePerfData") == 1, argv
         stop(2)
 
         # Turned off: no archive option, not mapped, the JVM's own collector; a later command
@@ -123,10 +127,12 @@ def test_a_build_server_writes_the_archive_and_the_next_ones_map_it(bazel, tmp_p
         assert jsa not in maps
         assert not [a for a in argv if a.startswith("-XX:+Use") and a.endswith("GC")], argv
         assert not _jit_args(argv), argv
+        assert "-XX:-UsePerfData" not in argv, argv
         envs[bases[3]] = env
         pid2, argv, _ = start(3)
         assert pid2 == pid and not _archive_args(argv), argv
         assert "-XX:+UseParallelGC" not in argv and not _jit_args(argv), argv
+        assert "-XX:-UsePerfData" not in argv, argv
     finally:
         for i, ob in enumerate(bases):
             if os.path.isdir(ob):
@@ -213,7 +219,8 @@ def test_the_install_recipe_for_other_workspaces(tmp_path):
     security = "%s/sha256-nss.security" % jvm_dir
     assert rc == ["startup --host_jvm_args=-XX:TieredStopAtLevel=1",
                   "startup --host_jvm_args=-XX:CICompilerCount=1",
-                  "startup --host_jvm_args=-Djava.security.properties=" + security], rc
+                  "startup --host_jvm_args=-Djava.security.properties=" + security,
+                  "startup --host_jvm_args=-XX:-UsePerfData"], rc
     with open(security) as f:
         providers = [l.strip() for l in f if l.strip()]
     java = os.path.realpath(shutil.which("java"))
@@ -236,6 +243,7 @@ def test_the_install_recipe_for_other_workspaces(tmp_path):
         pid, argv, maps = _server(ob)
         assert _jit_args(argv) == ["-XX:TieredStopAtLevel=1", "-XX:CICompilerCount=1",
                                    "-Djava.security.properties=" + security], argv
+        assert "-XX:-UsePerfData" in argv, argv
         assert "libsoftokn3" in maps, "NSS was not loaded by the build's server"
         out = run("info", "bazel-bin").stdout.strip()
         assert (ws / "input.txt").read_text() == open(os.path.join(out, "copy.txt")).read()
