@@ -144,7 +144,8 @@ def test_a_jdk_whose_sha256_probe_fails_gets_no_compiler_options(bazel, tmp_path
     """A JDK on which NSS does not give SHA-256 (here: a `java` that answers nothing) keeps the
     JVM's own tiered compilation: C1 alone would hash at a tenth of the speed. No provider list
     is left behind, and the failure is remembered, so the next command does not probe again."""
-    real = os.path.realpath(_which("java"))
+    assert shutil.which("java"), "no java on PATH"
+    real = os.path.realpath(shutil.which("java"))
     home = tmp_path / "jdk"
     (home / "bin").mkdir(parents=True)
     (home / "conf" / "security").mkdir(parents=True)
@@ -176,14 +177,6 @@ def test_a_jdk_whose_sha256_probe_fails_gets_no_compiler_options(bazel, tmp_path
     assert "NSS did not work" not in runs[1].stderr, runs[1].stderr
 
 
-def _which(name):
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        p = os.path.join(d, name)
-        if os.access(p, os.X_OK):
-            return p
-    raise AssertionError("no %s on PATH" % name)
-
-
 def _install_md_block(marker):
     """The fenced code block right after `<!-- marker -->` in docs/install.md."""
     with open(os.path.join(REPO_ROOT, "docs", "install.md"), encoding="utf-8") as f:
@@ -195,7 +188,7 @@ def _install_md_block(marker):
 
 def test_the_install_recipe_for_other_workspaces(tmp_path):
     """docs/install.md's recipe for other repositories on Bazel 4.2.3 (plain Bazel, no
-    ./bazelw), run as written but into a temporary directory: the server starts with the three
+    ./bazelw), run as written but into a temporary directory: the server starts with the four
     options, a build hashes its input through NSS (the soft token is in the server's memory map)
     and gets the right output, and the provider list keeps the JDK's providers in order."""
     bazel4 = shutil.which("bazel-4")
